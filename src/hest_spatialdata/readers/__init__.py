@@ -1,0 +1,1 @@
+"""One reader per HEST source part; each turns one file into one SpatialData element."""

@@ -1,0 +1,43 @@
+"""What every reader needs to know about the sample it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spatialdata.transformations import BaseTransformation, Identity, Scale
+
+from hest_spatialdata._constants import CoordinateSystems, Technology
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    """The facts about one sample shared by its readers.
+
+    Parameters
+    ----------
+    sample_id
+        HEST sample id.
+    pixel_size_um
+        µm per level-0 pixel (``pixel_size_um_estimated``).
+    technology
+        Normalised ``st_technology``.
+    slide_shape
+        ``(height, width)`` of the slide's level 0 in pixels, used to check that coordinates fall on the slide.
+    metadata
+        The metadata JSON (NaN replaced by ``None``).
+    """
+
+    sample_id: str
+    pixel_size_um: float
+    technology: Technology
+    slide_shape: tuple[int, int]
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def transformations(self) -> dict[str, BaseTransformation]:
+        """Fresh transformations from level-0 pixels to the ``global`` and ``microns`` coordinate systems."""
+        ps = self.pixel_size_um
+        return {
+            CoordinateSystems.GLOBAL.value: Identity(),
+            CoordinateSystems.MICRONS.value: Scale([ps, ps], axes=("x", "y")),
+        }

@@ -1,0 +1,208 @@
+"""``convert()``: write HEST samples as SpatialData Zarr stores, atomically, never touching an existing store
+unless asked; plus the cheap completeness check that resumable batches rely on.
+
+This module imports spatialdata only when a store is actually written, so checking what is already done costs
+no more than reading a few JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from hest_spatialdata._constants import ATTRS_KEY
+from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.layout import list_sample_ids
+
+#: Image codec: ``None`` keeps zarr's default, plain zstd (level 0 = 3), which measured fastest for a store no
+#: larger than ~1.1x HEST's LZW TIFFs (see benchmarks/bench_wsi.py); ``{"zstd": 5}`` (blosc, bitshuffle) is
+#: ~8% smaller and ~2x slower to encode.
+DEFAULT_RASTER_COMPRESSOR: dict[str, int] | None = None
+PARTIAL_MARK = ".partial-"
+
+
+class StoreExistsError(FileExistsError):
+    """The output store exists and ``overwrite`` was not given."""
+
+
+def store_path(out_dir: str | Path, sample_id: str) -> Path:
+    """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr``."""
+    return Path(out_dir) / f"{sample_id}.zarr"
+
+
+def store_attrs(path: str | Path) -> dict[str, Any] | None:
+    """``attrs["hest"]`` of a store, read from its root ``zarr.json`` without importing spatialdata.
+
+    Returns ``None`` if the path is not a readable SpatialData store written by this package.
+    """
+    try:
+        root = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    attrs = root.get("attributes", {})
+    hest = attrs.get(ATTRS_KEY)
+    if "spatialdata_attrs" not in attrs or not isinstance(hest, dict):
+        return None
+    return hest
+
+
+def store_is_complete(path: str | Path) -> bool:
+    """Whether a finished store of this package is at ``path`` (stores only appear there once complete)."""
+    hest = store_attrs(path)
+    return hest is not None and all((Path(path) / kind / name).is_dir() for kind, name in _written_elements(hest))
+
+
+def convert_sample(
+    hest_dir: str | Path,
+    sample_id: str,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    elements: Iterable[str] | None = None,
+    chunk_size: int | None = None,
+    raster_compressor: dict[str, int] | None = DEFAULT_RASTER_COMPRESSOR,
+    progress: Any = None,
+) -> Path:
+    """Convert one sample into ``out_dir/{sample_id}.zarr``.
+
+    The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
+    conversion never leaves a partial ``{id}.zarr``. An existing store is replaced only with ``overwrite=True``,
+    and only once the new one is complete.
+
+    Parameters
+    ----------
+    hest_dir
+        The HEST root.
+    sample_id
+        The sample id.
+    out_dir
+        Output folder (created if needed).
+    overwrite
+        Replace an existing store.
+    elements
+        Element names to write; all available by default.
+    chunk_size
+        Image chunk side in pixels (default: :data:`hest_spatialdata.readers.wsi.DEFAULT_CHUNK_SIZE`).
+    raster_compressor
+        spatialdata's ``raster_compressor`` (``{"zstd": level}`` or ``{"lz4": level}``), ``None`` for plain zstd.
+    progress
+        A rich ``Progress`` to report the write on, or ``None``.
+
+    Returns
+    -------
+    The path of the store.
+
+    Raises
+    ------
+    StoreExistsError
+        If the store exists and ``overwrite`` is false.
+    HestInputError
+        If a source file is missing or bad (nothing is written).
+    """
+    from hest_spatialdata._progress import DaskTaskProgress
+    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
+    from hest_spatialdata.sample import read_hest
+
+    out_dir = Path(out_dir)
+    final = store_path(out_dir, sample_id)
+    if final.exists() and not overwrite:
+        raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
+    sdata = read_hest(hest_dir, sample_id, elements=elements, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir, sample_id)
+    partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    report = DaskTaskProgress(progress, f"{sample_id}: writing") if progress is not None else nullcontext()
+    try:
+        with report:
+            sdata.write(partial, raster_compressor=raster_compressor)
+        _replace(partial, final, overwrite=overwrite)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+def convert(
+    hest_dir: str | Path,
+    out_dir: str | Path,
+    sample_ids: Iterable[str] | None = None,
+    *,
+    overwrite: bool = False,
+    elements: Iterable[str] | None = None,
+    on_sample: Callable[[str, Path], None] | None = None,
+    **kwargs: Any,
+) -> list[Path]:
+    """Convert several samples of a HEST root, one after the other (see ``hest_spatialdata.batch`` for pools).
+
+    Parameters
+    ----------
+    hest_dir
+        The HEST root.
+    out_dir
+        Output folder; stores are ``out_dir/{id}.zarr``.
+    sample_ids
+        Samples to convert; every sample found in ``hest_dir`` by default.
+    overwrite
+        Replace existing stores.
+    elements
+        Element names to write; all available by default.
+    on_sample
+        Called with ``(sample_id, store_path)`` after each store is written.
+    **kwargs
+        Passed to :func:`convert_sample`.
+
+    Returns
+    -------
+    The paths of the stores written.
+    """
+    ids = list(sample_ids) if sample_ids is not None else list_sample_ids(hest_dir)
+    if not ids:
+        raise HestInputError(None, hest_dir, "no HEST sample found (expected wsis/, st/ and metadata/ folders)")
+    written = []
+    for sample_id in ids:
+        path = convert_sample(hest_dir, sample_id, out_dir, overwrite=overwrite, elements=elements, **kwargs)
+        written.append(path)
+        if on_sample is not None:
+            on_sample(sample_id, path)
+    return written
+
+
+def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
+    """Delete temporary stores of ``sample_id`` left by converters that are no longer running."""
+    for partial in out_dir.glob(f".{sample_id}.zarr{PARTIAL_MARK}*"):
+        pid = partial.name.split(PARTIAL_MARK, 1)[1].split("-", 1)[0]
+        if not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
+    if not final.exists():
+        partial.rename(final)
+        return
+    if not overwrite:  # another process finished the same store meanwhile
+        raise StoreExistsError(f"{final} appeared while converting; pass --overwrite to replace it")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _written_elements(hest: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(kind, name) for kind, names in hest.get("elements", {}).items() for name in names]
