@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID, write_visium_sample
@@ -25,3 +26,9 @@ def visium_store(hest_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from hest_spatialdata.store import convert_sample
 
     return convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path_factory.mktemp("stores"))
+
+
+def xy_scale(transformation) -> np.ndarray:
+    """The (x, y) scale of a transformation, whatever axes it was stored with."""
+    matrix = transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    return np.diag(matrix)[:2]

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from dask.callbacks import Callback
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 
 def new_progress(*, disable: bool = False) -> Progress:
-    """A rich progress display with the columns used throughout the CLI."""
+    """A rich progress display on stderr (stdout stays clean for results), with the CLI's columns."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True, soft_wrap=True),
         disable=disable,
         transient=False,
     )

@@ -90,8 +90,8 @@ def _open_tiff(path: str | Path, sample_id: str | None) -> tifffile.TiffFile:
 
 
 def _checked_level_shapes(tif: tifffile.TiffFile, path: str | Path, sample_id: str | None) -> list[tuple[int, ...]]:
-    if not tif.series:
-        raise HestInputError(sample_id, path, "slide holds no image")
+    if not tif.series or not len(tif.pages):
+        raise HestInputError(sample_id, path, "slide holds no readable image page: the file is truncated or damaged")
     series = tif.series[0]
     shapes = [tuple(level.shape) for level in series.levels]
     if len(shapes[0]) != 3 or shapes[0][2] != 3 or series.dtype != np.uint8:

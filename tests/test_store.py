@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spatialdata as sd
+from spatialdata import SpatialData
+from spatialdata.transformations import Identity, get_transformation
+
+from hest_spatialdata._version import __version__
+from hest_spatialdata.store import StoreExistsError, convert_sample, store_is_complete
+from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
+
+from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+
+
+def test_attrs_describe_the_source(visium_store, hest_root):
+    hest = sd.read_zarr(visium_store).attrs["hest"]
+    assert hest["sample_id"] == EXAMPLE_SAMPLE_ID
+    assert hest["technology"] == "Visium"
+    assert hest["species"] == "Mus musculus" and hest["organ"] == "Brain"
+    assert hest["pixel_size_um"] == TEST_PIXEL_SIZE_UM
+    assert hest["converter"] == "hest-spatialdata" and hest["converter_version"] == __version__
+    wsi = hest["source_files"]["wsi"]
+    assert wsi["name"] == f"wsis/{EXAMPLE_SAMPLE_ID}.tif"
+    assert wsi["size"] == (hest_root / wsi["name"]).stat().st_size
+    assert {"wsi", "st", "metadata"} <= set(hest["source_files"])
+    assert hest["elements"]["images"] == ["he"]
+
+
+def test_every_element_is_in_both_coordinate_systems(visium_store):
+    sdata = sd.read_zarr(visium_store)
+    assert set(sdata.coordinate_systems) == {"global", "microns"}
+    for _, name, element in sdata.gen_spatial_elements():
+        assert get_transformation(element, "global") == Identity(), name
+        np.testing.assert_allclose(xy_scale(get_transformation(element, "microns")), TEST_PIXEL_SIZE_UM)
+
+
+def test_existing_store_is_untouched_without_overwrite(hest_root, tmp_path):
+    store = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots", "table"])
+    before = _snapshot(store)
+    with pytest.raises(StoreExistsError, match="--overwrite"):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path)
+    assert _snapshot(store) == before
+    convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, overwrite=True)
+    assert "he" in sd.read_zarr(store).images
+    assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+
+
+def test_failed_write_leaves_no_store_and_keeps_the_old_one(hest_root, tmp_path, monkeypatch):
+    store = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots", "table"])
+    before = _snapshot(store)
+    original = SpatialData.write
+
+    def write_then_crash(self, file_path, **kwargs):
+        original(self, file_path, **kwargs)
+        raise KeyboardInterrupt  # e.g. Ctrl-C after most chunks were written
+
+    monkeypatch.setattr(SpatialData, "write", write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, overwrite=True)
+    assert _snapshot(store) == before
+    assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+    with pytest.raises(KeyboardInterrupt):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path / "fresh")
+    assert _siblings(tmp_path / "fresh") == []
+
+
+def test_stale_partial_of_a_dead_converter_is_cleaned(hest_root, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".{EXAMPLE_SAMPLE_ID}.zarr.partial-{dead.stdout.strip()}-abcd1234"
+    (stale / "images").mkdir(parents=True)
+    convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
+    assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+
+
+def test_completeness_check_needs_no_spatialdata(visium_store, tmp_path):
+    code = (
+        "import sys; from hest_spatialdata.store import store_is_complete; "
+        f"ok = store_is_complete({str(visium_store)!r}); "
+        "print(ok, 'spatialdata' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(visium_store, broken)
+    shutil.rmtree(broken / "images" / "he")
+    assert not store_is_complete(broken)
+    assert not store_is_complete(tmp_path / "absent.zarr")
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def _snapshot(store: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(store)): (p.stat().st_size, p.stat().st_mtime_ns) for p in store.rglob("*") if p.is_file()
+    }
