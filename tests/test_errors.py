@@ -50,11 +50,19 @@ def _move_spots(root: Path, dx: float) -> None:
 CASES = {
     "missing slide": (lambda r: (r / "wsis" / f"{SID}.tif").unlink(), f"wsis/{SID}.tif", "required file missing"),
     "truncated slide": (lambda r: _truncate(r / "wsis" / f"{SID}.tif"), f"{SID}.tif", "truncated"),
-    "not a tiff": (lambda r: (r / "wsis" / f"{SID}.tif").write_bytes(b"GIF89a" + bytes(500)), f"{SID}.tif", "not a readable TIFF"),
+    "not a tiff": (
+        lambda r: (r / "wsis" / f"{SID}.tif").write_bytes(b"GIF89a" + bytes(500)),
+        f"{SID}.tif",
+        "not a readable TIFF",
+    ),
     "missing h5ad": (lambda r: (r / "st" / f"{SID}.h5ad").unlink(), f"st/{SID}.h5ad", "required file missing"),
     "truncated h5ad": (lambda r: _truncate(r / "st" / f"{SID}.h5ad", 0.3), f"{SID}.h5ad", "unreadable or truncated"),
     "truncated metadata": (lambda r: _truncate(r / "metadata" / f"{SID}.json"), f"{SID}.json", "invalid or truncated"),
-    "NaN pixel size": (lambda r: _edit_metadata(r, pixel_size_um_estimated=float("nan")), f"{SID}.json", "missing or NaN"),
+    "NaN pixel size": (
+        lambda r: _edit_metadata(r, pixel_size_um_estimated=float("nan")),
+        f"{SID}.json",
+        "missing or NaN",
+    ),
     "no pixel size": (lambda r: _edit_metadata(r, pixel_size_um_estimated=None), f"{SID}.json", "missing or NaN"),
     "spots off the slide": (lambda r: _move_spots(r, 1e6), f"{SID}.h5ad", "outside the"),
 }

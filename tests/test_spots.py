@@ -47,7 +47,8 @@ def test_table_counts_and_obs_are_unchanged(sdata, source):
     pd.testing.assert_frame_equal(table.obs[source.obs.columns], source.obs)
     np.testing.assert_array_equal(table.obsm["spatial"], source.obsm["spatial"])
     np.testing.assert_array_equal(
-        table.uns["spatial"]["ST"]["images"]["downscaled_fullres"], source.uns["spatial"]["ST"]["images"]["downscaled_fullres"]
+        table.uns["spatial"]["ST"]["images"]["downscaled_fullres"],
+        source.uns["spatial"]["ST"]["images"]["downscaled_fullres"],
     )
 
 
@@ -76,9 +77,7 @@ def test_var_names_are_made_valid_and_originals_kept():
     assert names.is_unique
 
 
-@pytest.mark.parametrize(
-    ("technology", "side_um"), [(Technology.XENIUM, 100.0), (Technology.VISIUM_HD, 128.0)]
-)
+@pytest.mark.parametrize(("technology", "side_um"), [(Technology.XENIUM, 100.0), (Technology.VISIUM_HD, 128.0)])
 def test_pseudo_spots_are_squares_of_the_right_side(technology, side_um):
     ps = 0.2737
     ctx = SampleContext("S", ps, technology, (10_000, 10_000))

@@ -24,7 +24,7 @@ _LAZY_IMPORTS = {
     "HestInputError": "hest_spatialdata.errors",
 }
 
-__all__ = ["__version__", *_LAZY_IMPORTS]
+__all__ = ["HestInputError", "__version__", "convert", "example_sample", "read_hest", "validate"]
 
 
 def __getattr__(name: str) -> Any:

@@ -89,7 +89,9 @@ def sample_files(hest_dir: str | Path, sample_id: str) -> SampleFiles:
     root = Path(hest_dir)
     if not root.is_dir():
         raise HestInputError(sample_id, root, "HEST directory not found")
-    found = {part: next((p for p in paths if p.is_file()), None) for part, paths in candidate_paths(root, sample_id).items()}
+    found = {
+        part: next((p for p in paths if p.is_file()), None) for part, paths in candidate_paths(root, sample_id).items()
+    }
     if not any(found.values()):
         known = list_sample_ids(root)
         hint = f"; samples here: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}" if known else ""

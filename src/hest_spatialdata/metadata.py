@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Spot diameters in µm when the metadata has none (reference/hest_format.md section 1.1).
 DEFAULT_SPOT_DIAMETER_UM = {Technology.VISIUM: 55.0, Technology.ST: 100.0}
@@ -103,3 +106,52 @@ def spot_diameter_um(meta: dict[str, Any], tech: Technology) -> float:
     if isinstance(value, int | float) and math.isfinite(value) and value > 0:
         return float(value)
     return DEFAULT_SPOT_DIAMETER_UM[tech]
+
+
+def technology_name(raw: Any) -> str:
+    """Normalise an ``st_technology`` value as :func:`technology` does; unknown values are returned stripped."""
+    try:
+        return technology({"st_technology": raw}).value
+    except HestInputError:
+        return str(raw or "").strip()
+
+
+def read_catalog(path: str | Path) -> pd.DataFrame:
+    """Read a HEST catalog CSV (``HEST_v1_*_0.csv``, one row per sample).
+
+    The hub's CSVs may start with a UTF-8 BOM (``HEST_v1_1_0.csv`` does, with CRLF line ends), hold empty strings for
+    missing values and dates in mixed formats (``7/31/24``, ``23-Dec-23``, ``Jan 19, 2023``, ``None (internal)``).
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+
+    Returns
+    -------
+    One row per sample, ``id`` as text. Empty cells are missing values (other text, e.g. ``"NA"``, is kept), the raw
+    ``data_publication_date`` is kept and parsed into ``publication_date`` (``NaT`` where it is not a date), and
+    ``technology`` holds the normalised ``st_technology`` (``"Visium HD 3'"`` is ``"Visium HD"``).
+
+    Raises
+    ------
+    HestInputError
+        If the file is missing, unreadable or has no unique ``id`` column.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig", dtype={"id": str}, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise HestInputError(None, path, "catalog CSV not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' ParserError is a ValueError
+        raise HestInputError(None, path, f"catalog CSV unreadable: {e}") from None
+    if "id" not in frame.columns or frame["id"].isna().any() or not frame["id"].is_unique:
+        raise HestInputError(None, path, "not a HEST catalog: it needs an 'id' column of unique sample ids")
+    frame["id"] = frame["id"].str.strip()
+    if "data_publication_date" in frame.columns:
+        frame["publication_date"] = pd.to_datetime(frame["data_publication_date"], format="mixed", errors="coerce")
+    if "st_technology" in frame.columns:
+        frame["technology"] = frame["st_technology"].map(technology_name)
+    return frame

@@ -1,5 +1,6 @@
-"""``convert()``: write HEST samples as SpatialData Zarr stores, atomically, never touching an existing store
-unless asked; plus the cheap completeness check that resumable batches rely on.
+"""``convert()``: write HEST samples as SpatialData Zarr stores, atomically.
+
+An existing store is never touched unless asked; the cheap completeness check here is what resumable batches use.
 
 This module imports spatialdata only when a store is actually written, so checking what is already done costs
 no more than reading a few JSON files.

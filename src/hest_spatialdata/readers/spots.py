@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 from spatialdata.models import ShapesModel, TableModel
 
-from hest_spatialdata._constants import METADATA_UNS_KEY, REGION_KEY, SPOT_INSTANCE_KEY, Elements, Technology
+from hest_spatialdata._constants import METADATA_UNS_KEY, REGION_KEY, SPOT_INSTANCE_KEY, Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM, spot_diameter_um
 from hest_spatialdata.readers._context import SampleContext
@@ -69,15 +69,13 @@ def spot_table(adata: ad.AnnData, ctx: SampleContext) -> ad.AnnData:
     table.obs[SPOT_INSTANCE_KEY] = np.asarray(table.obs_names, dtype=object).astype(str)
     table.var_names = valid_var_names(table.var, table.var_names)
     table.uns[METADATA_UNS_KEY] = json.dumps(ctx.metadata, ensure_ascii=False, allow_nan=False)
-    return TableModel.parse(
-        table, region=Elements.SPOTS.value, region_key=REGION_KEY, instance_key=SPOT_INSTANCE_KEY
-    )
+    return TableModel.parse(table, region=Elements.SPOTS.value, region_key=REGION_KEY, instance_key=SPOT_INSTANCE_KEY)
 
 
 def valid_var_names(var: pd.DataFrame, names: pd.Index) -> pd.Index:
-    """Gene names spatialdata accepts (``[A-Za-z0-9_.-]``, unique); the originals are kept in ``var['gene_name']``.
+    r"""Gene names spatialdata accepts (``[A-Za-z0-9_.-]``, unique); the originals are kept in ``var['gene_name']``.
 
-    The replacement is HEST's own (``re.sub(r"[^\\w\\._-]", "_", name)``), so names match HEST's
+    The replacement is HEST's own (``re.sub(r"[^\w\._-]", "_", name)``), so names match HEST's
     ``to_spatial_data()``.
     """
     originals = pd.Index(names, dtype=str)
@@ -148,7 +146,6 @@ def check_on_slide(xy: np.ndarray, ctx: SampleContext, path: str | Path, *, what
         raise HestInputError(
             ctx.sample_id,
             path,
-            f"{outside.sum()} {what} lie outside the {width} x {height} px slide, e.g. (x={first[0]:g}, y={first[1]:g});"
-            " are the coordinates in level-0 pixels of this slide?",
+            f"{outside.sum()} {what} lie outside the {width} x {height} px slide, "
+            f"e.g. (x={first[0]:g}, y={first[1]:g}); are the coordinates in level-0 pixels of this slide?",
         )
-

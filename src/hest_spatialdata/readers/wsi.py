@@ -8,6 +8,7 @@ computed, so memory does not grow with the slide.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import dask.array as da
@@ -58,8 +59,10 @@ def read_wsi(path: str | Path, ctx: SampleContext, *, chunk_size: int = DEFAULT_
     tif = _open_tiff(path, ctx.sample_id)
     try:
         _checked_level_shapes(tif, path, ctx.sample_id)
-        # The TiffFile stays open: it backs the lazy arrays (closed when garbage collected).
-        group = zarr.open_group(tif.series[0].aszarr(multiscales=True), mode="r")
+        store = tif.series[0].aszarr(multiscales=True)
+        # The TiffFile stays open while the lazy arrays (which hold the store) live, and no longer.
+        weakref.finalize(store, tif.close)
+        group = zarr.open_group(store, mode="r")
         levels = [_level_array(group[str(k)], chunk_size) for k in range(len(tif.series[0].levels))]
     except HestInputError:
         tif.close()
