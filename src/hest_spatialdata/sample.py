@@ -14,8 +14,12 @@ from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.layout import SampleFiles, sample_files
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers.cellvit import read_cellvit
+from hest_spatialdata.readers.patches import read_patches
 from hest_spatialdata.readers.spots import read_st
+from hest_spatialdata.readers.tissue import read_tissue
 from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, read_wsi, slide_levels
+from hest_spatialdata.readers.xenium import read_xenium_elements
 
 #: The parts without which a sample is not a HEST sample (HEST's own reader requires them too).
 REQUIRED_PARTS = {"metadata": "metadata/{id}.json", "wsi": "wsis/{id}.tif", "st": "st/{id}.h5ad"}
@@ -75,9 +79,23 @@ def read_hest(
         shapes[Elements.SPOTS] = spots
         if Elements.TABLE in wanted:
             tables[Elements.TABLE] = table
-    sdata = SpatialData(images=images, shapes=shapes, tables=tables)
+    shapes |= _segmentation_shapes(files, ctx, wanted)
+    xenium = read_xenium_elements(files, ctx, wanted)  # only the wanted parts whose files exist
+    shapes |= xenium["shapes"]
+    tables |= xenium["tables"]
+    sdata = SpatialData(images=images, shapes=shapes, points=xenium["points"], tables=tables)
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
     return sdata
+
+
+def _segmentation_shapes(files: SampleFiles, ctx: SampleContext, wanted: set[Elements]) -> dict[str, Any]:
+    """``nuclei``, ``tissue`` and ``patches``: each only when wanted and its source file exists."""
+    readers = (
+        (Elements.NUCLEI, files.cellvit, read_cellvit),
+        (Elements.TISSUE, files.tissue, read_tissue),
+        (Elements.PATCHES, files.patches, read_patches),
+    )
+    return {name: read(path, ctx) for name, path, read in readers if name in wanted and path is not None}
 
 
 def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:

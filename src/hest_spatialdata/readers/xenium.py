@@ -1,0 +1,581 @@
+"""Xenium parts of a HEST sample: cell and nucleus boundaries, transcripts, and the cell table built from them.
+
+- ``xenium_seg/{id}_xenium_{cell,nucleus}_seg.parquet``: GeoParquet of the 10x boundaries warped onto the H&E
+  (level-0 px), indexed by the Xenium ``cell_id``, whose type depends on the Xenium software version (int, str or
+  bytes such as ``b'aagigajm-1'``, HEST issue #109). The ids are normalised to ``str`` (bytes decoded) the same way
+  for the shapes, the transcripts' instance key and the cell table, so the three join. The ``.geojson.zip`` written
+  next to it holds ten arbitrary shards and no cell ids (HEST issue #88); it is read only when the parquet is absent.
+- ``transcripts/{id}_transcripts.parquet``: the 10x transcripts plus ``he_x``/``he_y`` (level-0 H&E px). They are
+  read lazily, partition by partition; nothing holds all the rows in memory.
+- ``xenium_cell_table``: cells x genes counts aggregated from the transcripts, batch by batch into a sparse matrix,
+  the way 10x builds ``cell_feature_matrix``: transcripts with ``qv >= 20`` only, genes in ``X`` and the control
+  probes and codewords counted per cell in ``obs`` (the columns of 10x's ``cells.csv``). One row per cell of
+  ``xenium_cells``, in its order; transcripts assigned to a cell without a boundary are reported, not tabulated.
+  (HEST's ``st`` pseudo-spots pool every transcript, low-quality and control ones included, so spot and cell
+  totals differ by design.)
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anndata as ad
+import dask.dataframe as dd
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import shapely
+from spatialdata.models import PointsModel, ShapesModel, TableModel
+
+from hest_spatialdata._constants import REGION_KEY, Elements
+from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers.spots import valid_var_names
+
+if TYPE_CHECKING:
+    from hest_spatialdata.layout import SampleFiles
+
+#: The instance key of ``transcripts`` and ``xenium_cell_table``.
+CELL_ID_KEY = "cell_id"
+#: ``cell_id`` of transcripts assigned to no cell (10x writes ``"UNASSIGNED"``, or ``-1`` in XOA 1.x).
+UNASSIGNED = "UNASSIGNED"
+#: 10x counts a transcript in ``cell_feature_matrix`` only from this Phred quality up.
+DEFAULT_MIN_QV = 20.0
+#: Transcript columns kept next to x, y, ``feature_name`` and ``cell_id``; the 10x µm, DAPI-pixel and FOV columns
+#: describe other frames and are left in the source file.
+TRANSCRIPT_COLUMNS = ("transcript_id", "overlaps_nucleus", "qv", "z_location", "nucleus_distance")
+GENE = "Gene Expression"
+#: 10x control features, recognised by name (``codeword_category`` exists only from XOA 3), and the ``cells.csv``
+#: column counting them per cell.
+CONTROL_PREFIXES = {
+    "NegControlProbe_": "Negative Control Probe",
+    "antisense_": "Negative Control Probe",
+    "NegControlCodeword_": "Negative Control Codeword",
+    "BLANK_": "Unassigned Codeword",
+    "UnassignedCodeword_": "Unassigned Codeword",
+    "DeprecatedCodeword_": "Deprecated Codeword",
+    "Intergenic_Region_": "Genomic Control",
+}
+COUNT_COLUMNS = {
+    GENE: "transcript_counts",
+    "Negative Control Probe": "control_probe_counts",
+    "Negative Control Codeword": "control_codeword_counts",
+    "Unassigned Codeword": "unassigned_codeword_counts",
+    "Deprecated Codeword": "deprecated_codeword_counts",
+    "Genomic Control": "genomic_control_counts",
+}
+#: Rows per batch when streaming the transcripts with pyarrow.
+BATCH_ROWS = 1 << 20
+_TYPES = list(COUNT_COLUMNS)
+
+
+def read_xenium_elements(files: SampleFiles, ctx: SampleContext, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Read the Xenium elements of a sample that are wanted and whose source files exist.
+
+    Parameters
+    ----------
+    files
+        The sample's files.
+    ctx
+        The sample's context.
+    wanted
+        Element names to read.
+
+    Returns
+    -------
+    ``{"shapes": {...}, "points": {...}, "tables": {...}}``, ready for the ``SpatialData`` constructor.
+    """
+    wanted = set(wanted)
+    out: dict[str, dict[str, Any]] = {"shapes": {}, "points": {}, "tables": {}}
+    if files.xenium_nuclei is not None and Elements.XENIUM_NUCLEI in wanted:
+        out["shapes"][Elements.XENIUM_NUCLEI.value] = read_xenium_shapes(files.xenium_nuclei, ctx)
+    cells = None
+    if files.xenium_cells is not None and wanted & {Elements.XENIUM_CELLS, Elements.XENIUM_CELL_TABLE}:
+        cells = read_xenium_shapes(files.xenium_cells, ctx)
+        if Elements.XENIUM_CELLS in wanted:
+            out["shapes"][Elements.XENIUM_CELLS.value] = cells
+    if files.transcripts is None or not wanted & {Elements.TRANSCRIPTS, Elements.XENIUM_CELL_TABLE}:
+        return out
+    scan = scan_transcripts(files.transcripts, ctx)
+    if Elements.TRANSCRIPTS in wanted:
+        out["points"][Elements.TRANSCRIPTS.value] = read_transcripts(files.transcripts, ctx, scan=scan)
+    if Elements.XENIUM_CELL_TABLE in wanted and _can_tabulate(cells, files, scan, ctx):
+        table = read_xenium_cell_table(files.transcripts, cells, ctx, scan=scan)
+        out["tables"][Elements.XENIUM_CELL_TABLE.value] = table
+    return out
+
+
+def _can_tabulate(
+    cells: gpd.GeoDataFrame | None, files: SampleFiles, scan: TranscriptsScan, ctx: SampleContext
+) -> bool:
+    if cells is None:
+        return False  # the table annotates xenium_cells: without boundaries there is nothing to annotate
+    if files.xenium_cells is not None and files.xenium_cells.name.endswith(".zip"):
+        _warn(ctx, files.xenium_cells, "the GeoJSON boundaries carry no cell ids; xenium_cell_table not written")
+        return False
+    if not scan.has_cell_id:
+        _warn(ctx, files.transcripts, "the transcripts have no cell_id column; xenium_cell_table not written")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- cell ids
+
+
+def cell_id_strings(values: Any) -> pa.Array:
+    """Xenium cell ids as strings, whatever their stored type, so that shapes, transcripts and tables join.
+
+    Integers become their decimal text and negative ones (XOA 1.x's ``-1``) :data:`UNASSIGNED`; bytes are decoded
+    as UTF-8 (``b'aagigajm-1'`` → ``'aagigajm-1'``, never ``"b'...'"``); strings are kept; missing ids are
+    :data:`UNASSIGNED`.
+
+    Parameters
+    ----------
+    values
+        A pyarrow array, or anything :func:`pyarrow.array` accepts (a pandas Index or Series, a list).
+
+    Returns
+    -------
+    A pyarrow string array.
+    """
+    arr = _as_array(values)
+    if pa.types.is_dictionary(arr.type):
+        return pc.take(cell_id_strings(arr.dictionary), arr.indices)
+    if pa.types.is_floating(arr.type):  # integer ids turned float by a pandas round trip with missing values
+        arr = pc.cast(arr, pa.int64())
+    if pa.types.is_integer(arr.type):
+        text = pc.if_else(pc.less(arr, 0), pa.scalar(UNASSIGNED), pc.cast(arr, pa.string()))
+    elif any(check(arr.type) for check in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string,
+                                            pa.types.is_large_string)):  # fmt: skip
+        text = pc.cast(arr, pa.string())  # bytes are decoded as UTF-8
+    elif pa.types.is_null(arr.type):
+        text = pa.nulls(len(arr), pa.string())
+    else:
+        raise TypeError(f"cell ids of type {arr.type} are neither integers nor strings")
+    return pc.fill_null(text, UNASSIGNED)
+
+
+def _as_array(values: Any) -> pa.Array:
+    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _strings(values: Any) -> pa.Array:
+    """Feature names as strings (bytes decoded as UTF-8)."""
+    arr = _as_array(values)
+    if pa.types.is_dictionary(arr.type):
+        return pc.take(_strings(arr.dictionary), arr.indices)
+    return pc.cast(arr, pa.string())
+
+
+def feature_types(names: Iterable[str]) -> np.ndarray:
+    """The 10x feature type of each feature name: ``"Gene Expression"`` or a control type (see CONTROL_PREFIXES)."""
+    names = list(names)
+    types = np.full(len(names), GENE, dtype=object)
+    for i, name in enumerate(names):
+        for prefix, kind in CONTROL_PREFIXES.items():
+            if name.startswith(prefix):
+                types[i] = kind
+                break
+    return types
+
+
+# --------------------------------------------------------------------------------------------- boundaries
+
+
+def read_xenium_shapes(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
+    """Read Xenium cell or nucleus boundaries (``xenium_seg/``) as shapes indexed by the cell id as ``str``.
+
+    Parameters
+    ----------
+    path
+        ``{id}_xenium_{cell,nucleus}_seg.parquet`` (GeoParquet, index = Xenium ``cell_id``), or the
+        ``.geojson.zip`` fallback, whose polygons carry no cell id: they are indexed ``"geojson-{row}"`` so that they
+        can never be mistaken for, or joined to, Xenium cells.
+    ctx
+        The sample's context.
+
+    Returns
+    -------
+    Polygons in level-0 H&E pixels, in the ``global`` and ``microns`` coordinate systems.
+    """
+    path = Path(path)
+    gdf = _read_seg_geojson_zip(path, ctx) if path.name.endswith(".zip") else _read_seg_parquet(path, ctx)
+    _check_polygons(gdf, path, ctx)
+    return ShapesModel.parse(gdf, transformations=ctx.transformations())
+
+
+def _read_seg_parquet(path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
+    try:
+        source = gpd.read_parquet(path)
+    except Exception as e:  # pyarrow/geopandas raise ArrowInvalid, OSError, ValueError ... on bad files
+        raise HestInputError(ctx.sample_id, path, f"Xenium segmentation GeoParquet unreadable ({_reason(e)})") from e
+    ids = source[CELL_ID_KEY] if CELL_ID_KEY in source.columns and isinstance(source.index, pd.RangeIndex) else None
+    try:
+        index = pd.Index(cell_id_strings(source.index if ids is None else ids).to_pandas(), dtype=str)
+    except (TypeError, pa.ArrowInvalid) as e:
+        raise HestInputError(ctx.sample_id, path, f"cell ids unreadable ({_reason(e)})") from e
+    if not index.is_unique:
+        dup = index[index.duplicated()][0]
+        raise HestInputError(ctx.sample_id, path, f"cell ids are not unique, e.g. {dup!r}")
+    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(source.geometry.to_numpy(), index=index))
+
+
+def _read_seg_geojson_zip(path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(".geojson"))
+            features = json.loads(archive.read(member))
+    except (zipfile.BadZipFile, StopIteration, OSError, ValueError) as e:
+        raise HestInputError(ctx.sample_id, path, f"zipped Xenium GeoJSON unreadable ({_reason(e)})") from e
+    if isinstance(features, dict):
+        features = features.get("features", [])
+    rings = [np.asarray(polygon[0], dtype=np.float64) for f in _by_shard(features) for polygon in _polygons_of(f)]
+    if not rings:
+        raise HestInputError(ctx.sample_id, path, "zipped Xenium GeoJSON holds no polygon")
+    lengths = np.array([len(r) for r in rings])
+    geometry = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON,
+        np.concatenate(rings),
+        (np.concatenate([[0], np.cumsum(lengths)]), np.arange(len(rings) + 1)),
+    )
+    index = pd.Index([f"geojson-{i}" for i in range(len(rings))], dtype=str)
+    _warn(ctx, path, "no GeoParquet: boundaries read from the GeoJSON shards, which carry no Xenium cell ids")
+    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(geometry, index=index))
+
+
+def _by_shard(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # HEST's write_geojson(chunk=True) splits the rows in order into shards named "0".."9"
+    def key(feature: dict[str, Any]) -> tuple[int, str]:
+        name = str(feature.get("properties", {}).get("classification", {}).get("name", ""))
+        return (int(name), "") if name.isdigit() else (1 << 30, name)
+
+    return sorted(features, key=key)
+
+
+def _polygons_of(feature: dict[str, Any]) -> list[Any]:
+    geometry = feature.get("geometry") or {}
+    if geometry.get("type") == "Polygon":
+        return [geometry["coordinates"]]
+    return geometry.get("coordinates", []) if geometry.get("type") == "MultiPolygon" else []
+
+
+def _check_polygons(gdf: gpd.GeoDataFrame, path: Path, ctx: SampleContext) -> None:
+    kinds = shapely.get_type_id(gdf.geometry.to_numpy())
+    bad = ~np.isin(kinds, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
+    if bad.any():
+        raise HestInputError(ctx.sample_id, path, f"{bad.sum()} geometries are missing or not polygons")
+    if len(gdf):
+        x0, y0, x1, y1 = gdf.total_bounds
+        _check_bounds((x0, x1), (y0, y1), ctx, path, "Xenium boundaries")
+
+
+def _check_bounds(x: tuple[float, float], y: tuple[float, float], ctx: SampleContext, path: Path, what: str) -> None:
+    height, width = ctx.slide_shape
+    if not all(np.isfinite([*x, *y])):
+        raise HestInputError(ctx.sample_id, path, f"{what} contain NaN or infinite coordinates")
+    if x[0] < 0 or y[0] < 0 or x[1] > width or y[1] > height:
+        raise HestInputError(
+            ctx.sample_id,
+            path,
+            f"{what} span x {x[0]:g}..{x[1]:g}, y {y[0]:g}..{y[1]:g} px, outside the {width} x {height} px slide;"
+            " are the coordinates in level-0 pixels of this slide?",
+        )
+
+
+# --------------------------------------------------------------------------------------------- transcripts
+
+
+@dataclass(frozen=True)
+class TranscriptsScan:
+    """What one streaming pass over a transcripts parquet learns: columns, feature names, coordinate range."""
+
+    columns: tuple[str, ...]
+    n_rows: int
+    categories: pd.Index  # every feature_name, decoded, sorted
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+    @property
+    def has_cell_id(self) -> bool:
+        """Whether the transcripts carry a ``cell_id`` column."""
+        return CELL_ID_KEY in self.columns
+
+
+def scan_transcripts(path: str | Path, ctx: SampleContext) -> TranscriptsScan:
+    """Stream ``feature_name``, ``he_x`` and ``he_y`` once, batch by batch, and check them.
+
+    Parameters
+    ----------
+    path
+        ``transcripts/{id}_transcripts.parquet``.
+    ctx
+        The sample's context.
+
+    Returns
+    -------
+    The feature names (the categories of ``feature_name``) and the coordinate range.
+
+    Raises
+    ------
+    HestInputError
+        If the file is unreadable, lacks a required column, or its coordinates are NaN or off the slide.
+    """
+    path = Path(path)
+    pf = _parquet_file(path, ctx)
+    columns = tuple(pf.schema_arrow.names)
+    missing = [c for c in ("he_x", "he_y", "feature_name") if c not in columns]
+    if missing:
+        raise HestInputError(ctx.sample_id, path, f"transcripts lack the column(s) {', '.join(missing)}")
+    names: set[str] = set()
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    try:
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["feature_name", "he_x", "he_y"]):
+            names.update(_strings(batch.column(0).dictionary).to_pylist())
+            for axis, column in enumerate((batch.column(1), batch.column(2))):
+                nan = pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py()
+                if column.null_count or nan:
+                    raise HestInputError(ctx.sample_id, path, "transcript coordinates (he_x/he_y) contain NaN")
+                bounds = pc.min_max(column)
+                lo[axis] = min(lo[axis], bounds["min"].as_py())
+                hi[axis] = max(hi[axis], bounds["max"].as_py())
+    except (pa.ArrowException, OSError) as e:
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({_reason(e)})") from e
+    names.discard(None)
+    if pf.metadata.num_rows:
+        _check_bounds((lo[0], hi[0]), (lo[1], hi[1]), ctx, path, "transcript coordinates (he_x/he_y)")
+    return TranscriptsScan(columns, pf.metadata.num_rows, pd.Index(sorted(names), dtype=str), (lo[0], hi[0]),
+                           (lo[1], hi[1]))  # fmt: skip
+
+
+def read_transcripts(path: str | Path, ctx: SampleContext, *, scan: TranscriptsScan | None = None) -> dd.DataFrame:
+    """Read the transcripts as a lazy points element.
+
+    x, y are ``he_x``, ``he_y`` (level-0 H&E px) unchanged; ``feature_name`` is a categorical with known
+    categories (bytes decoded); ``cell_id`` (the instance key) is normalised like the shapes' index, unassigned
+    transcripts being ``"UNASSIGNED"``. ``transcript_id``, ``overlaps_nucleus``, ``qv``, ``z_location`` and
+    ``nucleus_distance`` are kept where present; a WKB ``geometry`` column and the columns of other frames are not.
+
+    Parameters
+    ----------
+    path
+        ``transcripts/{id}_transcripts.parquet``.
+    ctx
+        The sample's context.
+    scan
+        The result of :func:`scan_transcripts` if already computed.
+
+    Returns
+    -------
+    A dask DataFrame with one partition per parquet row group.
+    """
+    path = Path(path)
+    scan = scan or scan_transcripts(path, ctx)
+    columns = [c for c in ("he_x", "he_y", "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in scan.columns]
+    # Arrow-backed columns: the bytes of feature_name / cell_id never become Python objects
+    source = dd.read_parquet(path, columns=columns, split_row_groups=True, dtype_backend="pyarrow")
+    empty = _parquet_file(path, ctx).schema_arrow.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+    points = source.map_partitions(
+        _transcripts_partition, scan.categories, meta=_transcripts_partition(empty, scan.categories)
+    )
+    return PointsModel.parse(
+        points,
+        coordinates={"x": "he_x", "y": "he_y"},
+        feature_key="feature_name",
+        instance_key=CELL_ID_KEY if scan.has_cell_id else None,
+        transformations=ctx.transformations(),
+        sort=True,
+    )
+
+
+def _transcripts_partition(df: pd.DataFrame, categories: pd.Index) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    out["he_x"] = _numpy(df["he_x"]).astype(np.float64)
+    out["he_y"] = _numpy(df["he_y"]).astype(np.float64)
+    out["feature_name"] = pd.Categorical.from_codes(
+        _codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
+    )
+    if CELL_ID_KEY in df.columns:
+        ids = cell_id_strings(df[CELL_ID_KEY]).to_pandas()
+        ids.index = df.index  # positional: the partition's index need not start at 0
+        out[CELL_ID_KEY] = ids
+    for column in TRANSCRIPT_COLUMNS:
+        if column in df.columns:
+            out[column] = _numpy(df[column])
+    return out
+
+
+def _numpy(values: pd.Series) -> np.ndarray:
+    """A numeric column as a NumPy array of its own dtype (missing values: NaN, ints then float)."""
+    return _as_array(values).to_numpy(zero_copy_only=False)
+
+
+def _codes(values: Any, categories: pd.Index) -> np.ndarray:
+    """Positions of ``values`` (feature names, maybe bytes) in ``categories``; -1 where missing."""
+    arr = _as_array(values)
+    encoded = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+    lookup = categories.get_indexer(pd.Index(_strings(encoded.dictionary).to_pylist(), dtype=object))
+    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.where(indices < 0, -1, lookup[np.clip(indices, 0, None)]) if len(lookup) else np.full(len(arr), -1)
+
+
+def _parquet_file(path: Path, ctx: SampleContext) -> pq.ParquetFile:
+    if not path.is_file():
+        raise HestInputError(ctx.sample_id, path, "transcripts parquet not found")
+    try:
+        return pq.ParquetFile(path, read_dictionary=["feature_name"])
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError ... on truncated files
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or truncated ({_reason(e)})") from e
+
+
+# --------------------------------------------------------------------------------------------- cell table
+
+
+class _CellCounter:
+    """Counts transcripts per cell, batch by batch, into a sparse cells x genes matrix and per-type totals."""
+
+    def __init__(self, cell_index: pd.Index, categories: pd.Index, min_qv: float) -> None:
+        kinds = feature_types(categories)
+        self.cell_index, self.categories, self.min_qv = cell_index, categories, min_qv
+        self.genes = categories[kinds == GENE]
+        self.gene_column = np.full(len(kinds), -1)
+        self.gene_column[kinds == GENE] = np.arange(len(self.genes))
+        self.type_code = np.array([_TYPES.index(k) for k in kinds], dtype=np.int64)
+        self.counts = sp.csr_matrix((len(cell_index), len(self.genes)), dtype=np.int32)
+        self.per_type = np.zeros((len(cell_index), len(_TYPES)), np.int64)
+        self.stats = {"n_transcripts": 0, "n_unassigned": 0, "n_below_min_qv": 0, "n_without_boundary": 0}
+        self.cells_without_boundary: set[str] = set()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Add one batch of (cell_id, feature_name[, qv]) rows."""
+        rows, unassigned = self._rows(batch.column(0))
+        features = _codes(batch.column(1), self.categories)
+        good = _at_least(batch.column(2), self.min_qv) if batch.num_columns > 2 else np.ones(len(rows), bool)
+        orphan = (rows < 0) & ~unassigned
+        self.stats["n_transcripts"] += len(rows)
+        self.stats["n_unassigned"] += int(unassigned.sum())
+        self.stats["n_below_min_qv"] += int((~good).sum())
+        self.stats["n_without_boundary"] += int(orphan.sum())
+        counted = (rows >= 0) & good & (features >= 0)
+        rows, features = rows[counted], features[counted]
+        n_types = len(_TYPES)
+        self.per_type += np.bincount(
+            rows * n_types + self.type_code[features], minlength=len(self.cell_index) * n_types
+        ).reshape(-1, n_types)
+        is_gene = self.gene_column[features] >= 0
+        ones = np.ones(int(is_gene.sum()), np.int32)
+        coords = (rows[is_gene], self.gene_column[features[is_gene]])
+        self.counts = self.counts + sp.coo_matrix((ones, coords), shape=self.counts.shape).tocsr()
+
+    def _rows(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Table row of each transcript (-1: none) and whether it is unassigned.
+
+        The ids are decoded once per distinct value, not once per transcript.
+        """
+        encoded = pc.dictionary_encode(_as_array(ids))
+        text = pd.Index(cell_id_strings(encoded.dictionary).to_pylist(), dtype=object)
+        indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        row_of = np.append(self.cell_index.get_indexer(text), -1)  # index -1 (a null id) picks the appended -1
+        is_unassigned = np.append(np.asarray(text == UNASSIGNED, dtype=bool), True)
+        orphans = np.flatnonzero((row_of[:-1] < 0) & ~is_unassigned[:-1])
+        self.cells_without_boundary.update(text[np.intersect1d(orphans, indices)])
+        return row_of[indices], is_unassigned[indices]
+
+
+def read_xenium_cell_table(
+    path: str | Path,
+    cells: gpd.GeoDataFrame,
+    ctx: SampleContext,
+    *,
+    scan: TranscriptsScan | None = None,
+    min_qv: float = DEFAULT_MIN_QV,
+) -> ad.AnnData:
+    """Cell x gene counts from the transcripts, annotating ``xenium_cells``.
+
+    The transcripts are streamed in batches of :data:`BATCH_ROWS` rows and added into a sparse matrix, so peak
+    memory grows with the number of (cell, gene) pairs, not of transcripts. As in 10x's ``cell_feature_matrix``,
+    only transcripts with ``qv >= min_qv`` count, ``X`` holds the genes, and the control probes and codewords
+    are counted per cell in ``obs`` (``control_probe_counts``, ``control_codeword_counts``, ... as in 10x's
+    ``cells.csv``, with ``transcript_counts`` for the genes and ``total_counts`` for all).
+
+    Parameters
+    ----------
+    path
+        ``transcripts/{id}_transcripts.parquet``.
+    cells
+        The ``xenium_cells`` shapes: one table row per cell, in this order (cells without transcripts get zeros).
+        Transcripts assigned to cells absent from it are counted in ``uns['xenium_counting']`` and a warning.
+    ctx
+        The sample's context.
+    scan
+        The result of :func:`scan_transcripts` if already computed.
+    min_qv
+        Lowest transcript quality counted; ``0`` counts every transcript, as does a file without ``qv``.
+
+    Returns
+    -------
+    An AnnData with int32 CSR ``X`` (cells x genes), obs names = cell ids, ``obs['cell_id']`` (instance key),
+    ``obs['region'] = "xenium_cells"``, ``obsm['spatial']`` = cell centroids (level-0 px).
+    """
+    path = Path(path)
+    scan = scan or scan_transcripts(path, ctx)
+    counter = _CellCounter(pd.Index(cells.index, dtype=object), scan.categories, min_qv)
+    columns = [CELL_ID_KEY, "feature_name"] + (["qv"] if "qv" in scan.columns else [])
+    try:
+        for batch in _parquet_file(path, ctx).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            counter.add(batch)
+    except (pa.ArrowException, OSError) as e:
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({_reason(e)})") from e
+    if counter.stats["n_without_boundary"]:
+        _warn(ctx, path, f"{counter.stats['n_without_boundary']} transcripts of {len(counter.cells_without_boundary)}"
+              " cells that have no boundary in xenium_cells are left out of xenium_cell_table")  # fmt: skip
+    return _cell_table(cells, counter, path)
+
+
+def _at_least(qv: pa.Array, min_qv: float) -> np.ndarray:
+    values = qv.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return values >= min_qv  # NaN (missing quality) is not counted
+
+
+def _cell_table(cells: gpd.GeoDataFrame, counter: _CellCounter, path: Path) -> ad.AnnData:
+    ids = np.asarray(cells.index, dtype=object)
+    obs = pd.DataFrame(index=pd.Index(ids, dtype=str))
+    obs[CELL_ID_KEY] = ids
+    obs[REGION_KEY] = pd.Categorical([Elements.XENIUM_CELLS.value] * len(ids))
+    for i, kind in enumerate(_TYPES):
+        obs[COUNT_COLUMNS[kind]] = counter.per_type[:, i]
+    obs["total_counts"] = counter.per_type.sum(axis=1)
+    var = pd.DataFrame(index=pd.Index(counter.genes, dtype=str))
+    table = ad.AnnData(X=counter.counts, obs=obs, var=var)
+    table.var_names = valid_var_names(table.var, table.var_names)
+    table.obsm["spatial"] = shapely.get_coordinates(shapely.centroid(cells.geometry.to_numpy()))
+    table.uns["xenium_counting"] = {
+        "source": path.name,
+        "min_qv": float(counter.min_qv),
+        "x": "Gene Expression features; control probes and codewords are counted in obs",
+        **counter.stats,
+        "n_cells_without_boundary": len(counter.cells_without_boundary),
+    }
+    return TableModel.parse(table, region=Elements.XENIUM_CELLS.value, region_key=REGION_KEY, instance_key=CELL_ID_KEY)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _warn(ctx: SampleContext, path: Path | None, message: str) -> None:
+    where = f" ({path})" if path is not None else ""
+    warnings.warn(f"sample {ctx.sample_id}{where}: {message}", UserWarning, stacklevel=3)
