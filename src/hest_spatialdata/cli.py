@@ -7,6 +7,14 @@ from pathlib import Path
 
 import click
 
+from hest_spatialdata._cli_scale import (
+    convert_batch,
+    download_command,
+    filter_options,
+    filters_of,
+    list_command,
+    validate_command,
+)
 from hest_spatialdata._constants import Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
@@ -34,24 +42,92 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("hest_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder; each sample becomes OUT/{id}.zarr.")
+@click.argument("hest_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder; each sample becomes OUT/{id}.zarr.",
+)
 @click.option("--id", "sample_ids", multiple=True, help="Sample id to convert (repeatable). [default: all samples]")
-@click.option("--elements", "elements", multiple=True,
-              help=f"Elements to write, comma separated (repeatable): {', '.join(ELEMENT_NAMES)}. [default: all]")
+@click.option(
+    "--elements",
+    "elements",
+    multiple=True,
+    help=f"Elements to write, comma separated (repeatable): {', '.join(ELEMENT_NAMES)}. [default: all]",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing stores (only once the new store is complete).")
-@click.option("--chunk-size", type=click.IntRange(256), default=None,
-              help="Image chunk side in pixels, a multiple of 256. [default: 2048]")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(256),
+    default=None,
+    help="Image chunk side in pixels, a multiple of 256. [default: 2048]",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def convert(hest_dir: Path, out_dir: Path, sample_ids: tuple[str, ...], elements: tuple[str, ...],
-            overwrite: bool, chunk_size: int | None, quiet: bool) -> None:
-    """Convert HEST samples from HEST_DIR into SpatialData Zarr stores."""
+@filter_options
+@click.option("--workers", type=click.IntRange(1), default=None, help="Batch on N local worker processes.")
+@click.option("--scheduler", metavar="ADDRESS", help="Batch on a dask.distributed cluster (workers with --nthreads 1).")
+@click.option("--from-hub", is_flag=True, help="Download each sample into HEST_DIR (a staging folder) first.")
+@click.option("--delete-downloaded", is_flag=True, help="With --from-hub: delete a sample's files once converted.")
+@click.option("--all", "everything", is_flag=True, help="With --from-hub and no --id or filter: every sample.")
+@click.option(
+    "--catalog",
+    "catalog_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Local catalog CSV for --from-hub filters. [default: the newest on the hub]",
+)
+@click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary."
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads writing one sample. [default: cores/N]")
+@click.option("--memory-limit", default="auto", show_default=True, help="Memory limit of each local worker.")
+def convert(
+    hest_dir: Path,
+    out_dir: Path,
+    sample_ids: tuple[str, ...],
+    elements: tuple[str, ...],
+    overwrite: bool,
+    chunk_size: int | None,
+    quiet: bool,
+    workers: int | None,
+    scheduler: str | None,
+    from_hub: bool,
+    delete_downloaded: bool,
+    everything: bool,
+    catalog_csv: Path | None,
+    summary_path: Path | None,
+    threads: int | None,
+    memory_limit: str,
+    **filters: tuple[str, ...],
+) -> None:
+    """Convert HEST samples from HEST_DIR into SpatialData Zarr stores.
+
+    With --workers, --scheduler, --from-hub or --summary it runs as a resumable batch: complete stores are skipped,
+    a failing sample does not stop the others, and a summary is printed (exit 1 if any failed).
+    """
     from hest_spatialdata._progress import new_progress
     from hest_spatialdata.layout import list_sample_ids
     from hest_spatialdata.store import StoreExistsError, convert_sample
 
     wanted = _split_elements(elements)
+    if workers or scheduler or from_hub or summary_path:
+        convert_batch(
+            hest_dir, out_dir, sample_ids, elements=wanted, overwrite=overwrite, chunk_size=chunk_size, quiet=quiet,
+            workers=workers, scheduler=scheduler, from_hub=from_hub, delete_downloaded=delete_downloaded,
+            everything=everything, catalog_csv=catalog_csv, summary_path=summary_path, threads=threads,
+            memory_limit=memory_limit, filters=filters_of(filters),
+        )  # fmt: skip
+        return
+    if not hest_dir.is_dir():
+        raise click.BadParameter(f"Directory '{hest_dir}' does not exist.", param_hint="'HEST_DIR'")
+    if filters_of(filters):
+        from hest_spatialdata.batch import select_local_ids
+
+        sample_ids = tuple(select_local_ids(hest_dir, sample_ids, **filters_of(filters)))
+        if not sample_ids:
+            _fail(f"no sample of {hest_dir} matches the filters")
     ids = list(sample_ids) or list_sample_ids(hest_dir)
     if not ids:
         _fail(f"no HEST sample found in {hest_dir} (expected wsis/, st/ and metadata/ folders)")
@@ -60,8 +136,15 @@ def convert(hest_dir: Path, out_dir: Path, sample_ids: tuple[str, ...], elements
         samples = progress.add_task("samples", total=len(ids))
         for sample_id in ids:
             try:
-                path = convert_sample(hest_dir, sample_id, out_dir, overwrite=overwrite, elements=wanted,
-                                      chunk_size=chunk_size, progress=progress)
+                path = convert_sample(
+                    hest_dir,
+                    sample_id,
+                    out_dir,
+                    overwrite=overwrite,
+                    elements=wanted,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                )
                 progress.console.print(f"[green]✓[/green] {sample_id} → {path}")
             except (HestInputError, StoreExistsError) as e:
                 failures += 1
@@ -72,8 +155,15 @@ def convert(hest_dir: Path, out_dir: Path, sample_ids: tuple[str, ...], elements
 
 
 @main.command()
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("hest_demo"),
-              show_default=True, help="Folder for the example HEST sample and its store.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("hest_demo"),
+    show_default=True,
+    help="Folder for the example HEST sample and its store.",
+)
 @click.option("--overwrite", is_flag=True, help="Rebuild the example and its store if present.")
 def demo(out_dir: Path, overwrite: bool) -> None:
     """Build the small example HEST sample, convert it, and show how to open it."""
@@ -108,7 +198,7 @@ def summarize_store(store: Path) -> str:
     lines += [
         "",
         "Open it:",
-        "  python -c \"import spatialdata as sd; print(sd.read_zarr('%s'))\"" % store,
+        f"  python -c \"import spatialdata as sd; print(sd.read_zarr('{store}'))\"",
         f"  napari {store} --plugin hest-spatialdata      # needs hest-spatialdata[napari]",
     ]
     return "\n".join(lines)
@@ -122,3 +212,35 @@ def _describe(element: object) -> str:
         kinds = ", ".join(sorted(set(element.geom_type)))
         return f"{len(element)} {kinds}"
     return f"{len(element)} points" if hasattr(element, "npartitions") else type(element).__name__
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write."
+)
+@click.option("--gene", default=None, help="Gene colouring the spots. [default: the most expressed]")
+@click.option(
+    "--coordinate-system",
+    type=click.Choice(["global", "microns"]),
+    default="global",
+    show_default=True,
+    help="global: level-0 slide pixels; microns: µm.",
+)
+def plot(store: Path, out: Path, gene: str | None, coordinate_system: str) -> None:
+    """Quick-look PNG of STORE: H&E, spots coloured by a gene, nuclei by class (needs hest-spatialdata[plot])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hest_spatialdata.plot import quicklook
+
+    try:
+        path = quicklook(store, out, gene=gene, coordinate_system=coordinate_system)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+    click.echo(f"wrote {path}")
+
+
+main.add_command(list_command)
+main.add_command(download_command)
+main.add_command(validate_command)

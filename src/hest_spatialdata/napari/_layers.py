@@ -1,0 +1,362 @@
+"""napari layers for the elements of a HEST SpatialData object.
+
+Layer data tuples ``(data, kwargs, layer_type)`` in napari's (y, x) order, placed with the element's affine to the
+chosen coordinate system, and helpers colouring spots by a gene and nuclei by class on any spots / nuclei layer
+(ours or napari-spatialdata's). Absent elements are skipped: every element but ``he`` is optional.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
+from hest_spatialdata._expression import gene_values, genes_by_expression, most_expressed_gene, resolve_gene
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import geopandas as gpd
+    from napari.layers import Layer
+    from spatialdata import SpatialData
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+__all__ = ["genes_by_expression", "most_expressed_gene", "sample_layers"]
+
+#: Above this many nuclei, nuclei are drawn as centroid points: napari builds Shapes at ~0.5 ms per polygon.
+MAX_NUCLEI_POLYGONS = 10_000
+#: Transcripts drawn: a uniform random subsample (whole Xenium runs hold tens of millions).
+MAX_TRANSCRIPTS = 100_000
+#: Spots colormap for gene expression.
+GENE_COLORMAP = "viridis"
+#: CellViT (PanNuke) classes, in CellViT's own colours.
+NUCLEUS_CLASS_COLORS = {
+    "Neoplastic": "#ff0000",
+    "Inflammatory": "#22dd4c",
+    "Connective": "#235cec",
+    "Dead": "#feff00",
+    "Epithelial": "#ff9f44",
+}
+TISSUE_COLOR = "#00e5ff"
+#: tab20, for categories without a fixed colour (other nucleus classes, transcript features).
+PALETTE = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
+)  # fmt: skip
+NUCLEI_CENTROIDS = "nuclei (centroids)"
+TRANSCRIPTS_SUBSAMPLE = "transcripts (subsample)"
+
+
+def sample_layers(
+    sdata: SpatialData,
+    *,
+    coordinate_system: str = CoordinateSystems.GLOBAL,
+    gene: str | None = None,
+    max_nuclei_polygons: int = MAX_NUCLEI_POLYGONS,
+    max_transcripts: int = MAX_TRANSCRIPTS,
+) -> list[LayerDataTuple]:
+    """Layers of a HEST sample, bottom to top: H&E, tissue outline, spots, nuclei, transcripts.
+
+    Parameters
+    ----------
+    sdata
+        A HEST SpatialData object (from :func:`hest_spatialdata.read_hest` or a store).
+    coordinate_system
+        ``"global"`` (level-0 pixels) or ``"microns"``.
+    gene
+        Gene colouring the spots; the most expressed one by default.
+    max_nuclei_polygons
+        Above this many nuclei, draw centroids instead of polygons.
+    max_transcripts
+        Size of the random subsample of transcripts drawn.
+
+    Returns
+    -------
+    napari layer data tuples; elements absent from ``sdata`` are skipped.
+    """
+    layers = []
+    if Elements.HE in sdata.images:
+        layers.append(he_layer(sdata, coordinate_system))
+    if Elements.TISSUE in sdata.shapes:
+        layers.append(tissue_layer(sdata, coordinate_system))
+    if Elements.SPOTS in sdata.shapes:
+        layers.append(spots_layer(sdata, coordinate_system, gene=gene))
+    if Elements.NUCLEI in sdata.shapes:
+        layers.append(nuclei_layer(sdata, coordinate_system, max_polygons=max_nuclei_polygons))
+    if Elements.TRANSCRIPTS in sdata.points:
+        layers.append(transcripts_layer(sdata, coordinate_system, n=max_transcripts))
+    return layers
+
+
+def element_affine(element: Any, coordinate_system: str) -> np.ndarray:
+    """The 3 x 3 (y, x) affine from the element's intrinsic frame to ``coordinate_system``."""
+    from spatialdata.transformations import get_transformation
+
+    transformation = get_transformation(element, to_coordinate_system=coordinate_system)
+    return np.asarray(transformation.to_affine_matrix(input_axes=("y", "x"), output_axes=("y", "x")), float)
+
+
+def he_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
+    """The H&E pyramid as a multiscale RGB image layer (lazy: napari reads the tiles it shows)."""
+    from spatialdata import get_pyramid_levels
+
+    image = sdata.images[Elements.HE]
+    levels = get_pyramid_levels(image, attr="data") if hasattr(image, "children") else [image.data]
+    data = [level.transpose(1, 2, 0) for level in levels]  # (c, y, x) -> (y, x, c)
+    kwargs = {
+        "name": Elements.HE.value,
+        "rgb": True,
+        "multiscale": len(data) > 1,
+        "affine": element_affine(image, coordinate_system),
+        "metadata": _metadata(sdata, Elements.HE, coordinate_system),
+    }
+    return (data if len(data) > 1 else data[0], kwargs, "image")
+
+
+def spots_layer(
+    sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL, *, gene: str | None = None
+) -> LayerDataTuple:
+    """Spots as points (circles, or squares for Xenium / Visium HD pseudo-spots) coloured by ``gene``."""
+    spots = sdata.shapes[Elements.SPOTS]
+    affine = element_affine(spots, coordinate_system)
+    yx, diameters, square = _spot_geometry(spots)
+    table = sdata.tables.get(Elements.TABLE)
+    metadata = _metadata(sdata, Elements.SPOTS, coordinate_system) | {"indices": spots.index.to_list()}
+    kwargs: dict[str, Any] = {
+        "name": Elements.SPOTS.value,
+        "size": diameters * _scale_factor(affine),
+        "symbol": "square" if square else "disc",
+        "border_width": 0.0,
+        "opacity": 0.9,
+        "affine": affine,
+        "metadata": metadata,
+    }
+    if table is not None and table.n_vars:
+        metadata["hest_table"] = table
+        gene = gene or most_expressed_gene(table)
+        values = gene_values(table, gene, spots.index)
+        kwargs |= {"features": pd.DataFrame({gene: values}), "face_color": values_to_rgba(values)}
+    return (yx, kwargs, "points")
+
+
+def nuclei_layer(
+    sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL, *, max_polygons: int = MAX_NUCLEI_POLYGONS
+) -> LayerDataTuple:
+    """Nuclei outlined (or, when many, dotted at their centroids) in the colour of their class."""
+    nuclei = sdata.shapes[Elements.NUCLEI]
+    affine = element_affine(nuclei, coordinate_system)
+    classes = nucleus_classes(nuclei)
+    colors = category_rgba(classes, NUCLEUS_CLASS_COLORS)
+    metadata = _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"indices": nuclei.index.to_list()}
+    features = pd.DataFrame({"class": classes})
+    if len(nuclei) > max_polygons:
+        centroids = nuclei.geometry.centroid
+        yx = np.column_stack([centroids.y.to_numpy(), centroids.x.to_numpy()])
+        diameters = 2 * np.sqrt(nuclei.geometry.area.to_numpy() / np.pi) * _scale_factor(affine)
+        kwargs = {"name": NUCLEI_CENTROIDS, "size": diameters, "face_color": colors, "border_width": 0.0}
+        return (yx, kwargs | {"features": features, "affine": affine, "metadata": metadata}, "points")
+    polygons = [_ring_yx(polygon.exterior) for polygon in _largest_polygons(nuclei.geometry)]
+    kwargs = {
+        "name": Elements.NUCLEI.value,
+        "shape_type": "polygon",
+        "edge_color": colors,
+        "face_color": _with_alpha(colors, 0.25),
+        "edge_width": max(1.0, 0.08 * float(np.median(np.sqrt(nuclei.geometry.area.to_numpy())))),
+        "features": features,
+        "affine": affine,
+        "metadata": metadata,
+    }
+    return (polygons, kwargs, "shapes")
+
+
+def tissue_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
+    """The tissue outline: every ring (holes included) as a path, since napari polygons cannot have holes."""
+    tissue = sdata.shapes[Elements.TISSUE]
+    affine = element_affine(tissue, coordinate_system)
+    paths, tissue_ids = [], []
+    tissue_id = tissue["tissue_id"] if "tissue_id" in tissue.columns else pd.Series(tissue.index, index=tissue.index)
+    for geom, tid in zip(tissue.geometry, tissue_id.to_numpy(), strict=True):
+        for polygon in getattr(geom, "geoms", [geom]):
+            for ring in (polygon.exterior, *polygon.interiors):
+                paths.append(_ring_yx(ring, closed=True))
+                tissue_ids.append(tid)
+    kwargs = {
+        "name": Elements.TISSUE.value,
+        "shape_type": "path",
+        "edge_color": TISSUE_COLOR,
+        "edge_width": max(2.0, 0.002 * _extent(tissue)),
+        "features": pd.DataFrame({"tissue_id": tissue_ids}),
+        "affine": affine,
+        "metadata": _metadata(sdata, Elements.TISSUE, coordinate_system),
+    }
+    return (paths, kwargs, "shapes")
+
+
+def transcripts_layer(
+    sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL, *, n: int = MAX_TRANSCRIPTS, seed: int = 0
+) -> LayerDataTuple:
+    """A uniform random subsample of ``n`` transcripts, coloured by gene."""
+    points = sdata.points[Elements.TRANSCRIPTS]
+    affine = element_affine(points, coordinate_system)
+    feature_key = points.attrs.get("spatialdata_attrs", {}).get("feature_key", "feature_name")
+    columns = ["x", "y", *([feature_key] if feature_key in points.columns else [])]
+    sample = subsample(points[columns], n, seed=seed)
+    yx = sample[["y", "x"]].to_numpy(float)
+    kwargs: dict[str, Any] = {
+        "name": TRANSCRIPTS_SUBSAMPLE,
+        "size": 1.5 * _scale_factor(affine) / _pixel_size_um(sdata),  # 1.5 µm dots
+        "border_width": 0.0,
+        "opacity": 0.7,
+        "affine": affine,
+        "metadata": _metadata(sdata, Elements.TRANSCRIPTS, coordinate_system) | {"n_shown": len(sample)},
+    }
+    if feature_key in sample.columns:
+        genes = pd.Categorical(sample[feature_key].astype(str))
+        kwargs |= {"features": pd.DataFrame({feature_key: genes}), "face_color": category_rgba(genes, {})}
+    return (yx, kwargs, "points")
+
+
+# --------------------------------------------------------------------------------------------- colours
+
+
+def values_to_rgba(values: np.ndarray, colormap: str = GENE_COLORMAP) -> np.ndarray:
+    """RGBA (n, 4) of ``values`` scaled to [min, max] on a napari colormap."""
+    from napari.utils.colormaps import ensure_colormap
+
+    values = np.asarray(values, float)
+    low, high = (np.nanmin(values), np.nanmax(values)) if len(values) else (0.0, 1.0)
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return np.asarray(ensure_colormap(colormap).map(scaled), np.float32).reshape(-1, 4)
+
+
+def category_rgba(categories: pd.Categorical | pd.Series, fixed: dict[str, str]) -> np.ndarray:
+    """RGBA (n, 4) per category: ``fixed`` colours first, the tab20 palette for the others."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    categorical = pd.Categorical(categories)
+    others = iter(c for c in PALETTE * (1 + len(categorical.categories) // len(PALETTE)) if c not in fixed.values())
+    lookup = {cat: fixed.get(str(cat)) or next(others) for cat in categorical.categories}
+    palette = transform_color([lookup[cat] for cat in categorical.categories] or ["gray"])
+    codes = np.asarray(categorical.codes)
+    rgba = palette[np.clip(codes, 0, None)]
+    rgba[codes < 0] = (0.5, 0.5, 0.5, 1.0)
+    return rgba
+
+
+def nucleus_classes(nuclei: gpd.GeoDataFrame) -> pd.Categorical:
+    """The ``class`` column of the nuclei as a categorical (``"unknown"`` when the column is missing)."""
+    if "class" not in nuclei.columns:
+        return pd.Categorical(["unknown"] * len(nuclei))
+    return pd.Categorical(nuclei["class"].astype(str))
+
+
+def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMAP) -> str:
+    """Colour a spots layer by a gene, in place.
+
+    Works on the layers of this package and on napari-spatialdata's (both keep the spot ids in
+    ``metadata["indices"]``).
+
+    Parameters
+    ----------
+    layer
+        A napari Points (or Shapes) layer of the ``spots`` element.
+    gene
+        A var name, or an original gene name of ``var["gene_name"]``.
+    colormap
+        A napari colormap name.
+
+    Returns
+    -------
+    The var name used.
+    """
+    table = spots_table(layer)
+    if table is None:
+        raise ValueError(f"layer {layer.name!r} has no expression table")
+    gene = resolve_gene(table, gene)
+    values = gene_values(table, gene, layer.metadata["indices"])
+    layer.features = pd.DataFrame({gene: values})
+    layer.face_color = values_to_rgba(values, colormap)
+    return gene
+
+
+def color_nuclei_by_class(layer: Layer) -> None:
+    """Colour a nuclei layer (napari-spatialdata's polygons) by the ``class`` column, outlines and faces."""
+    nuclei = layer.metadata["sdata"].shapes[layer.metadata["name"]]
+    classes = pd.Categorical(nucleus_classes(nuclei)[nuclei.index.get_indexer(layer.metadata["indices"])])
+    colors = category_rgba(classes, NUCLEUS_CLASS_COLORS)
+    layer.features = pd.DataFrame({"class": classes})
+    layer.edge_color = colors
+    layer.face_color = _with_alpha(colors, 0.25)
+
+
+def spots_table(layer: Layer) -> ad.AnnData | None:
+    """The expression table behind a spots layer (ours: ``metadata["hest_table"]``; napari-spatialdata's: sdata)."""
+    metadata = layer.metadata
+    if metadata.get("hest_table") is not None:
+        return metadata["hest_table"]
+    sdata = metadata.get("sdata")
+    if sdata is not None and Elements.TABLE in sdata.tables:
+        return sdata.tables[Elements.TABLE]
+    return None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def subsample(points: Any, n: int, *, seed: int = 0) -> pd.DataFrame:
+    """A uniform random subsample of about ``n`` rows of a dask DataFrame, read partition by partition."""
+    total = int(points.map_partitions(len).compute().sum())
+    if total <= n:
+        return points.compute()
+    return points.sample(frac=n / total, random_state=seed).compute()
+
+
+def _metadata(sdata: SpatialData, element: str, coordinate_system: str) -> dict[str, Any]:
+    hest = sdata.attrs.get(ATTRS_KEY, {})
+    return {
+        "hest": {"sample_id": hest.get("sample_id"), "element": str(element), "coordinate_system": coordinate_system}
+    }
+
+
+def _spot_geometry(spots: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Centres (y, x), diameters (or square sides) and whether the spots are squares."""
+    geometry = spots.geometry
+    if (geometry.geom_type == "Point").all():
+        yx = np.column_stack([geometry.y.to_numpy(), geometry.x.to_numpy()])
+        return yx, 2 * spots["radius"].to_numpy(float), False
+    centroids = geometry.centroid
+    yx = np.column_stack([centroids.y.to_numpy(), centroids.x.to_numpy()])
+    return yx, np.sqrt(geometry.area.to_numpy()), True
+
+
+def _scale_factor(affine: np.ndarray) -> float:
+    # napari draws a point's size in world units, without the layer's affine (napari-spatialdata scales it the same way)
+    return float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
+
+
+def _pixel_size_um(sdata: SpatialData) -> float:
+    value = sdata.attrs.get(ATTRS_KEY, {}).get("pixel_size_um")
+    return float(value) if value else 1.0
+
+
+def _extent(shapes: gpd.GeoDataFrame) -> float:
+    x0, y0, x1, y1 = shapes.total_bounds if len(shapes) else (0.0, 0.0, 1.0, 1.0)
+    return float(max(x1 - x0, y1 - y0))
+
+
+def _ring_yx(ring: Any, *, closed: bool = False) -> np.ndarray:
+    xy = np.asarray(ring.coords)[:, :2]
+    if not closed:
+        xy = xy[:-1]  # shapely repeats the first vertex; napari closes polygons itself
+    return xy[:, ::-1].astype(float)
+
+
+def _largest_polygons(geometry: gpd.GeoSeries) -> list[Any]:
+    return [geom if geom.geom_type == "Polygon" else max(geom.geoms, key=lambda g: g.area) for geom in geometry]
+
+
+def _with_alpha(rgba: np.ndarray, alpha: float) -> np.ndarray:
+    out = np.array(rgba, np.float32, copy=True)
+    out[:, 3] = alpha
+    return out

@@ -1,0 +1,251 @@
+"""napari readers: stores written by hest-spatialdata, and HEST-1k samples read in place.
+
+- ``*.zarr`` stores of this package (recognised by ``attrs["hest"]`` in the root ``zarr.json``) open through
+  napari-spatialdata, whose widgets (coordinate systems, colour by any gene, annotate and save back into the store)
+  need a SpatialData backed by the store; the default layers are then added for the user.
+- A HEST root, or one file of a sample in it (``wsis/{id}.tif``, ``st/{id}.h5ad``, ``metadata/{id}.json``, ...), is
+  read lazily with :func:`hest_spatialdata.read_hest` and returned as plain napari layers: nothing is written, and
+  the reader stays a pure function that napari can call for any viewer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hest_spatialdata._constants import CoordinateSystems
+from hest_spatialdata.layout import SAMPLE_FOLDERS, candidate_paths, list_sample_ids
+from hest_spatialdata.store import store_attrs
+
+if TYPE_CHECKING:
+    import napari
+    from spatialdata import SpatialData
+
+    from hest_spatialdata.napari._layers import LayerDataTuple
+
+ReaderFunction = Callable[[Any], list[Any]]
+_ID_PLACEHOLDER = "\x00id\x00"
+
+
+# --------------------------------------------------------------------------------------------- stores
+
+
+def get_store_reader(path: str | list[str]) -> ReaderFunction | None:
+    """Napari reader hook for SpatialData stores written by hest-spatialdata.
+
+    Parameters
+    ----------
+    path
+        A path, or a list holding one.
+
+    Returns
+    -------
+    :func:`read_store`, or ``None`` if ``path`` is not a store of this package (other Zarr stores are left to
+    napari-spatialdata or napari).
+    """
+    single = _single_path(path)
+    if single is None or store_attrs(single) is None:
+        return None
+    return read_store
+
+
+def read_store(path: str | list[str]) -> list[Any]:
+    """Open a hest-spatialdata store in the current viewer through napari-spatialdata.
+
+    Its "SpatialData" and "View" widgets are docked and the default layers (H&E, tissue, spots coloured by the most
+    expressed gene, nuclei by class, a transcript subsample) are added from napari-spatialdata's loader thread.
+    Without napari-spatialdata, the same layers are returned as plain napari layers.
+
+    Parameters
+    ----------
+    path
+        The store.
+
+    Returns
+    -------
+    ``[(None,)]`` (napari's "claimed, layers added elsewhere"), or the layers without napari-spatialdata.
+    """
+    import spatialdata as sd
+
+    single = _single_path(path)
+    sdata = sd.read_zarr(single)
+    try:
+        from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+    except ImportError:  # napari-spatialdata not installed
+        from hest_spatialdata.napari._layers import sample_layers
+
+        return sample_layers(sdata)
+    open_in_napari_spatialdata(sdata)
+    return [(None,)]
+
+
+# --------------------------------------------------------------------------------------------- HEST roots
+
+
+def get_hest_reader(path: str | list[str]) -> ReaderFunction | None:
+    """Napari reader hook for a HEST root or one file of a sample in a HEST root.
+
+    Parameters
+    ----------
+    path
+        A HEST root folder (``wsis/``, ``st/``, ``metadata/``, ...) or a file of a sample inside one.
+
+    Returns
+    -------
+    :func:`read_hest_path`, or ``None`` if ``path`` is not part of a HEST root.
+    """
+    single = _single_path(path)
+    if single is None or find_hest_sample(single) is None:
+        return None
+    return read_hest_path
+
+
+def read_hest_path(path: str | list[str]) -> list[Any]:
+    """Read a HEST sample in place (lazily, nothing written) as napari layers.
+
+    A root holding several samples docks the sample browser on it (when a viewer is open) so the user picks one;
+    without a viewer, the first sample is read.
+
+    Parameters
+    ----------
+    path
+        A HEST root or a file of a sample inside one.
+
+    Returns
+    -------
+    Layer data tuples, or ``[(None,)]`` when the browser was docked instead.
+    """
+    single = _single_path(path)
+    found = find_hest_sample(single) if single is not None else None
+    if found is None:
+        raise ValueError(f"{path} is not a HEST root nor a file of a sample in one")
+    root, sample_id = found
+    if sample_id is None:
+        ids = list_sample_ids(root)
+        if len(ids) > 1 and _dock_browser(root):
+            return [(None,)]
+        sample_id = ids[0]
+    return hest_sample_layers(root, sample_id)
+
+
+def hest_sample_layers(
+    hest_dir: str | Path,
+    sample_id: str,
+    *,
+    coordinate_system: str = CoordinateSystems.GLOBAL,
+    gene: str | None = None,
+) -> list[LayerDataTuple]:
+    """Layers of one sample of a HEST root, read lazily with :func:`hest_spatialdata.read_hest`.
+
+    Parameters
+    ----------
+    hest_dir
+        The HEST root.
+    sample_id
+        The sample id.
+    coordinate_system
+        ``"global"`` (level-0 pixels) or ``"microns"``.
+    gene
+        Gene colouring the spots (default: the most expressed).
+
+    Returns
+    -------
+    napari layer data tuples, H&E first.
+    """
+    return _sample_layers(read_sample(hest_dir, sample_id), coordinate_system, gene)
+
+
+def read_sample(hest_dir: str | Path, sample_id: str) -> SpatialData:
+    """:func:`hest_spatialdata.read_hest`, imported only when used (it pulls in spatialdata)."""
+    from hest_spatialdata.sample import read_hest
+
+    return read_hest(hest_dir, sample_id)
+
+
+def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
+    """The HEST root and sample id a path belongs to.
+
+    Parameters
+    ----------
+    path
+        A HEST root, or a file of a sample in one (any part: ``wsis/{id}.tif``, ``st/{id}.h5ad``,
+        ``metadata/{id}.json``, ``cellvit_seg/{id}_cellvit_seg.parquet``, ...).
+
+    Returns
+    -------
+    ``(root, sample_id)``; ``sample_id`` is ``None`` for a root with several samples (one sample: its id).
+    ``None`` if the path is not in a HEST root or the sample has no metadata JSON.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if path.suffix == ".zarr" or not any((path / folder).is_dir() for folder in SAMPLE_FOLDERS):
+            return None
+        ids = [i for i in list_sample_ids(path) if (path / "metadata" / f"{i}.json").is_file()]
+        if not ids:
+            return None
+        return path, ids[0] if len(ids) == 1 else None
+    root = path.parent.parent
+    sample_id = _sample_id_of(path)
+    if sample_id is None or not (root / "metadata" / f"{sample_id}.json").is_file():
+        return None
+    return root, sample_id
+
+
+def _sample_id_of(path: Path) -> str | None:
+    """Match a file name against every file name a sample part can have (layout.candidate_paths)."""
+    templates = candidate_paths(Path(), _ID_PLACEHOLDER)
+    for candidates in templates.values():
+        for template in candidates:
+            if template.parent.name != path.parent.name:
+                continue
+            before, after = template.name.split(_ID_PLACEHOLDER)
+            match = re.fullmatch(re.escape(before) + "(?P<id>.+)" + re.escape(after), path.name)
+            if match:
+                return match["id"]
+    return None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _sample_layers(sdata: SpatialData, coordinate_system: str, gene: str | None) -> list[LayerDataTuple]:
+    from hest_spatialdata.napari._layers import sample_layers
+
+    return sample_layers(sdata, coordinate_system=coordinate_system, gene=gene)
+
+
+def _single_path(path: str | Path | list[str] | tuple[str, ...]) -> str | None:
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return str(path).rstrip("/") if path else None
+
+
+def _dock_browser(root: Path) -> bool:
+    viewer = _current_viewer()
+    if viewer is None:
+        return False
+    from hest_spatialdata.napari._widget import HestBrowser
+
+    browser = HestBrowser(viewer, hest_dir=root)
+    viewer.window.add_dock_widget(browser, name="HEST sample browser", area="right")
+    return True
+
+
+def _current_viewer() -> napari.Viewer | None:
+    import napari
+
+    return napari.current_viewer()
+
+
+__all__ = [
+    "find_hest_sample",
+    "get_hest_reader",
+    "get_store_reader",
+    "hest_sample_layers",
+    "read_hest_path",
+    "read_store",
+]

@@ -1,0 +1,287 @@
+"""The napari plugin: readers, sample data, sample browser and what the canvas shows.
+
+Run under a virtual display: ``xvfb-run -a pytest tests/test_napari.py`` (``QT_QPA_PLATFORM=offscreen`` has no
+OpenGL, see stack_notes.md). Set ``HEST_SCREENSHOT_DIR`` to keep the screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from hest_spatialdata.napari._layers import NUCLEI_CENTROIDS, NUCLEUS_CLASS_COLORS, TRANSCRIPTS_SUBSAMPLE
+from hest_spatialdata.napari._reader import find_hest_sample, get_hest_reader, get_store_reader
+from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
+
+HAS_DISPLAY = not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+needs_display = pytest.mark.skipif(not HAS_DISPLAY, reason="needs a display: run under xvfb-run")
+pytestmark = pytest.mark.napari
+PLUGIN = "hest-spatialdata"
+#: napari-spatialdata and our workers load layers in threads; the first load pays for imports and numba compiling.
+LOAD_TIMEOUT_MS = 180_000
+
+
+def _layer_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+#: Layers of the example sample read from a HEST root: every element the converter reads from it, with the
+#: spots' transcripts absent (Visium) and its ~37k nuclei as centroids.
+SAMPLE_LAYERS = ["he", "tissue", "spots", NUCLEI_CENTROIDS]
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+# --------------------------------------------------------------------------------------------- readers, no viewer
+
+
+def test_store_reader_claims_only_our_stores(visium_store: Path, tmp_path: Path) -> None:
+    import spatialdata as sd
+    import zarr
+
+    assert get_store_reader(str(visium_store)) is not None
+    assert get_store_reader([str(visium_store)]) is not None
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(plain, mode="w").attrs["hello"] = "world"
+    foreign = tmp_path / "foreign.zarr"
+    sdata = sd.read_zarr(visium_store)
+    sd.SpatialData(shapes={"spots": sdata["spots"]}).write(foreign)
+    for path in (plain, foreign, tmp_path / "missing.zarr", tmp_path):
+        assert get_store_reader(str(path)) is None, path
+    assert get_hest_reader(str(visium_store)) is None
+
+
+def test_find_hest_sample(hest_root: Path, tmp_path: Path) -> None:
+    sid = EXAMPLE_SAMPLE_ID
+    for path in (hest_root, hest_root / "wsis" / f"{sid}.tif", hest_root / "st" / f"{sid}.h5ad"):
+        assert find_hest_sample(path) == (hest_root, sid), path
+    assert find_hest_sample(hest_root / "metadata" / f"{sid}.json") == (hest_root, sid)
+    assert find_hest_sample(hest_root / "wsis") is None
+    stray = tmp_path / "wsis" / "other.tif"  # a wsis/ folder without metadata
+    stray.parent.mkdir()
+    stray.write_bytes(b"")
+    assert find_hest_sample(stray) is None
+    assert get_hest_reader(str(stray)) is None
+    assert get_hest_reader(str(hest_root / "st" / f"{sid}.h5ad")) is not None
+
+
+def test_sample_layers(rich_store: Path) -> None:
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._layers import sample_layers, transcripts_layer
+
+    sdata = sd.read_zarr(rich_store)
+    many = {kwargs["name"] for _, kwargs, _ in sample_layers(sdata, max_nuclei_polygons=len(sdata["nuclei"]) - 1)}
+    assert NUCLEI_CENTROIDS in many and "nuclei" not in many
+    subsample = transcripts_layer(sdata, n=1000)[0]
+    assert 500 < len(subsample) < 2000
+    sdata = _crop(sdata)  # a few hundred nuclei: polygons
+    layers = {kwargs["name"]: (data, kwargs, kind) for data, kwargs, kind in sample_layers(sdata, gene="Slc17a7")}
+    assert list(layers) == ["he", "tissue", "spots", "nuclei", TRANSCRIPTS_SUBSAMPLE]
+    assert set(layers["nuclei"][1]["features"]["class"]) <= set(NUCLEUS_CLASS_COLORS)
+    he, kwargs, kind = layers["he"]
+    assert (kind, kwargs["rgb"], kwargs["multiscale"]) == ("image", True, True)
+    assert he[0].shape == (*sdata["he"]["scale0"]["image"].shape[1:], 3)
+    spots, kwargs, _ = layers["spots"]
+    centre = sdata["spots"].geometry.iloc[0]
+    np.testing.assert_allclose(spots[0], [centre.y, centre.x])  # napari's (y, x)
+    assert list(kwargs["features"].columns) == ["Slc17a7"]
+    assert np.unique(kwargs["face_color"], axis=0).shape[0] > 10  # coloured by expression
+    assert len(layers[TRANSCRIPTS_SUBSAMPLE][0]) == len(sdata["transcripts"])  # fewer than MAX_TRANSCRIPTS
+    tissue_rings = sum(1 + len(g.interiors) for g in sdata["tissue"].geometry)
+    assert len(layers["tissue"][0]) == tissue_rings
+
+    microns = {k["name"]: k for _, k, _ in sample_layers(sdata, coordinate_system="microns")}
+    ps = sdata.attrs["hest"]["pixel_size_um"]
+    np.testing.assert_allclose(np.diag(microns["he"]["affine"])[:2], [ps, ps])
+    np.testing.assert_allclose(microns["spots"]["size"], layers["spots"][1]["size"] * ps)
+
+
+def _crop(sdata):
+    """The top-left quarter of the slide."""
+    from spatialdata import bounding_box_query
+
+    h, w = sdata["he"]["scale0"]["image"].shape[1:]
+    hest = sdata.attrs["hest"]
+    crop = bounding_box_query(sdata, axes=("x", "y"), min_coordinate=[0, 0], max_coordinate=[w / 2, h / 2],
+                              target_coordinate_system="global", filter_table=True)  # fmt: skip
+    crop.attrs["hest"] = hest
+    return crop
+
+
+# --------------------------------------------------------------------------------------------- in a viewer
+
+
+@needs_display
+def test_open_store_through_napari_spatialdata(make_napari_viewer, qtbot, rich_store: Path) -> None:
+    viewer = make_napari_viewer()
+    assert viewer.open(rich_store, plugin=PLUGIN) == []  # layers come from napari-spatialdata's thread
+    # the example has ~37k nuclei: above MAX_NUCLEI_POLYGONS they are our own centroid layer
+    expected = ["he", "tissue", "spots", NUCLEI_CENTROIDS, TRANSCRIPTS_SUBSAMPLE]
+    qtbot.waitUntil(lambda: _layer_names(viewer) == expected, timeout=LOAD_TIMEOUT_MS)
+    he, spots, nuclei = viewer.layers["he"], viewer.layers["spots"], viewer.layers[NUCLEI_CENTROIDS]
+    assert he.multiscale and he.rgb
+    assert he.metadata["sdata"].path is not None  # backed by the store: napari-spatialdata can save into it
+    assert np.unique(spots.face_color, axis=0).shape[0] > 10
+    assert len(set(nuclei.features["class"])) > 1
+    assert "SpatialData" in viewer.window.dock_widgets
+
+    # switching coordinate system moves napari-spatialdata's layers and ours together
+    ps = he.metadata["sdata"].attrs["hest"]["pixel_size_um"]
+    napari_spatialdata_widget = viewer.window.dock_widgets["SpatialData"]
+    napari_spatialdata_widget.coordinate_system_widget.setCurrentRow(1)  # microns
+    for name in ("he", "spots", TRANSCRIPTS_SUBSAMPLE):
+        np.testing.assert_allclose(viewer.layers[name].affine.scale, [ps, ps], err_msg=name)
+
+
+@needs_display
+def test_nuclei_polygons_through_napari_spatialdata(make_napari_viewer, qtbot, rich_store: Path) -> None:
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+
+    viewer = make_napari_viewer()
+    sdata = _crop(sd.read_zarr(rich_store))
+    open_in_napari_spatialdata(sdata, gene="Gad1", max_nuclei_polygons=10**6)
+    expected = ["he", "tissue", "spots", "nuclei", TRANSCRIPTS_SUBSAMPLE]
+    qtbot.waitUntil(lambda: _layer_names(viewer) == expected, timeout=LOAD_TIMEOUT_MS)
+    nuclei = viewer.layers["nuclei"]
+    assert len(nuclei.data) == len(sdata["nuclei"])
+    classes = nuclei.features["class"].astype(str).to_numpy()
+    first = np.flatnonzero(classes == classes[0])
+    other = np.flatnonzero(classes != classes[0])
+    assert np.allclose(nuclei.edge_color[first], nuclei.edge_color[first[0]])
+    assert not np.allclose(nuclei.edge_color[other[0]], nuclei.edge_color[first[0]])
+    assert list(viewer.layers["spots"].features.columns) == ["Gad1"]
+
+
+@needs_display
+def test_open_hest_root_and_files_writes_nothing(make_napari_viewer, hest_root: Path) -> None:
+    before = _files(hest_root)
+    viewer = make_napari_viewer()
+    layers = viewer.open(hest_root / "wsis" / f"{EXAMPLE_SAMPLE_ID}.tif", plugin=PLUGIN)
+    assert [layer.name for layer in layers] == SAMPLE_LAYERS
+    assert viewer.layers["he"].multiscale
+    viewer.layers.clear()
+    assert [layer.name for layer in viewer.open(hest_root, plugin=PLUGIN)] == SAMPLE_LAYERS
+    assert _files(hest_root) == before
+
+
+@needs_display
+def test_open_root_with_several_samples_docks_the_browser(make_napari_viewer, hest_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "hest"
+    shutil.copytree(hest_root, root)
+    for folder, suffix in (("wsis", ".tif"), ("st", ".h5ad"), ("metadata", ".json")):
+        shutil.copy(root / folder / f"{EXAMPLE_SAMPLE_ID}{suffix}", root / folder / f"EXAMPLE2{suffix}")
+    viewer = make_napari_viewer()
+    assert viewer.open(root, plugin=PLUGIN) == []
+    browser = viewer.window.dock_widgets["HEST sample browser"]
+    assert browser.visible_samples() == [EXAMPLE_SAMPLE_ID, "EXAMPLE2"]
+
+
+@needs_display
+def test_sample_data(make_napari_viewer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the example is written to ~/.cache
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, "example")
+    assert [layer.name for layer in layers] == SAMPLE_LAYERS
+    assert (tmp_path / ".cache" / "hest-spatialdata" / "example" / "wsis" / f"{EXAMPLE_SAMPLE_ID}.tif").is_file()
+
+
+@needs_display
+def test_browser_lists_filters_and_opens(make_napari_viewer, qtbot, hest_root: Path) -> None:
+    import pandas as pd
+
+    from hest_spatialdata.napari._widget import HestBrowser
+
+    viewer = make_napari_viewer()
+    browser = HestBrowser(viewer, hest_dir=hest_root)
+    qtbot.addWidget(browser)
+    hub = pd.DataFrame(
+        {
+            "id": ["TENX95", "NCBI783", EXAMPLE_SAMPLE_ID],
+            "organ": ["Breast", "Kidney", "Brain"],
+            "species": ["Homo sapiens", "Homo sapiens", "Mus musculus"],
+            "st_technology": ["Xenium", "Spatial Transcriptomics", "Visium"],
+            "oncotree_code": ["IDC", None, None],
+        }
+    )
+    browser.set_hub_catalog(hub)
+    assert browser.visible_samples() == [EXAMPLE_SAMPLE_ID, "NCBI783", "TENX95"]
+    assert bool(browser.catalog.loc[EXAMPLE_SAMPLE_ID, "local"]) and not browser.catalog.loc["TENX95", "local"]
+    browser.set_filter("species", "Homo sapiens")
+    assert browser.visible_samples() == ["NCBI783", "TENX95"]
+    browser.set_filter("technology", "Xenium")
+    assert browser.visible_samples() == ["TENX95"]
+    assert browser.open_button.text() == "Download and open"
+    browser.set_filter("species", None)
+    browser.set_filter("technology", None)
+    browser.set_filter("organ", "Brain")
+    assert browser.visible_samples() == [EXAMPLE_SAMPLE_ID]
+    browser.select_sample(EXAMPLE_SAMPLE_ID)
+    assert browser.preview.pixmap() is not None and not browser.preview.pixmap().isNull()
+    assert browser.open_button.text() == "Open"
+
+    with qtbot.waitSignal(browser.open_selected().finished, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert _layer_names(viewer) == SAMPLE_LAYERS
+    assert browser.gene.count() == 248
+    assert browser.color_by_gene("Gad1") == "Gad1"
+    assert list(viewer.layers["spots"].features.columns) == ["Gad1"]
+
+
+@needs_display
+def test_browser_downloads_hub_samples(make_napari_viewer, qtbot, hest_root: Path, tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from hest_spatialdata import hub
+    from hest_spatialdata.napari._widget import HestBrowser
+
+    def fake_download(hest_dir, ids, **kwargs):  # the hub itself is tested in test_hub
+        for folder in ("wsis", "st", "metadata"):
+            shutil.copytree(hest_root / folder, Path(hest_dir) / folder, dirs_exist_ok=True)
+        return []
+
+    monkeypatch.setattr(hub, "download", fake_download)
+    viewer = make_napari_viewer()
+    browser = HestBrowser(viewer, hest_dir=tmp_path)
+    qtbot.addWidget(browser)
+    browser.set_hub_catalog(pd.DataFrame({"id": [EXAMPLE_SAMPLE_ID], "organ": ["Brain"], "st_technology": ["Visium"]}))
+    with qtbot.waitSignal(browser.open_selected().finished, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert _layer_names(viewer) == ["he", "spots"]  # only wsis/, st/ and metadata/ were "downloaded"
+    assert bool(browser.catalog.loc[EXAMPLE_SAMPLE_ID, "local"])
+
+
+@needs_display
+def test_screenshot_shows_the_slide(make_napari_viewer, qtbot, rich_store: Path, tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    viewer = make_napari_viewer(show=True)  # show=False renders a black canvas
+    viewer.window._qt_window.resize(1200, 900)
+    viewer.open(rich_store, plugin=PLUGIN)
+    qtbot.waitUntil(lambda: TRANSCRIPTS_SUBSAMPLE in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
+    for name in (NUCLEI_CENTROIDS, TRANSCRIPTS_SUBSAMPLE):
+        viewer.layers[name].visible = False
+    viewer.reset_view()
+    qtbot.wait(500)
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    out = Path(os.environ.get("HEST_SCREENSHOT_DIR", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out / "napari_store.png", shot)
+
+    assert shot.std() > 20, "blank canvas"
+    slide = shot[shot.sum(axis=-1) > 60].astype(float)  # drop the black canvas around the slide
+    assert len(slide) > 0.2 * shot.shape[0] * shot.shape[1]
+    r, g, b = slide.mean(axis=0)
+    assert r > g and b > g, f"not H&E-like (pink/purple): mean RGB {r:.0f}, {g:.0f}, {b:.0f}"
