@@ -26,12 +26,25 @@ def test_unknown_element_is_a_usage_error(hest_root, tmp_path):
     assert "unknown element(s) cells" in result.output
 
 
-def test_existing_store_needs_overwrite(hest_root, tmp_path):
+def test_existing_store_is_skipped_unless_overwrite(hest_root, tmp_path):
     args = ["convert", str(hest_root), "-o", str(tmp_path), "--elements", "spots", "--quiet"]
     assert CliRunner().invoke(main, args).exit_code == 0
+    store = tmp_path / f"{EXAMPLE_SAMPLE_ID}.zarr"
+    before = (store / "zarr.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 0 and "skipped" in again.output
+    assert (store / "zarr.json").stat().st_mtime_ns == before
     assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
+    assert (store / "zarr.json").stat().st_mtime_ns != before
+
+
+def test_a_foreign_folder_in_the_way_is_never_touched(hest_root, tmp_path):
+    foreign = tmp_path / f"{EXAMPLE_SAMPLE_ID}.zarr"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["convert", str(hest_root), "-o", str(tmp_path), "--elements", "spots"])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
 def test_demo_builds_converts_and_explains(tmp_path):

@@ -202,7 +202,8 @@ class BatchSummary:
         counts = ", ".join(f"{n} {status}" for status, n in self.counts().items())
         table = Table(title=f"{len(self.results)} samples: {counts} in {self.seconds:.1f} s ({self.mode})")
         for column in ("sample", "status", "seconds", "source MB", "store MB", "reason"):
-            table.add_column(column, justify="right" if column in ("seconds", "source MB", "store MB") else "left")
+            numeric = column in ("seconds", "source MB", "store MB")
+            table.add_column(column, justify="right" if numeric else "left", overflow="fold")
         colour = {"done": "green", "skipped": "cyan", "failed": "red"}
         for r in sorted(self.results, key=lambda r: (order[r.status], r.sample_id)):
             table.add_row(
@@ -280,7 +281,9 @@ def describe_error(error: BaseException) -> str:
     """One line saying why a sample failed: the message of our own errors, else the exception type and message."""
     from hest_spatialdata.store import StoreExistsError
 
-    if isinstance(error, HestInputError | StoreExistsError) or type(error).__module__.startswith("hest_spatialdata"):
+    if isinstance(error, HestInputError):  # the sample is named beside the reason already
+        return f"{error.path}: {error.problem}" if error.path is not None else error.problem
+    if isinstance(error, StoreExistsError) or type(error).__module__.startswith("hest_spatialdata"):
         return str(error)
     return f"{type(error).__name__}: {error}".strip()
 

@@ -17,7 +17,6 @@ from hest_spatialdata._cli_scale import (
 )
 from hest_spatialdata._constants import Elements
 from hest_spatialdata._version import __version__
-from hest_spatialdata.errors import HestInputError
 
 ELEMENT_NAMES = [e.value for e in Elements]
 
@@ -104,54 +103,15 @@ def convert(
 ) -> None:
     """Convert HEST samples from HEST_DIR into SpatialData Zarr stores.
 
-    With --workers, --scheduler, --from-hub or --summary it runs as a resumable batch: complete stores are skipped,
-    a failing sample does not stop the others, and a summary is printed (exit 1 if any failed).
+    Runs as a resumable batch: complete stores are skipped (replaced with --overwrite), a failing sample does not
+    stop the others, and a summary is printed; the exit code is 1 if any sample failed.
     """
-    from hest_spatialdata._progress import new_progress
-    from hest_spatialdata.layout import list_sample_ids
-    from hest_spatialdata.store import StoreExistsError, convert_sample
-
-    wanted = _split_elements(elements)
-    if workers or scheduler or from_hub or summary_path:
-        convert_batch(
-            hest_dir, out_dir, sample_ids, elements=wanted, overwrite=overwrite, chunk_size=chunk_size, quiet=quiet,
-            workers=workers, scheduler=scheduler, from_hub=from_hub, delete_downloaded=delete_downloaded,
-            everything=everything, catalog_csv=catalog_csv, summary_path=summary_path, threads=threads,
-            memory_limit=memory_limit, filters=filters_of(filters),
-        )  # fmt: skip
-        return
-    if not hest_dir.is_dir():
-        raise click.BadParameter(f"Directory '{hest_dir}' does not exist.", param_hint="'HEST_DIR'")
-    if filters_of(filters):
-        from hest_spatialdata.batch import select_local_ids
-
-        sample_ids = tuple(select_local_ids(hest_dir, sample_ids, **filters_of(filters)))
-        if not sample_ids:
-            _fail(f"no sample of {hest_dir} matches the filters")
-    ids = list(sample_ids) or list_sample_ids(hest_dir)
-    if not ids:
-        _fail(f"no HEST sample found in {hest_dir} (expected wsis/, st/ and metadata/ folders)")
-    failures = 0
-    with new_progress(disable=quiet) as progress:
-        samples = progress.add_task("samples", total=len(ids))
-        for sample_id in ids:
-            try:
-                path = convert_sample(
-                    hest_dir,
-                    sample_id,
-                    out_dir,
-                    overwrite=overwrite,
-                    elements=wanted,
-                    chunk_size=chunk_size,
-                    progress=progress,
-                )
-                progress.console.print(f"[green]✓[/green] {sample_id} → {path}")
-            except (HestInputError, StoreExistsError) as e:
-                failures += 1
-                progress.console.print(f"[red]error:[/red] {e}", highlight=False)
-            progress.advance(samples)
-    if failures:
-        sys.exit(1)
+    convert_batch(
+        hest_dir, out_dir, sample_ids, elements=_split_elements(elements), overwrite=overwrite, chunk_size=chunk_size,
+        quiet=quiet, workers=workers, scheduler=scheduler, from_hub=from_hub, delete_downloaded=delete_downloaded,
+        everything=everything, catalog_csv=catalog_csv, summary_path=summary_path, threads=threads,
+        memory_limit=memory_limit, filters=filters_of(filters),
+    )  # fmt: skip
 
 
 @main.command()
