@@ -95,7 +95,7 @@ def _segmentation_shapes(files: SampleFiles, ctx: SampleContext, wanted: set[Ele
         (Elements.TISSUE, files.tissue, read_tissue),
         (Elements.PATCHES, files.patches, read_patches),
     )
-    return {name: read(path, ctx) for name, path, read in readers if name in wanted and path is not None}
+    return {name.value: read(path, ctx) for name, path, read in readers if name in wanted and path is not None}
 
 
 def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:

@@ -7,7 +7,10 @@ No real HEST slide or h5ad can be shipped, so the samples are assembled from rea
 - the tissue, the spots' expression and the cells are a real 10x Xenium mouse-brain run (36,602 cells, 248
   genes): cells are pooled into 55 µm Visium spots laid out on the real Visium v1 barcode whitelist;
 - the metadata JSON is a real HEST ``metadata/ZEN61.json`` (Visium, mouse brain, with bare ``NaN`` tokens),
-  with the sample-specific values replaced.
+  with the sample-specific values replaced;
+- the nuclei are real deep-learning segmentations (cellseg_gsontools, two 2000 px tiles) in HEST's CellViT layout,
+  tiled over the tissue; the tissue contours and the patches are derived from the tissue and the slide the way
+  HEST derives them.
 
 The writers mirror HEST's: ``wsis/{id}.tif`` is a libvips pyramidal tiled TIFF (256-px tiles, LZW, one page per
 level, resolution tags in px/cm that are 10x off), ``st/{id}.h5ad`` has the ``uns['spatial']['ST']`` layout of

@@ -1,0 +1,187 @@
+"""Benchmark: patch–expression pairs from a converted store (``PatchDataset``) against HEST's ``patches/{id}.h5``.
+
+The sample is the package's example (real H&E texture, real Xenium mouse-brain spots, real nuclei) written at
+``--pixel-size`` µm/px (0.5 by default: an 11k x 7k px slide, 1,554 spots) by ``write_visium_sample``, which also
+writes HEST's patches h5 (224 x 224 px at 0.5 µm/px, uncompressed, one chunk per patch), then converted with
+``convert_sample`` (store chunks 2048 px, zstd).
+
+Each measurement runs in a fresh subprocess and reads every patch of the h5's barcodes once (one epoch):
+
+- ``h5``: ``h5py`` ``img[i]`` in file order / shuffled: the images HEST stored, nothing else;
+- ``loader``: ``PatchDataset(store, barcodes=...)[i]``: the patch cut from the store's pyramid (and resized), plus
+  the spot's expression vector (all genes), shuffled or in "spatial order" (spots sorted by band of store chunks,
+  as for feature extraction); the decoded-chunk cache is 256 MiB by default, ``cache=0`` turns it off (every patch
+  decodes the 2048 px store chunks it covers) and ``cache=1GiB`` holds the whole level, so its ``2nd epoch`` decodes
+  nothing (the steady state of training for several epochs);
+- ``loader 1.0um``: 224 px at 1.0 µm/px (224 µm patches, from pyramid level 1), a size the h5 does not hold.
+
+It prints patches/s (after setup: opening the h5 / ``sd.read_zarr`` + ``PatchDataset``, timed apart; the imports
+are paid before either clock starts), the peak RSS (``ru_maxrss``, imports included) and the 1-minute load average
+around each run. Files are cached in ``benchmarks/_work/`` (git-ignored) and are in the OS page cache after the
+first run.
+
+Usage::
+
+    python benchmarks/bench_patches.py --pixel-size 0.5 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work"
+SAMPLE_ID = "BENCHPATCH"
+#: Bump when the sample changes, so cached inputs are rebuilt.
+INPUT_VERSION = 1
+MODES = {
+    "h5 in order": {"source": "h5", "order": "file"},
+    "h5 shuffled": {"source": "h5", "order": "shuffled"},
+    "loader shuffled": {"source": "loader", "order": "shuffled"},
+    "loader shuffled cache=1GiB": {"source": "loader", "order": "shuffled", "cache_bytes": 2**30},
+    "loader shuffled cache=1GiB 2nd epoch": {
+        "source": "loader",
+        "order": "shuffled",
+        "cache_bytes": 2**30,
+        "epochs": 2,
+    },
+    "loader shuffled cache=0": {"source": "loader", "order": "shuffled", "cache_bytes": 0},
+    "loader spatial order": {"source": "loader", "order": "spatial"},
+    "loader 1.0um shuffled": {"source": "loader", "order": "shuffled", "um_per_px": 1.0},
+}
+
+
+def sample_dir(pixel_size: float) -> Path:
+    return WORK / f"patches_ps{pixel_size}_v{INPUT_VERSION}"
+
+
+def ensure_sample(pixel_size: float) -> None:
+    """Build (once) the HEST root and its converted store."""
+    folder = sample_dir(pixel_size)
+    if (folder / "done").is_file():
+        return
+    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.testing import write_visium_sample
+
+    print(f"building {folder} ...", flush=True)
+    t0 = time.perf_counter()
+    write_visium_sample(folder / "hest", SAMPLE_ID, pixel_size_um=pixel_size)
+    convert_sample(folder / "hest", SAMPLE_ID, folder / "stores", overwrite=True)
+    (folder / "done").write_text(f"{time.perf_counter() - t0:.1f} s\n")
+
+
+# --------------------------------------------------------------------------------------------- child process
+
+
+def child(mode: str, pixel_size: float) -> dict[str, Any]:
+    """One measurement, in this (fresh) process."""
+    import h5py
+    import numpy as np
+
+    options = MODES[mode]
+    if options["source"] == "loader":  # imported before the clock starts: paid once per process
+        import spatialdata  # noqa: F401
+
+        from hest_spatialdata.loaders import PatchDataset
+        from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
+    folder = sample_dir(pixel_size)
+    h5_path = folder / "hest" / "patches" / f"{SAMPLE_ID}.h5"
+    t0 = time.perf_counter()
+    if options["source"] == "h5":
+        h5 = h5py.File(h5_path, "r")
+        images = h5["img"]
+        read = images.__getitem__
+        n = len(images)
+    else:
+        with h5py.File(h5_path, "r") as h5:
+            barcodes = h5["barcode"].asstr()[()][:, 0]
+        dataset = PatchDataset(
+            folder / "stores" / f"{SAMPLE_ID}.zarr",
+            um_per_px=options.get("um_per_px", 0.5),
+            barcodes=barcodes,
+            **({"cache_bytes": options["cache_bytes"]} if "cache_bytes" in options else {}),
+        )
+        read = dataset.__getitem__
+        n = len(dataset)
+    setup = time.perf_counter() - t0
+    if options["order"] == "shuffled":
+        order = np.random.default_rng(0).permutation(n)
+    elif options["order"] == "spatial":  # bands of store chunks, left to right: each chunk decoded once
+        x, y = dataset.centres_px[:, 0], dataset.centres_px[:, 1]
+        order = np.lexsort((x, y // DEFAULT_CHUNK_SIZE))
+    else:
+        order = np.arange(n)
+    for _ in range(options.get("epochs", 1)):  # only the last epoch is timed
+        t1 = time.perf_counter()
+        for i in order.tolist():
+            read(i)
+        elapsed = time.perf_counter() - t1
+    return {
+        "n": n,
+        "setup_s": setup,
+        "read_s": elapsed,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def measure(mode: str, pixel_size: float) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(pixel_size)], check=True, capture_output=True, text=True
+    )
+    load_after = os.getloadavg()[0]
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"load": (load_before, load_after)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pixel-size", type=float, default=0.5, help="µm per level-0 px of the slide")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    # built in a subprocess: a child's ru_maxrss starts at its parent's, so the driver must stay small
+    subprocess.run([sys.executable, __file__, "--build", str(args.pixel_size)], check=True)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
+    for r in range(args.repeat):
+        for mode in args.modes if r % 2 == 0 else args.modes[::-1]:  # alternate the order: load hits all alike
+            res = measure(mode, args.pixel_size)
+            runs[mode].append(res)
+            print(f"  {mode:>24} run {r}: {json.dumps(res)}", flush=True)
+    print_table(runs)
+
+
+def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
+    print()
+    print("| mode | patches | setup s | patches/s (best) | patches/s (median) | peak RSS MiB | load 1-min |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, results in runs.items():
+        rates = [r["n"] / r["read_s"] for r in results]
+        setup = min(r["setup_s"] for r in results)
+        rss = statistics.median(r["rss"] for r in results) / 2**20
+        loads = [x for r in results for x in r["load"]]
+        print(
+            f"| {mode} | {results[0]['n']:,} | {setup:.2f} | {max(rates):,.0f} | {statistics.median(rates):,.0f} |"
+            f" {rss:,.0f} | {min(loads):.1f}-{max(loads):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], float(sys.argv[3]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--build":
+        ensure_sample(float(sys.argv[2]))
+    else:
+        main()
