@@ -311,18 +311,7 @@ def hest_st_adata(
     var["total_counts"] = np.asarray(x.sum(axis=0)).ravel()
     adata = ad.AnnData(X=x, obs=obs, var=var)
     adata.obsm["spatial"] = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy()
-    h, w = slide.shape[:2]
-    scale = 1000 / max(h, w)
-    thumb = np.asarray(Image.fromarray(slide).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-    adata.uns["spatial"] = {
-        "ST": {
-            "images": {"downscaled_fullres": thumb},
-            "scalefactors": {
-                "tissue_downscaled_fullres_scalef": scale,
-                "spot_diameter_fullres": spot_size_um / pixel_size_um,
-            },
-        }
-    }
+    _register_downscale_img(adata, slide, pixel_size_um, spot_size_um)
     return adata
 
 
@@ -1022,7 +1011,10 @@ def _xenium_qc(adata: ad.AnnData) -> None:
     adata.var["total_counts"] = x.sum(axis=0)
 
 
-def _register_downscale_img(adata: ad.AnnData, slide: np.ndarray, pixel_size_um: float) -> None:
+def _register_downscale_img(
+    adata: ad.AnnData, slide: np.ndarray, pixel_size_um: float, spot_size_um: float = VISIUM_SPOT_DIAMETER_UM
+) -> None:
+    """Rebuild ``uns['spatial']['ST']`` as HEST's ``register_downscale_img``: a 1000-px thumbnail, two factors."""
     h, w = slide.shape[:2]
     scale = 1000 / max(h, w)
     thumb = np.asarray(Image.fromarray(slide).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
@@ -1031,7 +1023,7 @@ def _register_downscale_img(adata: ad.AnnData, slide: np.ndarray, pixel_size_um:
             "images": {"downscaled_fullres": thumb},
             "scalefactors": {
                 "tissue_downscaled_fullres_scalef": scale,
-                "spot_diameter_fullres": VISIUM_SPOT_DIAMETER_UM / pixel_size_um,
+                "spot_diameter_fullres": spot_size_um / pixel_size_um,
             },
         }
     }
