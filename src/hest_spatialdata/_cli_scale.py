@@ -98,13 +98,16 @@ def _print_catalog(frame: pd.DataFrame) -> None:
     caption = f"{len(frame)} samples" + (f", {mpix.sum() / 1e3:,.1f} gigapixels of slides" if has_size else "")
     table = Table(caption=caption)
     for label in [*columns.values(), *(["slide (px)", "MPix"] if has_size else [])]:
-        table.add_column(label, justify="right" if label in ("spots", "MPix") else "left")
+        # ids and sizes are what people copy: never cut or fold them
+        whole = label in ("id", "slide (px)", "MPix", "spots")
+        table.add_column(label, justify="right" if label in ("spots", "MPix") else "left", no_wrap=whole)
     for i, (_, row) in enumerate(frame.iterrows()):
         cells = ["" if _missing(row[c]) else str(row[c]) for c in columns]
         if has_size:
             cells += [f"{row['fullres_px_width']} x {row['fullres_px_height']}", f"{mpix.iloc[i]:,.0f}"]
         table.add_row(*cells)
-    Console().print(table)
+    # piped output is not cut to 80 columns
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _missing(value: Any) -> bool:
