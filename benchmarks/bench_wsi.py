@@ -1,0 +1,469 @@
+"""Benchmark: a HEST slide's image path (TIFF pyramid -> SpatialData Zarr) against the plain decode-and-encode limit.
+
+For synthetic HEST-style slides (libvips pyramidal tiled TIFF, 256-px tiles, LZW with predictor, RGB uint8; real H&E
+texture rotated/mirrored at random, ~half glass background, gaussian sensor noise sigma 1.5) this prints, per size:
+
+- ``baseline``: every tile of every TIFF level decoded with tifffile and written into a zarr v3 array ``(c, y, x)``
+  chunked like the converter, with zarr's default codec (bytes + zstd level 0), over a pool of threads (one per core)
+  and no framework: the honest best case.
+- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, timed
+  after spatialdata is imported (the import is paid once per process, not per sample).
+
+Each measurement runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, imports included) does not leak into the
+next one; baseline and converter runs alternate so that load from other users of the machine hits both alike. The
+1-minute load average is recorded around every run. Slides are cached in ``benchmarks/_work/`` (git-ignored).
+
+Usage::
+
+    python benchmarks/bench_wsi.py --sizes 16384 32768 --repeat 3
+    python benchmarks/bench_wsi.py --sizes 16384 --chunk-size 1024 --compressor zstd:5
+    python benchmarks/bench_wsi.py --sizes 16384 --verify   # also check the store's pixels against the TIFF
+
+``--compressor`` sets the converter's codec: ``default`` (``store.DEFAULT_RASTER_COMPRESSOR``), ``none`` (zarr's
+default, zstd level 3), ``zstd:LEVEL`` or ``lz4:LEVEL`` (spatialdata's ``raster_compressor``: plain zstd, or
+blosc-lz4 with bitshuffle). The baseline keeps zarr's default codec (the reference) unless ``--baseline-compressor``
+says otherwise (``same`` = the converter's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work"
+PIXEL_SIZE_UM = 0.5
+#: Bump when the synthetic slide changes, so cached slides are rebuilt.
+SLIDE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------- slides
+
+
+def slide_path(size: int) -> tuple[Path, str]:
+    """``(HEST root, sample id)`` of the cached slide of ``size`` x ``size`` px."""
+    sample_id = f"BENCH{size}V{SLIDE_VERSION}"
+    return WORK / f"hest_{size}", sample_id
+
+
+def ensure_slide(size: int) -> tuple[Path, str, Path]:
+    """Build (once) a HEST root with a ``size`` x ``size`` HEST-style slide and its metadata JSON."""
+    root, sample_id = slide_path(size)
+    tif = root / "wsis" / f"{sample_id}.tif"
+    meta = root / "metadata" / f"{sample_id}.json"
+    if tif.is_file() and meta.is_file():
+        return root, sample_id, tif
+    from hest_spatialdata.testing import hest_metadata_template, write_metadata, write_slide
+
+    need = 3 * size * size * 2  # the TIFF (~0.8x raw) and one store at a time, with room to spare
+    free = shutil.disk_usage(WORK).free
+    if free < need:
+        raise SystemExit(f"not enough free disk in {WORK}: {free / 2**30:.1f} GiB free, ~{need / 2**30:.1f} GiB needed")
+    print(f"building {tif} ({size} x {size}) ...", flush=True)
+    t0 = time.perf_counter()
+    partial = tif.with_suffix(".tif.partial")
+    write_slide(partial, synthetic_slide(size), PIXEL_SIZE_UM, writer="pyvips")
+    partial.rename(tif)
+    metadata = hest_metadata_template()
+    metadata.update(
+        id=sample_id, image_filename=tif.name, st_technology="Visium", pixel_size_um_estimated=PIXEL_SIZE_UM,
+        fullres_px_height=size, fullres_px_width=size, fullres_height=size, fullres_width=size,
+    )  # fmt: skip
+    write_metadata(meta, metadata)
+    print(f"  built in {time.perf_counter() - t0:.0f} s, {tif.stat().st_size / 2**30:.2f} GiB", flush=True)
+    return root, sample_id, tif
+
+
+def synthetic_slide(size: int, seed: int = 0) -> Any:
+    """A lazy pyvips image: the real H&E tile rotated/mirrored at random, ~half glass, gaussian noise (sigma 1.5).
+
+    The noise keeps zstd (and LZW) from exploiting exact repeats of the tile, as sensor noise does on real scans.
+    """
+    import numpy as np
+    import pyvips
+
+    from hest_spatialdata.testing import he_tile
+
+    rng = np.random.default_rng(seed)
+    tile = he_tile()
+    base = pyvips.Image.new_from_array(tile).copy(interpretation="srgb")
+    variants = []
+    for b in (base, base.flipver()):
+        variants += [b, b.rot90(), b.rot180(), b.rot270()]
+    n = math.ceil(size / tile.shape[0])
+    texture = pyvips.Image.arrayjoin([variants[int(k)] for k in rng.integers(8, size=n * n)], across=n)
+    texture = texture.crop(0, 0, size, size)
+    # tissue: a wobbly ellipse covering about half of the slide, the rest glass background
+    yy, xx = np.mgrid[0:256, 0:256] / 255.0
+    inside = ((xx - 0.5) / 0.42) ** 2 + ((yy - 0.5) / 0.36) ** 2 + 0.15 * np.sin(9 * xx) * np.cos(7 * yy) < 1
+    mask = pyvips.Image.new_from_array((inside * 255).astype(np.uint8)).resize(size / 256, kernel="linear")
+    image = (mask.crop(0, 0, size, size) > 127).ifthenelse(texture, [242, 240, 244])
+    noise = [pyvips.Image.gaussnoise(size, size, sigma=1.5, mean=0, seed=seed * 3 + k + 1) for k in range(3)]
+    image = (image.cast("float") + noise[0].bandjoin(noise[1:])).rint().cast("uchar")  # cast clips to 0..255
+    return image.copy(interpretation="srgb")
+
+
+# --------------------------------------------------------------------------------------------- codecs
+
+
+def parse_compressor(text: str) -> dict[str, int] | None:
+    """``none`` -> ``None``; ``zstd:5`` -> ``{"zstd": 5}`` (spatialdata's ``raster_compressor``)."""
+    if text.lower() == "default":
+        from hest_spatialdata.store import DEFAULT_RASTER_COMPRESSOR
+
+        return DEFAULT_RASTER_COMPRESSOR
+    if text.lower() in ("none", ""):
+        return None
+    name, _, level = text.partition(":")
+    if name not in ("zstd", "lz4") or not level.isdigit():
+        raise argparse.ArgumentTypeError(f"compressor must be default, none, zstd:LEVEL or lz4:LEVEL, not {text!r}")
+    return {name: int(level)}
+
+
+def codec_text(raster_compressor: dict[str, int] | None) -> str:
+    """The command-line spelling of a ``raster_compressor``."""
+    if not raster_compressor:
+        return "none"
+    ((name, level),) = raster_compressor.items()
+    return f"{name}:{level}"
+
+
+def zarr_compressors(raster_compressor: dict[str, int] | None) -> Any:
+    """The zarr v3 ``compressors=`` matching what spatialdata writes for ``raster_compressor``."""
+    if not raster_compressor:
+        return "auto"  # zarr's default: zstd level 0
+    from spatialdata._io.io_raster import _build_v3_codec
+
+    ((name, level),) = raster_compressor.items()
+    return [_build_v3_codec(name, level)]
+
+
+# --------------------------------------------------------------------------------------------- measured runs
+
+
+def run_baseline(
+    tif_path: Path, out: Path, chunk: int, raster_compressor: dict[str, int] | None, pool: ThreadPoolExecutor
+) -> None:
+    """Decode every tile of every level with tifffile and write it as zarr v3 chunks ``(c, y, x)``, no framework.
+
+    One task per output chunk: read the chunk's tiles with ``os.pread`` (no file lock), decode them with the
+    TIFF page's own decoder (LZW + predictor, imagecodecs, GIL released), transpose to ``(c, y, x)`` and assign the
+    chunk to the zarr array (zarr encodes and writes it).
+    """
+    import numpy as np
+    import tifffile
+    import zarr
+
+    compressors = zarr_compressors(raster_compressor)
+    fd = os.open(tif_path, os.O_RDONLY)
+    with tifffile.TiffFile(tif_path) as tif:
+        root = zarr.open_group(out, mode="w", zarr_format=3)
+        tasks = []
+        for k, level in enumerate(tif.series[0].levels):
+            page = level.keyframe
+            h, w, c = level.shape
+            array = root.create_array(
+                f"s{k}", shape=(c, h, w), chunks=(c, chunk, chunk), dtype=np.uint8, compressors=compressors,
+                dimension_names=("c", "y", "x"),
+            )  # fmt: skip
+            tasks += [(page, array, y, x) for y in range(0, h, chunk) for x in range(0, w, chunk)]
+
+        def chunk_task(task: tuple) -> None:
+            page, array, y0, x0 = task
+            _, h, w = array.shape
+            th, tw = page.tilelength, page.tilewidth
+            across = -(-page.imagewidth // tw)
+            y1, x1 = min(y0 + chunk, h), min(x0 + chunk, w)
+            block = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+            for ty in range(y0 // th, -(-y1 // th)):
+                for tx in range(x0 // tw, -(-x1 // tw)):
+                    index = ty * across + tx
+                    data = os.pread(fd, page.databytecounts[index], page.dataoffsets[index])
+                    tile = page.decode(data, index)[0][0]
+                    ys, xs = ty * th - y0, tx * tw - x0
+                    hh, ww = min(th, y1 - y0 - ys), min(tw, x1 - x0 - xs)
+                    block[ys : ys + hh, xs : xs + ww] = tile[:hh, :ww]
+            array[:, y0:y1, x0:x1] = block.transpose(2, 0, 1)
+
+        for _ in pool.map(chunk_task, tasks):
+            pass
+    os.close(fd)
+
+
+def run_converter(
+    root: Path, sample_id: str, out_dir: Path, chunk: int, raster_compressor: dict[str, int] | None
+) -> None:
+    """The converter's image path, as the CLI runs it."""
+    from hest_spatialdata.store import convert_sample
+
+    convert_sample(
+        root, sample_id, out_dir, overwrite=True, elements=["he"], chunk_size=chunk, raster_compressor=raster_compressor
+    )
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Entry point of the measuring subprocess: import, time one run, print one JSON line."""
+    import psutil
+
+    proc = psutil.Process()
+    raster_compressor = parse_compressor(args.compressor)
+    if args.mode == "converter":
+        import spatialdata  # noqa: F401  # the one-off import, outside the timing
+
+        from hest_spatialdata import sample, store  # noqa: F401
+    else:
+        import numpy  # noqa: F401
+        import tifffile  # noqa: F401
+        import zarr  # noqa: F401
+    rss_before = proc.memory_info().rss
+    peak = [rss_before]
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    pool = ThreadPoolExecutor(args.threads)  # shut down after the per-thread CPU times are read
+    threads0, machine0 = thread_cpu(proc), busy_cpu()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    if args.mode == "baseline":
+        run_baseline(Path(args.tif), Path(args.out), args.chunk_size, raster_compressor, pool)
+    else:
+        run_converter(Path(args.root), args.sample_id, Path(args.out), args.chunk_size, raster_compressor)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(proc).items()}
+    others = max(0.0, busy_cpu() - machine0 - cpu)  # CPU that other processes took meanwhile
+    stop.set()
+    sampler.join()
+    pool.shutdown()
+    busiest = max(threads, key=threads.get)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "maxrss": maxrss,
+                "sampled_peak": peak[0],
+                "rss_before": rss_before,
+                "busiest_thread": busiest.rsplit(":", 1)[0],
+                "busiest_cpu": threads[busiest],
+                "others_share": others / (wall * (os.cpu_count() or 1)),
+            }
+        )
+    )
+
+
+def busy_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (all processes) since boot."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def thread_cpu(proc: Any) -> dict[str, float]:
+    """CPU seconds of every live thread of this process, keyed ``name:tid`` (Python threads named).
+
+    With other users loading the machine, wall time is noisy; the CPU time of the busiest thread bounds from below
+    what the run would take on an idle machine (a thread runs on one core at a time), as does total CPU / cores.
+    """
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    return {f"{names.get(t.id, 'native')}:{t.id}": t.user_time + t.system_time for t in proc.threads()}
+
+
+def measure(mode: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in a fresh subprocess; the store is sized and deleted afterwards."""
+    root, sample_id = slide_path(size)
+    tif = root / "wsis" / f"{sample_id}.tif"
+    out = WORK / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd = [
+        sys.executable, __file__, "_worker", mode, "--chunk-size", str(args.chunk_size),
+        "--compressor", args.compressor if mode == "converter" else args.baseline_compressor,
+        "--threads", str(args.threads), "--tif", str(tif), "--root", str(root), "--sample-id", sample_id,
+        "--out", str(out / ("baseline.zarr" if mode == "baseline" else "")),
+    ]  # fmt: skip
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    load_after = os.getloadavg()[0]
+    if done.returncode:
+        raise SystemExit(f"{mode} run failed:\n{done.stdout}\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    store = out / "baseline.zarr" if mode == "baseline" else out / f"{sample_id}.zarr"
+    if args.verify and mode == "converter":
+        verify_store(store, tif)
+    result |= {
+        "store_bytes": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()),
+        "tif_bytes": tif.stat().st_size,
+        "load": (load_before + load_after) / 2,
+        "load_range": (load_before, load_after),
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def verify_store(store: Path, tif_path: Path) -> None:
+    """Every level of the store's ``he`` image equals the TIFF level, compared band by band (bounded memory)."""
+    import numpy as np
+    import spatialdata as sd
+    import tifffile
+    import zarr
+
+    sdata = sd.read_zarr(store)
+    tree = sdata.images["he"]
+    with tifffile.TiffFile(tif_path) as tif:
+        group = zarr.open_group(tif.series[0].aszarr(multiscales=True), mode="r")
+        levels = tif.series[0].levels
+        if len(tree.children) != len(levels):
+            raise SystemExit(f"verify: {len(tree.children)} scales in the store, {len(levels)} TIFF levels")
+        for k in range(len(levels)):
+            stored = tree[f"scale{k}"]["image"].data
+            source = group[str(k)]
+            if stored.shape != (3, *source.shape[:2]):
+                raise SystemExit(f"verify: scale{k} shape {stored.shape} != TIFF {source.shape}")
+            step = 2048
+            for y in range(0, source.shape[0], step):
+                a = np.asarray(stored[:, y : y + step].compute())
+                b = source[y : y + step].transpose(2, 0, 1)
+                if not np.array_equal(a, b):
+                    raise SystemExit(f"verify: scale{k} differs from TIFF level {k} in rows {y}..{y + step}")
+    print(f"  verify: {len(levels)} levels pixel-identical to the TIFF", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16384, 32768], help="slide sides in px")
+    parser.add_argument("--chunk-size", type=int, default=None, help="image chunk side (default: the converter's)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each kind per size")
+    parser.add_argument("--compressor", default="default", help="converter codec: default | none | zstd:L | lz4:L")
+    parser.add_argument(
+        "--baseline-compressor", default="none",
+        help="baseline codec: none (zarr's default, the reference), same (as --compressor), zstd:LEVEL, lz4:LEVEL",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="baseline thread pool size")
+    parser.add_argument("--only", choices=["baseline", "converter"], help="measure only one of the two")
+    parser.add_argument("--verify", action="store_true", help="check the converted store's pixels against the TIFF")
+    parser.add_argument("--json", type=Path, help="also write every raw measurement to this JSON file")
+    args = parser.parse_args()
+    args.compressor = codec_text(parse_compressor(args.compressor))
+    if args.baseline_compressor == "same":
+        args.baseline_compressor = args.compressor
+    parse_compressor(args.baseline_compressor)
+    if args.chunk_size is None:
+        from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
+
+        args.chunk_size = DEFAULT_CHUNK_SIZE
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    print(subprocess.run(["df", "-h", str(WORK)], capture_output=True, text=True).stdout.strip())
+    print(
+        f"cores: {os.cpu_count()}, chunk: {args.chunk_size}, converter codec: {args.compressor}, "
+        f"baseline codec: {args.baseline_compressor}, repeat: {args.repeat}"
+    )
+    print(f"python {sys.version.split()[0]}, {_versions()}\n", flush=True)
+    modes = [args.only] if args.only else ["baseline", "converter"]
+    raw: dict[str, Any] = {}
+    rows = []
+    for size in args.sizes:
+        ensure_slide(size)
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for r in range(args.repeat):
+            for mode in modes if r % 2 == 0 else modes[::-1]:  # alternate the order: load hits both alike
+                res = measure(mode, size, args)
+                runs[mode].append(res)
+                print(
+                    f"  {size:>6} {mode:<9} run {r + 1}: {res['wall']:6.1f} s wall, {res['cpu']:6.1f} s cpu "
+                    f"(busiest thread {res['busiest_thread']} {res['busiest_cpu']:.1f} s), "
+                    f"peak RSS {res['maxrss'] / 2**30:.2f} GiB (after imports {res['rss_before'] / 2**30:.2f}), "
+                    f"store/TIFF {res['store_bytes'] / res['tif_bytes']:.3f}, load {res['load_range'][0]:.2f}->"
+                    f"{res['load_range'][1]:.2f}, others took {res['others_share']:.0%} of the cores",
+                    flush=True,
+                )
+        raw[str(size)] = runs
+        rows.append((size, runs))
+    print_table(rows, modes)
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1))
+
+
+def print_table(rows: list[tuple[int, dict[str, list[dict[str, Any]]]]], modes: list[str]) -> None:
+    """Markdown table: min / median over the repeats; ``idle bound`` = max(CPU / cores, busiest thread's CPU)."""
+    cores = os.cpu_count() or 1
+    print(
+        "\n| size | what | wall s min / median (runs) | CPU s min / median | idle bound s | MPix/s | peak RSS GiB | "
+        "store/TIFF | TIFF GiB | load 1-min | others' CPU | conv/base wall min / median | conv/base CPU median |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, runs in rows:
+        stats: dict[str, dict[str, float]] = {}
+        for mode in modes:
+            walls, cpus = [r["wall"] for r in runs[mode]], [r["cpu"] for r in runs[mode]]
+            bounds = [max(r["cpu"] / cores, r["busiest_cpu"]) for r in runs[mode]]
+            stats[mode] = {"wall_min": min(walls), "wall_med": statistics.median(walls), "cpu": statistics.median(cpus)}
+            ratio = cpu_ratio = ""
+            if mode == "converter" and "baseline" in stats:
+                b, c = stats["baseline"], stats["converter"]
+                ratio = f"{c['wall_min'] / b['wall_min']:.2f} / {c['wall_med'] / b['wall_med']:.2f}"
+                cpu_ratio = f"{c['cpu'] / b['cpu']:.2f}"
+            r0, loads = runs[mode][0], [r["load"] for r in runs[mode]]
+            others = [r.get("others_share", float("nan")) for r in runs[mode]]
+            print(
+                f"| {size // 1024}k | {mode} | {min(walls):.1f} / {statistics.median(walls):.1f} "
+                f"({', '.join(f'{w:.1f}' for w in walls)}) | {min(cpus):.1f} / {statistics.median(cpus):.1f} | "
+                f"{min(bounds):.1f} | {size * size / 1e6 / min(walls):.0f} | "
+                f"{max(r['maxrss'] for r in runs[mode]) / 2**30:.2f} | {r0['store_bytes'] / r0['tif_bytes']:.3f} | "
+                f"{r0['tif_bytes'] / 2**30:.2f} | {min(loads):.1f}-{max(loads):.1f} | "
+                f"{min(others):.0%}-{max(others):.0%} | {ratio} | {cpu_ratio} |"
+            )
+    print(
+        "\nMPix/s: level-0 pixels / min wall. Peak RSS: ru_maxrss of the measuring process, imports included. Idle "
+        "bound: what the run would take with the cores to itself (total CPU / cores, or the busiest thread's CPU). "
+        "Others' CPU: share of the cores other processes used during the timed runs (the noise)."
+    )
+
+
+def _versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(
+        f"{p} {version(p)}" for p in ("spatialdata", "zarr", "dask", "tifffile", "imagecodecs", "ome-zarr")
+    )
+
+
+def _worker_main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["baseline", "converter"])
+    parser.add_argument("--chunk-size", type=int, required=True)
+    parser.add_argument("--compressor", default="none")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tif")
+    parser.add_argument("--root")
+    parser.add_argument("--sample-id")
+    parser.add_argument("--out", required=True)
+    worker(parser.parse_args(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        _worker_main()
+    else:
+        main()
