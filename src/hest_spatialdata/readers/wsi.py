@@ -88,9 +88,10 @@ class TiffLevel:
 
     A slice reads the tiles it covers (under the file's lock) and decodes them with tifffile's own decoder (LZW or
     deflate + predictor, JPEG ...; imagecodecs releases the GIL) in the calling thread, so dask's threads decode
-    different chunks in parallel. tifffile's zarr store (``aszarr``) decodes every tile on zarr's single I/O
-    event-loop thread instead whenever tifffile allots it fewer than 3 workers (half the cores: machines with up to
-    5 cores), which serialised the decode and cost ~15% more CPU: see ``benchmarks/bench_wsi.py``.
+    different chunks in parallel. tifffile's zarr store (``aszarr``) instead decodes every tile on zarr's single
+    I/O event-loop thread whenever tifffile allots it fewer than 3 workers (half the cores, so on machines with up
+    to 5 cores): on 2 cores that serialised the decode and made the conversion 1.5-1.6x slower than decoding and
+    encoding the tiles by hand (``benchmarks/bench_wsi.py``); read this way it is on par.
     """
 
     ndim = 3
@@ -103,6 +104,7 @@ class TiffLevel:
         self.dtype = keyframe.dtype
         self._tile: tuple[int, int] = keyframe.chunks[:2]  # tile (or strip) height and width
         self._across: int = keyframe.chunked[1]  # tiles per row, 1 for strips
+        self._decode = keyframe.decode  # tifffile builds the decoder once per page
         self._decode_args = {"jpegtables": self._page.jpegtables, "jpegheader": keyframe.jpegheader}
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -118,7 +120,7 @@ class TiffLevel:
         return out[(slice(None), slice(None), *key[2:])]
 
     def _read_into(self, out: np.ndarray, y0: int, x0: int) -> None:
-        page, keyframe, fh = self._page, self._page.keyframe, self._slide.tif.filehandle
+        page, fh = self._page, self._slide.tif.filehandle
         (th, tw), across = self._tile, self._across
         y1, x1 = y0 + out.shape[0], x0 + out.shape[1]
         indices = [ty * across + tx for ty in range(y0 // th, -(-y1 // th)) for tx in range(x0 // tw, -(-x1 // tw))]
@@ -131,7 +133,7 @@ class TiffLevel:
             if not data:  # a tile the writer left out reads as 0, as tifffile does
                 target[...] = 0
                 continue
-            tile = keyframe.decode(data, index, **self._decode_args)[0]
+            tile = self._decode(data, index, **self._decode_args)[0]
             tile = tile.reshape(tile.shape[-3:])  # (1, h, w, c) -> (h, w, c); a last strip may be short
             target[...] = tile[ya - ty : yb - ty, xa - tx : xb - tx]
 
