@@ -1,7 +1,7 @@
 """Benchmark: batch conversion throughput (samples/min, source GB/min) with 1 and more local workers.
 
 Builds (once, cached in ``benchmarks/_work/``) a HEST folder of N Visium samples with
-:func:`hest_spatialdata.testing.write_visium_sample` (real H&E texture, real spots and counts, libvips pyramidal LZW
+:func:`hest_spatialdata.example.write_visium_sample` (real H&E texture, real spots and counts, libvips pyramidal LZW
 TIFF as HEST writes it) at the chosen pixel size, then, for each worker count, runs the real command line in a fresh
 subprocess::
 
@@ -31,11 +31,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -43,7 +44,7 @@ WORK = HERE / "_work"
 
 def ensure_samples(n: int, pixel_size: float) -> tuple[Path, list[str]]:
     """A HEST folder with ``n`` samples ``BATCH1..n`` (hard links of one generated sample)."""
-    from hest_spatialdata.testing import write_visium_sample
+    from hest_spatialdata.example import write_visium_sample
 
     root = WORK / f"batch_ps{pixel_size:g}"
     first = "BATCH1"
@@ -74,11 +75,8 @@ def run(root: Path, ids: list[str], workers: int, threads: int | None) -> dict[s
     command += ["--workers", str(workers), "--summary", str(summary_path)] + [a for i in ids for a in ("--id", i)]
     if threads:
         command += ["--threads", str(threads)]
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    load_after = os.getloadavg()[0]
+    child = _harness.run_child(command, capture=False, quiet=True)  # stderr shows; per-worker RSS from the summary
+    wall = child.wall
     summary = json.loads(summary_path.read_text())
     done = [s for s in summary["samples"] if s["status"] == "done"]
     if len(done) != len(ids):
@@ -104,8 +102,8 @@ def run(root: Path, ids: list[str], workers: int, threads: int | None) -> dict[s
         "store_gb": round(store_gb, 3),
         "store_over_source": round(store_gb / source_gb, 3),
         "peak_rss_mb": round(max(s["peak_rss_mb"] for s in done)),
-        "load_before": round(load_before, 2),
-        "load_after": round(load_after, 2),
+        "load_before": round(child.load_before, 2),
+        "load_after": round(child.load_after, 2),
     }
 
 
@@ -132,11 +130,9 @@ def main() -> None:
         ensure_samples(args.samples, args.pixel_size)
         return
     # Built in a child: a worker forked from a process that once held a whole slide would inherit its peak RSS.
-    subprocess.run([sys.executable, __file__, "--build-only", *sys.argv[1:]], check=True)
+    _harness.run_script(__file__, "--build-only", *sys.argv[1:], capture=False)
     root, ids = ensure_samples(args.samples, args.pixel_size)
-    print(
-        f"cores: {os.cpu_count()}, uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
-    )
+    print(_harness.machine_text(), flush=True)
     results = []
     for _ in range(args.repeat):
         for workers in args.workers:
@@ -145,9 +141,7 @@ def main() -> None:
             print(json.dumps(result), flush=True)
     header = ["workers", "wall_s", "samples_per_min", "source_gb_per_min", "s_per_sample", "mpix_per_s_per_worker"]
     header += ["cpu_s_per_sample", "mpix_per_cpu_s", "peak_rss_mb", "store_over_source", "load_before", "load_after"]
-    print("\n" + " | ".join(header))
-    for r in results:
-        print(" | ".join(str(r[h]) for h in header))
+    _harness.print_table(header, ([r[h] for h in header] for r in results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -3,10 +3,10 @@
 The input is real nuclei (cellseg_gsontools' ``gland_cells`` and ``ts_iface_cells``, shipped in
 ``hest_spatialdata/example_data``) tiled side by side until there are ``--nuclei`` of them (500k by default, the
 size of a large HEST sample: TENX95 has 497,508), written in HEST's two layouts by
-``hest_spatialdata.testing.write_cellvit``: ``{id}_cellvit_seg.parquet`` and ``{id}_cellvit_seg.geojson.zip``
+``hest_spatialdata.example.write_cellvit``: ``{id}_cellvit_seg.parquet`` and ``{id}_cellvit_seg.geojson.zip``
 (compact JSON; ``--hest-indent`` writes it with HEST's ``indent=4``, four times larger unzipped).
 
-Each measurement runs in a fresh subprocess and prints, after spatialdata is imported:
+Each measurement runs in a fresh subprocess (``_harness.py``) and prints, after spatialdata is imported:
 
 - ``read``: ``read_cellvit(path, ctx)`` -> the validated ``ShapesModel`` element;
 - ``write``: ``SpatialData(shapes={"nuclei": element}).write(...)``;
@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -62,18 +60,18 @@ def ensure_inputs(n: int, indent: bool) -> tuple[Path, tuple[int, int]]:
     import pandas as pd
     import shapely
 
-    from hest_spatialdata import testing
+    from hest_spatialdata import example
 
     print(f"building {n} nuclei in {folder} ...", flush=True)
-    tiles = testing.nuclei_tiles()
+    tiles = example.nuclei_tiles()
     per_tile = sum(len(t) for t in tiles) / len(tiles)
     n_tiles = int(np.ceil(n / per_tile)) + 1
     side = int(np.ceil(np.sqrt(n_tiles)))
-    step = testing.NUCLEI_TILE_SIDE_PX
+    step = example.NUCLEI_TILE_SIDE_PX
     parts = []
     for k in range(n_tiles):
         origin = np.array([[(k % side) * step, (k // side) * step]], dtype=float)
-        parts.append(testing.translated_copies(tiles[k % len(tiles)], origin, 1.0))
+        parts.append(example.translated_copies(tiles[k % len(tiles)], origin, 1.0))
     nuclei = pd.concat(parts, ignore_index=True).iloc[:n]
     nuclei = nuclei.sort_values("class", kind="stable").reset_index(drop=True)
     frame = gpd.GeoDataFrame(geometry=nuclei.geometry.to_numpy())
@@ -81,7 +79,7 @@ def ensure_inputs(n: int, indent: bool) -> tuple[Path, tuple[int, int]]:
     frame["cell_id"] = np.arange(len(frame))
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    testing.write_cellvit(partial, SAMPLE_ID, frame)
+    example.write_cellvit(partial, SAMPLE_ID, frame)
     if indent:
         _rewrite_with_indent(partial / f"{SAMPLE_ID}_cellvit_seg.geojson.zip")
     xmax, ymax = shapely.total_bounds(frame.geometry.to_numpy())[2:]
@@ -103,33 +101,25 @@ def _rewrite_with_indent(archive: Path) -> None:
 
 
 def child(mode: str, folder: Path, slide_shape: tuple[int, int]) -> dict[str, Any]:
-    """One measurement, in this (fresh) process."""
+    """One measurement, in this (fresh) process; its peak RSS is measured by the driver."""
     import spatialdata as sd
 
     from hest_spatialdata._constants import Technology
     from hest_spatialdata.readers._context import SampleContext
     from hest_spatialdata.readers.cellvit import read_cellvit
 
-    rss_imports = _maxrss()
+    rss_imports = _harness.peak_rss()
     ctx = SampleContext(SAMPLE_ID, 0.25, Technology.VISIUM, slide_shape)
     path = folder / f"{SAMPLE_ID}_cellvit_seg.{'parquet' if mode == 'parquet' else 'geojson.zip'}"
-    t0 = time.perf_counter()
     if mode == "hest-reference":
-        n = len(_hest_read_geojson_zip(path))
-        return {
-            "n": n,
-            "read_s": time.perf_counter() - t0,
-            "write_s": None,
-            "rss": _maxrss(),
-            "rss_imports": rss_imports,
-        }
-    nuclei = read_cellvit(path, ctx)
-    t_read = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        t1 = time.perf_counter()
+        with _harness.Stopwatch() as read:
+            n = len(_hest_read_geojson_zip(path))
+        return {"n": n, "read_s": read.wall, "write_s": None, "rss_imports": rss_imports}
+    with _harness.Stopwatch() as read:
+        nuclei = read_cellvit(path, ctx)
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, _harness.Stopwatch() as write:  # cleanup not timed
         sd.SpatialData(shapes={"nuclei": nuclei}).write(Path(tmp) / "n.zarr")
-        t_write = time.perf_counter() - t1
-    return {"n": len(nuclei), "read_s": t_read, "write_s": t_write, "rss": _maxrss(), "rss_imports": rss_imports}
+    return {"n": len(nuclei), "read_s": read.wall, "write_s": write.wall, "rss_imports": rss_imports}
 
 
 def _hest_read_geojson_zip(path: Path) -> Any:
@@ -149,23 +139,13 @@ def _hest_read_geojson_zip(path: Path) -> Any:
     return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True))
 
 
-def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 # --------------------------------------------------------------------------------------------- driver
 
 
 def measure(mode: str, folder: Path, slide_shape: tuple[int, int]) -> dict[str, Any]:
-    load_before = os.getloadavg()[0]
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(folder), json.dumps(slide_shape)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    load_after = os.getloadavg()[0]
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"load": (load_before, load_after)}
+    """One measurement in a fresh subprocess: its result, peak RSS and the load around it."""
+    run = _harness.run_script(__file__, "--child", mode, folder, json.dumps(slide_shape))
+    return run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after)}
 
 
 def main() -> None:
@@ -177,44 +157,41 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     # built in a subprocess: a child's ru_maxrss starts at its parent's, so the driver must stay small
-    build = [sys.executable, __file__, "--build", str(args.nuclei), str(int(args.hest_indent))]
-    subprocess.run(build, check=True)
+    _harness.run_script(__file__, "--build", args.nuclei, int(args.hest_indent), capture=False)
     folder = input_dir(args.nuclei, args.hest_indent)
     slide_shape = tuple(json.loads((folder / "slide_shape.json").read_text()))
     sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
     print(f"inputs: {folder} {json.dumps(sizes)}; slide {slide_shape[1]} x {slide_shape[0]} px")
+    print(_harness.machine_text(), flush=True)
     modes = ["parquet", "geojson.zip"] + (["hest-reference"] if args.reference else [])
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for r in range(args.repeat):
-        for mode in modes if r % 2 == 0 else modes[::-1]:  # alternate the order: load hits every mode alike
-            res = measure(mode, folder, slide_shape)
-            runs[mode].append(res)
-            print(f"  {mode:>14} run {r}: {json.dumps(res)}", flush=True)
+    for r, mode in _harness.rounds(modes, args.repeat):  # alternate the order: load hits every mode alike
+        res = measure(mode, folder, slide_shape)
+        runs[mode].append(res)
+        print(f"  {mode:>14} run {r}: {json.dumps(res)}", flush=True)
     print_table(runs)
 
 
 def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
-    print()
-    print("| source | nuclei | read s (min) | read polygons/s | write s | read+write polygons/s | peak RSS MiB |"
-          " RSS after imports MiB | load 1-min |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = ["source", "nuclei", "read s (min)", "read polygons/s", "write s", "read+write polygons/s",
+              "peak RSS MiB", "RSS after imports MiB", "load 1-min"]  # fmt: skip
+    rows = []
     for mode, results in runs.items():
         best = min(results, key=lambda r: r["read_s"] + (r["write_s"] or 0))
         n, read_s, write_s = best["n"], best["read_s"], best["write_s"]
         write = "-" if write_s is None else f"{write_s:.2f}"
         total = "-" if write_s is None else f"{n / (read_s + write_s):,.0f}"
-        rss = statistics.median(r["rss"] for r in results) / 2**20
-        rss_imports = statistics.median(r["rss_imports"] for r in results) / 2**20
-        loads = [x for r in results for x in r["load"]]
-        print(
-            f"| {mode} | {n:,} | {read_s:.2f} | {n / read_s:,.0f} | {write} | {total} | {rss:,.0f} |"
-            f" {rss_imports:,.0f} | {min(loads):.1f}-{max(loads):.1f} |"
-        )
+        rss = _harness.mib(statistics.median(r["rss"] for r in results))
+        rss_imports = _harness.mib(statistics.median(r["rss_imports"] for r in results))
+        loads = _harness.load_range_text(x for r in results for x in r["load"])
+        rows.append([mode, f"{n:,}", f"{read_s:.2f}", f"{n / read_s:,.0f}", write, total, f"{rss:,.0f}",
+                     f"{rss_imports:,.0f}", loads])  # fmt: skip
+    _harness.print_table(header, rows)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], Path(sys.argv[3]), tuple(json.loads(sys.argv[4])))))
+        _harness.emit(child(sys.argv[2], Path(sys.argv[3]), tuple(json.loads(sys.argv[4]))))
     elif len(sys.argv) > 1 and sys.argv[1] == "--build":
         ensure_inputs(int(sys.argv[2]), bool(int(sys.argv[3])))
     else:

@@ -5,7 +5,8 @@ The sample is the package's example (real H&E texture, real Xenium mouse-brain s
 writes HEST's patches h5 (224 x 224 px at 0.5 µm/px, uncompressed, one chunk per patch), then converted with
 ``convert_sample`` (store chunks 2048 px, zstd).
 
-Each measurement runs in a fresh subprocess and reads every patch of the h5's barcodes once (one epoch):
+Each measurement runs in a fresh subprocess (``_harness.py``) and reads every patch of the h5's barcodes once
+(one epoch):
 
 - ``h5``: ``h5py`` ``img[i]`` in file order / shuffled: the images HEST stored, nothing else;
 - ``loader``: ``PatchDataset(store, barcodes=...)[i]``: the patch cut from the store's pyramid (and resized), plus
@@ -29,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -69,8 +69,8 @@ def ensure_sample(pixel_size: float) -> None:
     folder = sample_dir(pixel_size)
     if (folder / "done").is_file():
         return
+    from hest_spatialdata.example import write_visium_sample
     from hest_spatialdata.store import convert_sample
-    from hest_spatialdata.testing import write_visium_sample
 
     print(f"building {folder} ...", flush=True)
     t0 = time.perf_counter()
@@ -95,24 +95,23 @@ def child(mode: str, pixel_size: float) -> dict[str, Any]:
         from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
     folder = sample_dir(pixel_size)
     h5_path = folder / "hest" / "patches" / f"{SAMPLE_ID}.h5"
-    t0 = time.perf_counter()
-    if options["source"] == "h5":
-        h5 = h5py.File(h5_path, "r")
-        images = h5["img"]
-        read = images.__getitem__
-        n = len(images)
-    else:
-        with h5py.File(h5_path, "r") as h5:
-            barcodes = h5["barcode"].asstr()[()][:, 0]
-        dataset = PatchDataset(
-            folder / "stores" / f"{SAMPLE_ID}.zarr",
-            um_per_px=options.get("um_per_px", 0.5),
-            barcodes=barcodes,
-            **({"cache_bytes": options["cache_bytes"]} if "cache_bytes" in options else {}),
-        )
-        read = dataset.__getitem__
-        n = len(dataset)
-    setup = time.perf_counter() - t0
+    with _harness.Stopwatch() as setup:
+        if options["source"] == "h5":
+            h5 = h5py.File(h5_path, "r")
+            images = h5["img"]
+            read = images.__getitem__
+            n = len(images)
+        else:
+            with h5py.File(h5_path, "r") as h5:
+                barcodes = h5["barcode"].asstr()[()][:, 0]
+            dataset = PatchDataset(
+                folder / "stores" / f"{SAMPLE_ID}.zarr",
+                um_per_px=options.get("um_per_px", 0.5),
+                barcodes=barcodes,
+                **({"cache_bytes": options["cache_bytes"]} if "cache_bytes" in options else {}),
+            )
+            read = dataset.__getitem__
+            n = len(dataset)
     if options["order"] == "shuffled":
         order = np.random.default_rng(0).permutation(n)
     elif options["order"] == "spatial":  # bands of store chunks, left to right: each chunk decoded once
@@ -121,28 +120,19 @@ def child(mode: str, pixel_size: float) -> dict[str, Any]:
     else:
         order = np.arange(n)
     for _ in range(options.get("epochs", 1)):  # only the last epoch is timed
-        t1 = time.perf_counter()
-        for i in order.tolist():
-            read(i)
-        elapsed = time.perf_counter() - t1
-    return {
-        "n": n,
-        "setup_s": setup,
-        "read_s": elapsed,
-        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
+        with _harness.Stopwatch() as epoch:
+            for i in order.tolist():
+                read(i)
+    return {"n": n, "setup_s": setup.wall, "read_s": epoch.wall}
 
 
 # --------------------------------------------------------------------------------------------- driver
 
 
 def measure(mode: str, pixel_size: float) -> dict[str, Any]:
-    load_before = os.getloadavg()[0]
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(pixel_size)], check=True, capture_output=True, text=True
-    )
-    load_after = os.getloadavg()[0]
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"load": (load_before, load_after)}
+    """One measurement in a fresh subprocess: its result, peak RSS and the load around it."""
+    run = _harness.run_script(__file__, "--child", mode, pixel_size)
+    return run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after)}
 
 
 def main() -> None:
@@ -153,34 +143,32 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     # built in a subprocess: a child's ru_maxrss starts at its parent's, so the driver must stay small
-    subprocess.run([sys.executable, __file__, "--build", str(args.pixel_size)], check=True)
+    _harness.run_script(__file__, "--build", args.pixel_size, capture=False)
+    print(_harness.machine_text(), flush=True)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
-    for r in range(args.repeat):
-        for mode in args.modes if r % 2 == 0 else args.modes[::-1]:  # alternate the order: load hits all alike
-            res = measure(mode, args.pixel_size)
-            runs[mode].append(res)
-            print(f"  {mode:>24} run {r}: {json.dumps(res)}", flush=True)
+    for r, mode in _harness.rounds(args.modes, args.repeat):  # alternate the order: load hits all alike
+        res = measure(mode, args.pixel_size)
+        runs[mode].append(res)
+        print(f"  {mode:>24} run {r}: {json.dumps(res)}", flush=True)
     print_table(runs)
 
 
 def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
-    print()
-    print("| mode | patches | setup s | patches/s (best) | patches/s (median) | peak RSS MiB | load 1-min |")
-    print("|---|---|---|---|---|---|---|")
+    header = ["mode", "patches", "setup s", "patches/s (best)", "patches/s (median)", "peak RSS MiB", "load 1-min"]
+    rows = []
     for mode, results in runs.items():
-        rates = [r["n"] / r["read_s"] for r in results]
+        rates = _harness.Stats.of(r["n"] / r["read_s"] for r in results)
         setup = min(r["setup_s"] for r in results)
-        rss = statistics.median(r["rss"] for r in results) / 2**20
-        loads = [x for r in results for x in r["load"]]
-        print(
-            f"| {mode} | {results[0]['n']:,} | {setup:.2f} | {max(rates):,.0f} | {statistics.median(rates):,.0f} |"
-            f" {rss:,.0f} | {min(loads):.1f}-{max(loads):.1f} |"
-        )
+        rss = _harness.mib(statistics.median(r["rss"] for r in results))
+        loads = _harness.load_range_text(x for r in results for x in r["load"])
+        rows.append([mode, f"{results[0]['n']:,}", f"{setup:.2f}", f"{rates.max:,.0f}", f"{rates.median:,.0f}",
+                     f"{rss:,.0f}", loads])  # fmt: skip
+    _harness.print_table(header, rows)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], float(sys.argv[3]))))
+        _harness.emit(child(sys.argv[2], float(sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "--build":
         ensure_sample(float(sys.argv[2]))
     else:

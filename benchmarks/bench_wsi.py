@@ -9,9 +9,10 @@ texture rotated/mirrored at random, ~half glass background, gaussian sensor nois
 - ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, timed
   after spatialdata is imported (the import is paid once per process, not per sample).
 
-Each measurement runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, imports included) does not leak into the
-next one; baseline and converter runs alternate so that load from other users of the machine hits both alike. The
-1-minute load average is recorded around every run. Slides are cached in ``benchmarks/_work/`` (git-ignored).
+Each measurement runs in a fresh subprocess (``_harness.py``), so its peak RSS (``ru_maxrss``, imports included) does
+not leak into the next one; baseline and converter runs alternate so that load from other users of the machine hits
+both alike. The 1-minute load average is recorded around every run. Slides are cached in ``benchmarks/_work/``
+(git-ignored).
 
 Usage::
 
@@ -31,9 +32,7 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +40,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -65,7 +66,7 @@ def ensure_slide(size: int) -> tuple[Path, str, Path]:
     meta = root / "metadata" / f"{sample_id}.json"
     if tif.is_file() and meta.is_file():
         return root, sample_id, tif
-    from hest_spatialdata.testing import hest_metadata_template, write_metadata, write_slide
+    from hest_spatialdata.example import hest_metadata_template, write_metadata, write_slide
 
     need = 3 * size * size * 2  # the TIFF (~0.8x raw) and one store at a time, with room to spare
     free = shutil.disk_usage(WORK).free
@@ -94,7 +95,7 @@ def synthetic_slide(size: int, seed: int = 0) -> Any:
     import numpy as np
     import pyvips
 
-    from hest_spatialdata.testing import he_tile
+    from hest_spatialdata.example import he_tile
 
     rng = np.random.default_rng(seed)
     tile = he_tile()
@@ -214,7 +215,7 @@ def run_converter(
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Entry point of the measuring subprocess: import, time one run, print one JSON line."""
+    """Entry point of the measuring subprocess: import, time one run, emit one JSON line (peak RSS: the driver's)."""
     import psutil
 
     proc = psutil.Process()
@@ -227,44 +228,29 @@ def worker(args: argparse.Namespace) -> None:
         import numpy  # noqa: F401
         import tifffile  # noqa: F401
         import zarr  # noqa: F401
-    rss_before = proc.memory_info().rss
-    peak = [rss_before]
-    stop = threading.Event()
-
-    def sample_rss() -> None:
-        while not stop.wait(0.05):
-            peak[0] = max(peak[0], proc.memory_info().rss)
-
-    sampler = threading.Thread(target=sample_rss, daemon=True)
-    sampler.start()
-    pool = ThreadPoolExecutor(args.threads)  # shut down after the per-thread CPU times are read
-    threads0, machine0 = thread_cpu(proc), busy_cpu()
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    if args.mode == "baseline":
-        run_baseline(Path(args.tif), Path(args.out), args.chunk_size, raster_compressor, pool)
-    else:
-        run_converter(Path(args.root), args.sample_id, Path(args.out), args.chunk_size, raster_compressor)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(proc).items()}
-    others = max(0.0, busy_cpu() - machine0 - cpu)  # CPU that other processes took meanwhile
-    stop.set()
-    sampler.join()
+    rss_before = _harness.current_rss()
+    with _harness.RssSampler() as sampler:
+        pool = ThreadPoolExecutor(args.threads)  # shut down after the per-thread CPU times are read
+        threads0, machine0 = thread_cpu(proc), busy_cpu()
+        with _harness.Stopwatch() as clock:
+            if args.mode == "baseline":
+                run_baseline(Path(args.tif), Path(args.out), args.chunk_size, raster_compressor, pool)
+            else:
+                run_converter(Path(args.root), args.sample_id, Path(args.out), args.chunk_size, raster_compressor)
+        threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(proc).items()}
+        others = max(0.0, busy_cpu() - machine0 - clock.cpu)  # CPU that other processes took meanwhile
     pool.shutdown()
     busiest = max(threads, key=threads.get)
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(
-        json.dumps(
-            {
-                "wall": wall,
-                "cpu": cpu,
-                "maxrss": maxrss,
-                "sampled_peak": peak[0],
-                "rss_before": rss_before,
-                "busiest_thread": busiest.rsplit(":", 1)[0],
-                "busiest_cpu": threads[busiest],
-                "others_share": others / (wall * (os.cpu_count() or 1)),
-            }
-        )
+    _harness.emit(
+        {
+            "wall": clock.wall,
+            "cpu": clock.cpu,
+            "sampled_peak": sampler.peak,
+            "rss_before": rss_before,
+            "busiest_thread": busiest.rsplit(":", 1)[0],
+            "busiest_cpu": threads[busiest],
+            "others_share": others / (clock.wall * (os.cpu_count() or 1)),
+        }
     )
 
 
@@ -293,26 +279,22 @@ def measure(mode: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     out = WORK / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cmd = [
-        sys.executable, __file__, "_worker", mode, "--chunk-size", str(args.chunk_size),
+    run = _harness.run_script(
+        __file__, "_worker", mode, "--chunk-size", args.chunk_size,
         "--compressor", args.compressor if mode == "converter" else args.baseline_compressor,
-        "--threads", str(args.threads), "--tif", str(tif), "--root", str(root), "--sample-id", sample_id,
-        "--out", str(out / ("baseline.zarr" if mode == "baseline" else "")),
-    ]  # fmt: skip
-    load_before = os.getloadavg()[0]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    load_after = os.getloadavg()[0]
-    if done.returncode:
-        raise SystemExit(f"{mode} run failed:\n{done.stdout}\n{done.stderr}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        "--threads", args.threads, "--tif", tif, "--root", root, "--sample-id", sample_id,
+        "--out", out / ("baseline.zarr" if mode == "baseline" else ""),
+    )  # fmt: skip
+    result = run.result
     store = out / "baseline.zarr" if mode == "baseline" else out / f"{sample_id}.zarr"
     if args.verify and mode == "converter":
         verify_store(store, tif)
     result |= {
+        "maxrss": run.peak_rss,
         "store_bytes": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()),
         "tif_bytes": tif.stat().st_size,
-        "load": (load_before + load_after) / 2,
-        "load_range": (load_before, load_after),
+        "load": run.load,
+        "load_range": (run.load_before, run.load_after),
     }
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -379,25 +361,26 @@ def main() -> None:
         f"cores: {os.cpu_count()}, chunk: {args.chunk_size}, converter codec: {args.compressor}, "
         f"baseline codec: {args.baseline_compressor}, repeat: {args.repeat}"
     )
-    print(f"python {sys.version.split()[0]}, {_versions()}\n", flush=True)
+    print(f"python {sys.version.split()[0]}, {_versions()}", flush=True)
+    print(_harness.machine_text() + "\n", flush=True)
     modes = [args.only] if args.only else ["baseline", "converter"]
     raw: dict[str, Any] = {}
     rows = []
     for size in args.sizes:
         ensure_slide(size)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-        for r in range(args.repeat):
-            for mode in modes if r % 2 == 0 else modes[::-1]:  # alternate the order: load hits both alike
-                res = measure(mode, size, args)
-                runs[mode].append(res)
-                print(
-                    f"  {size:>6} {mode:<9} run {r + 1}: {res['wall']:6.1f} s wall, {res['cpu']:6.1f} s cpu "
-                    f"(busiest thread {res['busiest_thread']} {res['busiest_cpu']:.1f} s), "
-                    f"peak RSS {res['maxrss'] / 2**30:.2f} GiB (after imports {res['rss_before'] / 2**30:.2f}), "
-                    f"store/TIFF {res['store_bytes'] / res['tif_bytes']:.3f}, load {res['load_range'][0]:.2f}->"
-                    f"{res['load_range'][1]:.2f}, others took {res['others_share']:.0%} of the cores",
-                    flush=True,
-                )
+        for r, mode in _harness.rounds(modes, args.repeat):  # alternate the order: load hits both alike
+            res = measure(mode, size, args)
+            runs[mode].append(res)
+            print(
+                f"  {size:>6} {mode:<9} run {r + 1}: {res['wall']:6.1f} s wall, {res['cpu']:6.1f} s cpu "
+                f"(busiest thread {res['busiest_thread']} {res['busiest_cpu']:.1f} s), "
+                f"peak RSS {_harness.gib(res['maxrss']):.2f} GiB "
+                f"(after imports {_harness.gib(res['rss_before']):.2f}), "
+                f"store/TIFF {res['store_bytes'] / res['tif_bytes']:.3f}, "
+                f"load {_harness.load_text(*res['load_range'])}, others took {res['others_share']:.0%} of the cores",
+                flush=True,
+            )
         raw[str(size)] = runs
         rows.append((size, runs))
     print_table(rows, modes)
@@ -408,36 +391,38 @@ def main() -> None:
 def print_table(rows: list[tuple[int, dict[str, list[dict[str, Any]]]]], modes: list[str]) -> None:
     """Markdown table: min / median over the repeats; ``idle bound`` = max(CPU / cores, busiest thread's CPU)."""
     cores = os.cpu_count() or 1
-    print(
-        "\n| size | what | wall s min / median (runs) | CPU s min / median | idle bound s | MPix/s | peak RSS GiB | "
-        "store/TIFF | TIFF GiB | load 1-min | others' CPU | conv/base wall min / median | conv/base CPU median |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    header = [
+        "size", "what", "wall s min / median (runs)", "CPU s min / median", "idle bound s", "MPix/s", "peak RSS GiB",
+        "store/TIFF", "TIFF GiB", "load 1-min", "others' CPU", "conv/base wall min / median", "conv/base CPU median",
+    ]  # fmt: skip
+    table = []
     for size, runs in rows:
-        stats: dict[str, dict[str, float]] = {}
+        stats: dict[str, dict[str, _harness.Stats]] = {}
         for mode in modes:
-            walls, cpus = [r["wall"] for r in runs[mode]], [r["cpu"] for r in runs[mode]]
-            bounds = [max(r["cpu"] / cores, r["busiest_cpu"]) for r in runs[mode]]
-            stats[mode] = {"wall_min": min(walls), "wall_med": statistics.median(walls), "cpu": statistics.median(cpus)}
+            wall = _harness.Stats.of(r["wall"] for r in runs[mode])
+            cpu = _harness.Stats.of(r["cpu"] for r in runs[mode])
+            bounds = _harness.Stats.of(max(r["cpu"] / cores, r["busiest_cpu"]) for r in runs[mode])
+            stats[mode] = {"wall": wall, "cpu": cpu}
             ratio = cpu_ratio = ""
             if mode == "converter" and "baseline" in stats:
                 b, c = stats["baseline"], stats["converter"]
-                ratio = f"{c['wall_min'] / b['wall_min']:.2f} / {c['wall_med'] / b['wall_med']:.2f}"
-                cpu_ratio = f"{c['cpu'] / b['cpu']:.2f}"
-            r0, loads = runs[mode][0], [r["load"] for r in runs[mode]]
+                ratio = f"{c['wall'].min / b['wall'].min:.2f} / {c['wall'].median / b['wall'].median:.2f}"
+                cpu_ratio = f"{c['cpu'].median / b['cpu'].median:.2f}"
+            r0 = runs[mode][0]
             others = [r.get("others_share", float("nan")) for r in runs[mode]]
-            print(
-                f"| {size // 1024}k | {mode} | {min(walls):.1f} / {statistics.median(walls):.1f} "
-                f"({', '.join(f'{w:.1f}' for w in walls)}) | {min(cpus):.1f} / {statistics.median(cpus):.1f} | "
-                f"{min(bounds):.1f} | {size * size / 1e6 / min(walls):.0f} | "
-                f"{max(r['maxrss'] for r in runs[mode]) / 2**30:.2f} | {r0['store_bytes'] / r0['tif_bytes']:.3f} | "
-                f"{r0['tif_bytes'] / 2**30:.2f} | {min(loads):.1f}-{max(loads):.1f} | "
-                f"{min(others):.0%}-{max(others):.0%} | {ratio} | {cpu_ratio} |"
-            )
-    print(
-        "\nMPix/s: level-0 pixels / min wall. Peak RSS: ru_maxrss of the measuring process, imports included. Idle "
+            table.append([
+                f"{size // 1024}k", mode, wall.text(runs=True), cpu.text(), f"{bounds.min:.1f}",
+                f"{size * size / 1e6 / wall.min:.0f}", f"{_harness.gib(max(r['maxrss'] for r in runs[mode])):.2f}",
+                f"{r0['store_bytes'] / r0['tif_bytes']:.3f}", f"{_harness.gib(r0['tif_bytes']):.2f}",
+                _harness.load_range_text(r["load"] for r in runs[mode]), f"{min(others):.0%}-{max(others):.0%}",
+                ratio, cpu_ratio,
+            ])  # fmt: skip
+    _harness.print_table(
+        header,
+        table,
+        note="MPix/s: level-0 pixels / min wall. Peak RSS: ru_maxrss of the measuring process, imports included. Idle "
         "bound: what the run would take with the cores to itself (total CPU / cores, or the busiest thread's CPU). "
-        "Others' CPU: share of the cores other processes used during the timed runs (the noise)."
+        "Others' CPU: share of the cores other processes used during the timed runs (the noise).",
     )
 
 

@@ -1,6 +1,6 @@
 """Benchmark: Xenium transcripts -> ``transcripts`` points + ``xenium_cell_table``, and boundaries -> shapes.
 
-Inputs are written by ``hest_spatialdata.testing`` from the real Xenium mouse-brain run (36,602 cells):
+Inputs are written by ``hest_spatialdata.example`` from the real Xenium mouse-brain run (36,602 cells):
 
 - ``XBENCH``: the whole run, every real count one transcript plus 3 % low-quality and 8 % unassigned ones
   (~10M transcripts in 1Mi-row row groups, pyarrow's default, as HEST's files have), bytes cell ids and feature names;
@@ -9,10 +9,10 @@ Inputs are written by ``hest_spatialdata.testing`` from the real Xenium mouse-br
 - ``XPOLY``: ~512k cell boundaries (the real cells tiled 7 x 2, real areas, 12 vertices, bytes ids).
 
 Each measurement runs ``convert_sample(..., elements=[...])`` (what ``hest-to-sdata convert --elements`` does) in a
-fresh subprocess and reports its wall time, throughput and peak RSS (``ru_maxrss``, imports included, and the RSS
-right after the imports, so the difference is what the conversion itself costs). The 1-minute load average is
-recorded around each run: these machines have 2 cores shared with other users. Inputs are cached in
-``benchmarks/_work/xenium/`` (git-ignored).
+fresh subprocess (``_harness.py``) and reports its wall time, throughput and peak RSS (``ru_maxrss``, imports
+included, and the RSS right after the imports, so the difference is what the conversion itself costs). The
+1-minute load average is recorded around each run: these machines have 2 cores shared with other users. Inputs are
+cached in ``benchmarks/_work/xenium/`` (git-ignored).
 
 Usage::
 
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _harness
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "xenium"
@@ -63,12 +62,12 @@ def ensure_inputs() -> None:
     if marker.exists():
         return
     shutil.rmtree(root(), ignore_errors=True)
-    subprocess.run([sys.executable, __file__, "--generate"], check=True)
+    _harness.run_script(__file__, "--generate", capture=False)
     marker.write_text("ok")
 
 
 def generate() -> None:
-    from hest_spatialdata.testing import write_xenium_sample
+    from hest_spatialdata.example import write_xenium_sample
 
     t0 = time.perf_counter()
     write_xenium_sample(root(), "XBENCH", pixel_size_um=PIXEL_SIZE_UM, geojson=False)
@@ -85,7 +84,7 @@ def write_polygons(hest_dir: Path, sample_id: str) -> None:
     import pandas as pd
     import shapely
 
-    from hest_spatialdata.testing import star_polygons, write_metadata, xenium_cell_ids, xenium_mouse_brain
+    from hest_spatialdata.example import star_polygons, write_metadata, xenium_cell_ids, xenium_mouse_brain
 
     ps = 0.2125
     cells = xenium_mouse_brain().cells
@@ -109,19 +108,19 @@ def write_polygons(hest_dir: Path, sample_id: str) -> None:
 
 
 def measure(name: str) -> dict[str, Any]:
-    """Run one measurement in this process (called in a fresh subprocess)."""
+    """Run one measurement in this process (called in a fresh subprocess; the driver measures its peak RSS)."""
     import pyarrow.parquet as pq
 
     import hest_spatialdata.sample  # noqa: F401  (spatialdata's ~5 s import is paid once per process, not timed)
     from hest_spatialdata.store import convert_sample
 
     sample_id, elements = MEASUREMENTS[name]
-    rss_after_imports = _rss_mib()
+    rss_after_imports = _harness.mib(_harness.current_rss())
     out = WORK / "stores" / name
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    store = convert_sample(root(), sample_id, out, elements=elements)
-    seconds = time.perf_counter() - t0
+    with _harness.Stopwatch() as clock:
+        store = convert_sample(root(), sample_id, out, elements=elements)
+    seconds = clock.wall
     if sample_id == "XPOLY":
         items = pq.ParquetFile(root() / "xenium_seg" / f"{sample_id}_xenium_cell_seg.parquet").metadata.num_rows
         unit = "polygons"
@@ -135,24 +134,18 @@ def measure(name: str) -> dict[str, Any]:
         "unit": unit,
         "seconds": round(seconds, 2),
         "per_second": round(items / seconds),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_after_imports_mib": round(rss_after_imports),
         "store_mib": round(sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20, 1),
     }
 
 
-def _rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def run(name: str) -> dict[str, Any]:
-    load_before = os.getloadavg()[0]
-    done = subprocess.run([sys.executable, __file__, "--measure", name], check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    return result
+    """One measurement in a fresh subprocess: its result, peak RSS and the load around it."""
+    child = _harness.run_script(__file__, "--measure", name)
+    return child.result | {
+        "peak_rss_mib": round(_harness.mib(child.peak_rss)),
+        "load_1min": [round(child.load_before, 2), round(child.load_after, 2)],
+    }
 
 
 def main() -> None:
@@ -165,19 +158,25 @@ def main() -> None:
         generate()
         return
     if args.measure:
-        print(json.dumps(measure(args.measure)), flush=True)
+        _harness.emit(measure(args.measure))
         return
     ensure_inputs()
-    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
-    print(f"{'measurement':<10} {'items':>11} {'s':>7} {'items/s':>10} {'peak RSS':>10} {'after imp.':>10} load")
+    print(_harness.machine_text(), flush=True)
+    rows = []
     for name in args.only or list(MEASUREMENTS):
         r = run(name)
-        line = f"{name:<10} {r['items']:>11,} {r['seconds']:>7.1f} {r['per_second']:>10,}"
-        load = "-".join(f"{v:.2f}" for v in r["load_1min"])
-        line += f" {r['peak_rss_mib']:>6} MiB {r['rss_after_imports_mib']:>6} MiB {load}"
-        print(line, flush=True)
+        load = _harness.load_text(*r["load_1min"])
+        print(
+            f"  {name:<10} {r['items']:>11,} {r['unit']}, {r['seconds']:.1f} s, {r['per_second']:,}/s, "
+            f"peak RSS {r['peak_rss_mib']} MiB (after imports {r['rss_after_imports_mib']}), load {load}",
+            flush=True,
+        )
         print(json.dumps(r), file=sys.stderr, flush=True)
-    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+        rows.append([name, f"{r['items']:,} {r['unit']}", f"{r['seconds']:.1f}", f"{r['per_second']:,}",
+                     r["peak_rss_mib"], r["rss_after_imports_mib"], r["store_mib"], load])  # fmt: skip
+    header = ["measurement", "items", "s", "items/s", "peak RSS MiB", "after imports MiB", "store MiB", "load 1-min"]
+    _harness.print_table(header, rows)
+    print(_harness.machine_text(), flush=True)
 
 
 if __name__ == "__main__":

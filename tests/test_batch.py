@@ -10,12 +10,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from hest_spatialdata.batch import run_batch, select_local_ids
+from hest_spatialdata.batch import run_batch
 from hest_spatialdata.cli import main
+from hest_spatialdata.conversion import select_local_ids
 from hest_spatialdata.store import PARTIAL_MARK, store_is_complete
 from hest_spatialdata.validate import validate
 
-from .conftest import HUB_SAMPLE_IDS, copy_sample
+from .helpers import HUB_SAMPLE_IDS, copy_sample
 
 PAIR = ("EXAMPLE1", "EXAMPLE2")
 
@@ -155,9 +156,9 @@ def test_local_filters_and_usage_errors(hest_root_pair, tmp_path):
 
 
 def test_from_hub_fetches_only_the_sources_of_the_elements_asked(fake_hub):
-    from hest_spatialdata.batch import plan_from_hub
+    from hest_spatialdata.conversion import plan_from_hub
 
-    commit, files = plan_from_hub(["ZEN61", "TENX95"], elements=["he"])
+    files = plan_from_hub(["ZEN61", "TENX95"], elements=["he"]).files
     assert files == {
         "ZEN61": {
             "metadata/ZEN61.json": files["ZEN61"]["metadata/ZEN61.json"],
@@ -165,6 +166,6 @@ def test_from_hub_fetches_only_the_sources_of_the_elements_asked(fake_hub):
         },
         "TENX95": {},
     }
-    _, everything = plan_from_hub(["ZEN61"])
+    everything = plan_from_hub(["ZEN61"]).files
     assert sorted(everything["ZEN61"]) == ["metadata/ZEN61.json", "st/ZEN61.h5ad", "wsis/ZEN61.tif"]
     assert not fake_hub.downloads()  # planning lists, it does not download

@@ -7,7 +7,7 @@ import spatialdata as sd
 from click.testing import CliRunner
 
 from hest_spatialdata.cli import main
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 
 
 def test_convert_selected_elements(hest_root, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from hest_spatialdata.cli import main
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 
 SID = EXAMPLE_SAMPLE_ID
 

@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 from hest_spatialdata import hub
 from hest_spatialdata.cli import main
+from hest_spatialdata.layout import hub_patterns
 from hest_spatialdata.metadata import read_catalog
 
-from .conftest import HUB_SAMPLE_IDS, REALDATA
+from .helpers import HUB_SAMPLE_IDS, REALDATA
 
 CATALOGS = REALDATA / "hest_metadata"
 V110, V130 = CATALOGS / "HEST_v1_1_0.csv", CATALOGS / "HEST_v1_3_0.csv"
@@ -194,5 +195,5 @@ def test_cli_download_in_a_subprocess_with_hf_endpoint(fake_hub, tmp_path):
 
 def test_parts_are_checked():
     with pytest.raises(ValueError, match="unknown part"):
-        hub.sample_patterns("ZEN61", ["wsi"])
-    assert Path("cellvit_seg/ZEN61_cellvit_seg.parquet").match(hub.sample_patterns("ZEN61", ["cellvit_seg"])[0])
+        hub_patterns("ZEN61", ["wsi"])
+    assert Path("cellvit_seg/ZEN61_cellvit_seg.parquet").match(hub_patterns("ZEN61", ["cellvit_seg"])[0])

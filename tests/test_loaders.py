@@ -3,20 +3,14 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import spatialdata as sd
 from PIL import Image
 
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.loaders import PatchDataset
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-from .conftest import TEST_PIXEL_SIZE_UM
+from .helpers import TEST_PIXEL_SIZE_UM
 
 SID = EXAMPLE_SAMPLE_ID
-
-
-@pytest.fixture(scope="module")
-def sdata(visium_store):
-    return sd.read_zarr(visium_store)
 
 
 @pytest.fixture(scope="module")

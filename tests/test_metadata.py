@@ -27,7 +27,7 @@ def test_all_real_metadata_jsons_parse():
         assert isinstance(technology(meta, path.stem, path), Technology)
         # NaN became None, so the result is strict JSON again (what zarr attrs and uns need)
         json.dumps(meta, allow_nan=False)
-    assert with_nan == 490  # SOURCES.md: 490 of the 503 real files hold bare NaN tokens
+    assert with_nan == 490  # docs/example_data.md: 490 of the 503 real files hold bare NaN tokens
 
 
 def test_nan_becomes_none_and_nested_and_unicode_keys_survive():

@@ -1,7 +1,8 @@
 """The napari plugin: readers, sample data, sample browser and what the canvas shows.
 
-Run under a virtual display: ``xvfb-run -a pytest tests/test_napari.py`` (``QT_QPA_PLATFORM=offscreen`` has no
-OpenGL, see stack_notes.md). Set ``HEST_SCREENSHOT_DIR`` to keep the screenshots.
+The viewer tests need an X display with OpenGL: where ``Xvfb`` is installed, the pytest-xvfb plugin starts a virtual
+one and sets ``DISPLAY``; elsewhere they are skipped, with the reason (``QT_QPA_PLATFORM=offscreen`` has no OpenGL,
+see docs/stack_notes.md). Set ``HEST_SCREENSHOT_DIR`` to keep the screenshots.
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.napari._layers import NUCLEI_CENTROIDS, NUCLEUS_CLASS_COLORS, TRANSCRIPTS_SUBSAMPLE
 from hest_spatialdata.napari._reader import find_hest_sample, get_hest_reader, get_store_reader
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-HAS_DISPLAY = not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
-needs_display = pytest.mark.skipif(not HAS_DISPLAY, reason="needs a display: run under xvfb-run")
+
+def _no_display_reason() -> str | None:
+    """Why no viewer can be opened here, or ``None``. pytest-xvfb has set ``DISPLAY`` by now if it started Xvfb."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.split(":")[0] in ("offscreen", "minimal"):
+        return f"QT_QPA_PLATFORM={platform} gives Qt no OpenGL context: unset it and install Xvfb for pytest-xvfb"
+    if not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY"))):
+        return None
+    return "needs a display: no DISPLAY and no Xvfb for pytest-xvfb to start (apt-get install xvfb, see README)"
+
+
+NO_DISPLAY_REASON = _no_display_reason()
+needs_display = pytest.mark.skipif(NO_DISPLAY_REASON is not None, reason=NO_DISPLAY_REASON or "")
 pytestmark = pytest.mark.napari
 PLUGIN = "hest-spatialdata"
 #: napari-spatialdata and our workers load layers in threads; the first load pays for imports and numba compiling.

@@ -17,22 +17,17 @@ from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_data_path
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.cellvit import read_cellvit
 from hest_spatialdata.sample import read_hest
 from hest_spatialdata.store import convert_sample
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID, example_data_path
 
-from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
 SID = EXAMPLE_SAMPLE_ID
 #: Real nuclei (cellseg_gsontools, MIT) in HEST's CellViT GeoJSON layout, shipped with the example data.
 REAL_GEOJSON = example_data_path("gland_cells_hest_cellvit_seg.geojson.gz")
-
-
-@pytest.fixture(scope="module")
-def sdata(visium_store):
-    return sd.read_zarr(visium_store)
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,16 @@ from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.patches import patch_side_px, read_patches
 from hest_spatialdata.sample import read_hest
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
 SID = EXAMPLE_SAMPLE_ID
 #: 224 px at 0.5 µm/px = 112 µm = 56 px of the 2 µm/px test slide.
 SIDE_PX = 56
-
-
-@pytest.fixture(scope="module")
-def sdata(visium_store):
-    return sd.read_zarr(visium_store)
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,17 @@ from spatialdata.models import get_table_keys
 from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._constants import Technology
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.metadata import read_metadata
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.spots import spot_shapes, valid_var_names
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
 
 @pytest.fixture(scope="module")
 def source(hest_root):
     return ad.read_h5ad(hest_root / "st" / f"{EXAMPLE_SAMPLE_ID}.h5ad")
-
-
-@pytest.fixture(scope="module")
-def sdata(visium_store):
-    return sd.read_zarr(visium_store)
 
 
 def test_spot_centres_radii_and_index_are_exact(sdata, source):

@@ -13,10 +13,10 @@ from spatialdata import SpatialData
 from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._version import __version__
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.store import StoreExistsError, convert_sample, store_is_complete
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
 
 def test_attrs_describe_the_source(visium_store, hest_root):

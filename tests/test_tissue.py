@@ -13,19 +13,19 @@ import spatialdata as sd
 from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.metadata import read_metadata
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.tissue import read_tissue
 from hest_spatialdata.sample import read_hest
 from hest_spatialdata.store import convert_sample
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID
 
-from .conftest import REALDATA, TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import REALDATA, TEST_PIXEL_SIZE_UM, xy_scale
 
 #: Real HEST ``tissue_seg/{id}_contours.geojson`` files (gzipped) and their real metadata JSONs.
 CONTOURS = REALDATA / "hest_tissue_seg"
 METADATA = REALDATA / "hest_metadata" / "metadata_json"
-#: What SOURCES.md says about them: polygons, holes per polygon.
+#: What docs/example_data.md says about them: polygons, holes per polygon.
 REAL = {"TENX68": [0, 0], "TENX71": [3], "MEND90": [0, 0, 0, 0, 0, 5]}
 
 
@@ -91,7 +91,7 @@ def test_real_contours_round_trip_through_the_store(sample_id, tmp_path):
 
 
 def test_tenx68_matches_hests_own_numbers(tmp_path):
-    """HEST PR #63 shows ``tissue_contours`` (2, 2) for TENX68; SOURCES.md gives the bounds."""
+    """HEST PR #63 shows ``tissue_contours`` (2, 2) for TENX68; docs/example_data.md gives the bounds."""
     tissue = read_tissue(
         real_hest_root(tmp_path, "TENX68") / "tissue_seg" / "TENX68_contours.geojson", ctx_of("TENX68")
     )

@@ -6,10 +6,10 @@ import spatialdata as sd
 import tifffile
 from spatialdata.transformations import Identity, Scale, get_transformation
 
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_slide
 from hest_spatialdata.readers.wsi import read_wsi, slide_levels
-from hest_spatialdata.testing import EXAMPLE_SAMPLE_ID, write_slide
 
-from .conftest import TEST_PIXEL_SIZE_UM, xy_scale
+from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
 
 def _tiff_levels(path):

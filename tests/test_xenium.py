@@ -19,19 +19,20 @@ from spatialdata.transformations import get_transformation
 
 from hest_spatialdata.cli import main
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.metadata import read_metadata
-from hest_spatialdata.readers import xenium
-from hest_spatialdata.readers.xenium import UNASSIGNED, cell_id_strings, feature_types
-from hest_spatialdata.sample import read_hest
-from hest_spatialdata.testing import (
+from hest_spatialdata.example import (
     XENIUM_PSEUDO_SPOT_UM,
     xenium_cell_ids,
     xenium_cells_in,
     xenium_mouse_brain,
     xenium_mouse_brain_features,
 )
+from hest_spatialdata.metadata import read_metadata
+from hest_spatialdata.readers import transcripts
+from hest_spatialdata.readers.transcripts import feature_types
+from hest_spatialdata.readers.xenium_seg import UNASSIGNED, cell_id_strings
+from hest_spatialdata.sample import read_hest
 
-from .conftest import XENIUM_TEST_PIXEL_SIZE_UM, XENIUM_TEST_SAMPLES, xy_scale
+from .helpers import XENIUM_TEST_PIXEL_SIZE_UM, XENIUM_TEST_SAMPLES, xy_scale
 
 PS = XENIUM_TEST_PIXEL_SIZE_UM
 XENIUM_ELEMENTS = ["xenium_cells", "xenium_nuclei", "transcripts", "xenium_cell_table"]
@@ -219,7 +220,7 @@ def test_cell_table_gives_back_the_real_10x_matrix(store: sd.SpatialData) -> Non
 def test_cell_table_accumulates_over_batches(xenium_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wanted = ["xenium_cells", "xenium_cell_table"]
     whole = read_hest(xenium_root, "XENI", elements=wanted).tables["xenium_cell_table"]
-    monkeypatch.setattr(xenium, "BATCH_ROWS", 3_001)
+    monkeypatch.setattr(transcripts, "BATCH_ROWS", 3_001)
     batched = read_hest(xenium_root, "XENI", elements=wanted).tables["xenium_cell_table"]
     assert (whole.X != batched.X).nnz == 0
     pd.testing.assert_frame_equal(whole.obs, batched.obs)

@@ -15,21 +15,26 @@ from hest_spatialdata._version import __version__
 from hest_spatialdata.validate import validate
 
 if TYPE_CHECKING:
+    from hest_spatialdata.batch import ConvertOptions
+    from hest_spatialdata.conversion import ConversionError, convert
+    from hest_spatialdata.example import example_sample
     from hest_spatialdata.hub import catalog, download
     from hest_spatialdata.sample import read_hest
-    from hest_spatialdata.store import convert
-    from hest_spatialdata.testing import example_sample
 
 _LAZY_IMPORTS = {
     "read_hest": "hest_spatialdata.sample",
-    "convert": "hest_spatialdata.store",
+    "convert": "hest_spatialdata.conversion",
+    "ConvertOptions": "hest_spatialdata.batch",
+    "ConversionError": "hest_spatialdata.conversion",
     "catalog": "hest_spatialdata.hub",
     "download": "hest_spatialdata.hub",
-    "example_sample": "hest_spatialdata.testing",
+    "example_sample": "hest_spatialdata.example",
     "HestInputError": "hest_spatialdata.errors",
 }
 
 __all__ = [
+    "ConversionError",
+    "ConvertOptions",
     "HestInputError",
     "__version__",
     "catalog",

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Elements(StrEnum):
-    """SpatialData element names written by hest-spatialdata (DESIGN.md section 3); they never change meaning."""
+    """SpatialData element names written by hest-spatialdata (README's output contract); they never change meaning."""
 
     HE = "he"
     SPOTS = "spots"

@@ -18,13 +18,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import candidate_paths, list_sample_ids
+from hest_spatialdata.layout import sample_files
 from hest_spatialdata.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:
@@ -33,6 +33,22 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class HubPlan:
+    """The hub files of the selected samples, at one commit.
+
+    Parameters
+    ----------
+    commit
+        Hub commit of the files.
+    files
+        ``{sample id: {hub path: size}}``; empty for ids not on the hub.
+    """
+
+    commit: str
+    files: dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,63 @@ class HubFiles:
     files: tuple[tuple[str, int], ...]
     endpoint: str | None = None
     delete_downloaded: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert samples: what the ``convert`` command's options set, passed as one object to the batch.
+
+    Parameters
+    ----------
+    overwrite
+        Replace existing stores (nothing is skipped).
+    elements
+        Element names to write; all available by default.
+    chunk_size
+        Image chunk side in pixels; the converter's default when ``None``.
+    workers
+        Local worker processes (a ``dask.distributed.LocalCluster``, one thread each); 1 converts in this process.
+    scheduler
+        Address of a running dask.distributed scheduler (or a ``Client``): every sample becomes a task on its
+        workers. Start them with ``--nthreads 1`` so that each converts one sample at a time.
+    threads
+        Threads writing one sample's image; default: the cores divided among the local workers, or dask's default
+        (one per core of the worker's machine) with a scheduler.
+    memory_limit
+        Memory limit of each local worker (dask syntax, e.g. ``"4GiB"``; ``"auto"`` shares the RAM among them).
+    from_hub
+        Select the samples in the hub's catalog and download each one's files into the HEST folder (a staging
+        folder) just before converting it.
+    delete_downloaded
+        With ``from_hub``: delete each sample's downloaded files once its store is written.
+    catalog_source
+        Local catalog CSV for the filters with ``from_hub`` (default: the hub's newest).
+    """
+
+    overwrite: bool = False
+    elements: tuple[str, ...] | None = None
+    chunk_size: int | None = None
+    workers: int = 1
+    scheduler: str | Client | None = None
+    threads: int | None = None
+    memory_limit: str | None = "auto"
+    from_hub: bool = False
+    delete_downloaded: bool = False
+    catalog_source: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.elements is not None:
+            object.__setattr__(self, "elements", tuple(self.elements) or None)
+        if self.workers > 1 and self.scheduler is not None:
+            raise ValueError("workers and scheduler exclude each other")
+        if self.delete_downloaded and not self.from_hub:
+            raise ValueError("delete_downloaded only applies with from_hub")
+
+    def threads_per_sample(self) -> int | None:
+        """Threads writing one sample: as given, else the cores shared among local workers (``None``: dask's)."""
+        if self.threads or self.scheduler is not None or self.workers <= 1:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
 
 @dataclass(frozen=True)
@@ -322,53 +395,28 @@ def run_batch(
     hest_dir: str | Path,
     out_dir: str | Path,
     sample_ids: Iterable[str],
+    options: ConvertOptions | None = None,
     *,
-    workers: int = 1,
-    scheduler: str | Client | None = None,
-    overwrite: bool = False,
-    elements: Iterable[str] | None = None,
-    chunk_size: int | None = None,
-    threads: int | None = None,
-    memory_limit: str | None = "auto",
-    hub_files: Mapping[str, Mapping[str, int] | None] | None = None,
-    hub_commit: str | None = None,
-    delete_downloaded: bool = False,
+    hub_plan: HubPlan | None = None,
     on_result: Callable[[SampleResult], None] | None = None,
     progress: Progress | None = None,
 ) -> BatchSummary:
     """Convert samples, skipping complete stores, each sample a task; one failure does not stop the others.
 
+    :func:`hest_spatialdata.convert` selects the samples and calls this.
+
     Parameters
     ----------
     hest_dir
-        HEST folder (the staging folder with ``hub_files``); workers must see the same path.
+        HEST folder (the staging folder with ``hub_plan``); workers must see the same path.
     out_dir
         Output folder of the stores (``{id}.zarr``); workers must see the same path.
     sample_ids
         Samples to convert.
-    workers
-        Local worker processes (a ``dask.distributed.LocalCluster``, one thread each); 1 converts in this process.
-    scheduler
-        Address of a running dask.distributed scheduler (or a ``Client``): every sample becomes a task on its
-        workers. Start them with ``--nthreads 1`` so that each converts one sample at a time.
-    overwrite
-        Replace existing stores (nothing is skipped).
-    elements
-        Element names to write; all available by default.
-    chunk_size
-        Image chunk side in pixels.
-    threads
-        Threads writing one sample's image; default: the cores divided among the local workers, or dask's default
-        (one per core of the worker's machine) with a scheduler.
-    memory_limit
-        Memory limit of each local worker (dask syntax, e.g. ``"4GiB"``; ``"auto"`` shares the RAM among them).
-    hub_files
-        With ``from_hub``: each sample's hub files and sizes (``None`` when it has none); downloaded into
-        ``hest_dir`` by the task before converting.
-    hub_commit
-        Hub commit of ``hub_files``.
-    delete_downloaded
-        Delete each sample's downloaded files once its store is written.
+    options
+        How to convert them.
+    hub_plan
+        Each sample's hub files, downloaded into ``hest_dir`` by its task before converting.
     on_result
         Called with each result as it arrives (skips first).
     progress
@@ -378,26 +426,28 @@ def run_batch(
     -------
     The summary of the run.
     """
+    options = options or ConvertOptions()
     start = time.perf_counter()
     jobs, summary = [], BatchSummary()
     common = {
         "hest_dir": str(hest_dir),
         "out_dir": str(out_dir),
-        "overwrite": overwrite,
-        "elements": tuple(elements) if elements else None,
-        "chunk_size": chunk_size,
-        "threads": threads if threads or scheduler or workers == 1 else max(1, (os.cpu_count() or 1) // workers),
+        "overwrite": options.overwrite,
+        "elements": options.elements,
+        "chunk_size": options.chunk_size,
+        "threads": options.threads_per_sample(),
     }
     for sample_id in dict.fromkeys(sample_ids):
-        result = _precheck(sample_id, out_dir, overwrite, hub_files)
+        result = _precheck(sample_id, out_dir, options.overwrite, hub_plan)
         if result is not None:
             _record(summary, result, on_result)
             continue
         hub = None
-        if hub_files is not None:
-            files = tuple(sorted((hub_files[sample_id] or {}).items()))
-            hub = HubFiles(hub_commit or "main", files, _endpoint(), delete_downloaded)
+        if hub_plan is not None:
+            files = tuple(sorted((hub_plan.files.get(sample_id) or {}).items()))
+            hub = HubFiles(hub_plan.commit, files, _endpoint(), options.delete_downloaded)
         jobs.append(SampleJob(sample_id, hub=hub, **common))
+    scheduler, workers = options.scheduler, options.workers
     if scheduler is not None or workers > 1:
         jobs.sort(key=_job_bytes, reverse=True)  # largest first: the longest samples do not start last
     if scheduler is not None:
@@ -405,20 +455,18 @@ def run_batch(
         _run_on_cluster(jobs, summary, on_result, address=scheduler)
     elif workers > 1:
         summary.mode, summary.workers = "local-cluster", workers
-        _run_on_cluster(jobs, summary, on_result, workers=workers, memory_limit=memory_limit)
+        _run_on_cluster(jobs, summary, on_result, workers=workers, memory_limit=options.memory_limit)
     else:
         _run_in_process(jobs, summary, on_result, progress)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _precheck(
-    sample_id: str, out_dir: str | Path, overwrite: bool, hub_files: Mapping[str, Mapping[str, int] | None] | None
-) -> SampleResult | None:
+def _precheck(sample_id: str, out_dir: str | Path, overwrite: bool, hub_plan: HubPlan | None) -> SampleResult | None:
     path = store_path(out_dir, sample_id)
     if not overwrite and store_is_complete(path):
         return SampleResult(sample_id, "skipped", "store already complete", store=str(path))
-    if hub_files is not None and not hub_files.get(sample_id):
+    if hub_plan is not None and not hub_plan.files.get(sample_id):
         return SampleResult(sample_id, "failed", "no file of this sample on the hub (unknown id?)")
     return None
 
@@ -426,8 +474,11 @@ def _precheck(
 def _job_bytes(job: SampleJob) -> int:
     if job.hub is not None:
         return sum(size for _, size in job.hub.files)
-    paths = candidate_paths(Path(job.hest_dir), job.sample_id).values()
-    return sum(p.stat().st_size for names in paths for p in names if p.is_file())
+    try:
+        files = sample_files(job.hest_dir, job.sample_id)
+    except HestInputError:
+        return 0
+    return sum(path.stat().st_size for path in files.paths.values())
 
 
 def _record(summary: BatchSummary, result: SampleResult, on_result: Callable[[SampleResult], None] | None) -> None:
@@ -507,96 +558,3 @@ def _endpoint() -> str | None:
     from hest_spatialdata.hub import current_endpoint
 
     return current_endpoint()
-
-
-# --------------------------------------------------------------------------------------------- selection
-
-
-def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: Any) -> list[str]:
-    """Select samples of a local HEST folder: ``ids`` (default: all) whose metadata JSON match the filters.
-
-    Parameters
-    ----------
-    hest_dir
-        The HEST folder.
-    ids
-        Sample ids; every sample found by default.
-    **filters
-        ``organ``, ``species``, ``technology``, ``oncotree``, ``disease_state`` (see
-        :func:`hest_spatialdata.hub.filter_catalog`), matched against each ``metadata/{id}.json``.
-
-    Returns
-    -------
-    The ids, in the given (or natural) order.
-    """
-    from hest_spatialdata.hub import normalise_filters, record_matches
-    from hest_spatialdata.metadata import read_metadata
-
-    selected = list(dict.fromkeys(ids)) or list_sample_ids(hest_dir)
-    wanted = normalise_filters(**filters)
-    if not wanted:
-        return selected
-    keep = []
-    for sample_id in selected:
-        path = Path(hest_dir) / "metadata" / f"{sample_id}.json"
-        if path.is_file() and record_matches(read_metadata(path, sample_id), wanted):
-            keep.append(sample_id)
-    return keep
-
-
-#: The source files (named as in :func:`hest_spatialdata.layout.candidate_paths`) each element is made from.
-ELEMENT_SOURCES = {
-    "he": ("wsi",),
-    "spots": ("st",),
-    "table": ("st",),
-    "nuclei": ("cellvit",),
-    "tissue": ("tissue",),
-    "patches": ("patches",),
-    "xenium_cells": ("xenium_cells",),
-    "xenium_nuclei": ("xenium_nuclei",),
-    "transcripts": ("transcripts",),
-    "xenium_cell_table": ("transcripts", "xenium_cells"),
-}
-
-
-def plan_from_hub(
-    ids: Iterable[str] | None = None,
-    *,
-    elements: Iterable[str] | None = None,
-    parts: Iterable[str] | None = None,
-    catalog_source: str | Path | None = None,
-    token: str | bool | None = None,
-    **filters: Any,
-) -> tuple[str, dict[str, dict[str, int]]]:
-    """Which hub files each selected sample needs: ``(commit, {id: {hub path: size}})``.
-
-    Parameters
-    ----------
-    ids
-        Sample ids; with no ids and no filters, every sample of the catalog.
-    elements
-        Elements to write: only their source files (and the metadata) are fetched; all by default.
-    parts
-        Hub folders to fetch instead (every file of the sample in them).
-    catalog_source
-        Local catalog CSV for the filters.
-    token
-        Hugging Face token; default ``HF_TOKEN`` or the stored login.
-    **filters
-        Catalog filters (see :func:`hest_spatialdata.hub.filter_catalog`).
-
-    Returns
-    -------
-    The hub commit and the files of each sample (empty for ids not on the hub).
-    """
-    from hest_spatialdata import hub
-
-    sample_ids = hub.select_ids(ids, catalog_source=catalog_source, token=token, **filters)
-    commit = hub.resolve_revision(token=token)
-    files = hub.hub_files(commit, token=token)
-    sources = None
-    if elements:
-        sources = {"metadata"} | {source for name in elements for source in ELEMENT_SOURCES.get(name, ())}
-    return commit, {
-        sample_id: hub.sample_hub_files(files, sample_id, parts, sources=sources) for sample_id in sample_ids
-    }

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hest_spatialdata.layout import candidate_paths
-from hest_spatialdata.metadata import read_catalog, technology_name
+from hest_spatialdata.filters import filter_catalog, normalise_filters
+from hest_spatialdata.layout import PARTS, Part, hub_patterns, matches_any
+from hest_spatialdata.metadata import read_catalog
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,32 +36,6 @@ DATASET_URL = f"https://huggingface.co/datasets/{REPO_ID}"
 _CATALOG_NAME = re.compile(r"^HEST_v(\d+)_(\d+)_(\d+)\.csv$")
 #: A cached catalog younger than this (seconds) is used without asking the hub for a newer one.
 CATALOG_MAX_AGE = 24 * 3600.0
-
-#: Every file of a sample in each hub folder ("part"), as glob patterns on repo paths (``{id}`` is the sample id).
-PARTS: dict[str, tuple[str, ...]] = {
-    "wsis": ("wsis/{id}.tif", "wsis/{id}.tiff"),
-    "st": ("st/{id}.h5ad",),
-    "metadata": ("metadata/{id}.json",),
-    "patches": ("patches/{id}.h5",),
-    "cellvit_seg": ("cellvit_seg/{id}_cellvit_seg.*",),
-    "tissue_seg": ("tissue_seg/{id}_*",),
-    "xenium_seg": ("xenium_seg/{id}_xenium_*",),
-    "transcripts": ("transcripts/{id}_transcripts.parquet",),
-    "thumbnails": ("thumbnails/{id}_*",),
-    "spatial_plots": ("spatial_plots/{id}_*",),
-    "pixel_size_vis": ("pixel_size_vis/{id}_*",),
-    "patches_vis": ("patches_vis/{id}.*", "patches_vis/{id}_*"),
-}
-#: Catalog filters: keyword -> catalog column (and metadata JSON key).
-FILTER_COLUMNS = {
-    "organ": "organ",
-    "species": "species",
-    "technology": "st_technology",
-    "oncotree": "oncotree_code",
-    "disease_state": "disease_state",
-}
-_SPECIES_ALIASES = {"human": "homo sapiens", "mouse": "mus musculus"}
-_CANONICAL_TECHNOLOGIES = {"visium", "visium hd", "xenium", "spatial transcriptomics", "st"}
 
 
 class HubError(RuntimeError):
@@ -120,7 +94,8 @@ def catalog(
     max_age
         Use a cached catalog younger than this many seconds without asking the hub for a newer one.
     **filters
-        ``ids``, ``organ``, ``species``, ``technology``, ``oncotree``, ``disease_state``: see :func:`filter_catalog`.
+        ``ids``, ``organ``, ``species``, ``technology``, ``oncotree``, ``disease_state``: see
+        :func:`hest_spatialdata.filters.record_matches`.
 
     Returns
     -------
@@ -187,81 +162,6 @@ def newest_catalog_name(names: Iterable[str]) -> str | None:
     return versions[max(versions)] if versions else None
 
 
-def filter_catalog(
-    frame: pd.DataFrame, *, ids: Iterable[str] | str | None = None, **filters: str | Iterable[str] | None
-) -> pd.DataFrame:
-    """Rows of a catalog matching every filter given (each filter matches any of its values, case-insensitively).
-
-    Parameters
-    ----------
-    frame
-        A catalog (:func:`catalog`).
-    ids
-        Sample ids.
-    **filters
-        ``organ``, ``species`` (``human`` and ``mouse`` work too), ``technology`` (``"Visium HD"`` matches
-        ``"Visium HD 3'"``, ``"Xenium"`` matches ``"Xenium 5k"``; a non-canonical value such as ``"Xenium 5k"``
-        matches only itself), ``oncotree`` (``oncotree_code``), ``disease_state``.
-
-    Returns
-    -------
-    The matching rows, in catalog order.
-    """
-    wanted = normalise_filters(ids=ids, **filters)
-    if not wanted:
-        return frame
-    keep = [record_matches(row, wanted) for row in frame.to_dict("records")]
-    return frame.loc[keep]
-
-
-def normalise_filters(
-    *, ids: Iterable[str] | str | None = None, **filters: str | Iterable[str] | None
-) -> dict[str, list[str]]:
-    """Check filter names and turn each filter into a list of values; filters without values are dropped.
-
-    ``id`` is accepted as an alias of ``ids``.
-    """
-    if "id" in filters:
-        ids = [*_as_list(ids), *_as_list(filters.pop("id"))]
-    unknown = sorted(set(filters) - set(FILTER_COLUMNS))
-    if unknown:
-        raise TypeError(f"unknown filter(s) {', '.join(unknown)}; known: ids, {', '.join(FILTER_COLUMNS)}")
-    wanted = {name: _as_list(values) for name, values in {"ids": ids, **filters}.items()}
-    return {name: values for name, values in wanted.items() if values}
-
-
-def record_matches(record: Mapping[str, Any], filters: Mapping[str, list[str]]) -> bool:
-    """Whether a catalog row or a metadata JSON matches every filter of :func:`normalise_filters`."""
-    for name, values in filters.items():
-        if name == "ids":
-            if str(record.get("id", "")).casefold() not in {v.casefold() for v in values}:
-                return False
-        elif not any(_value_matches(name, record.get(FILTER_COLUMNS[name]), value) for value in values):
-            return False
-    return True
-
-
-def _value_matches(name: str, field: Any, wanted: str) -> bool:
-    if not isinstance(field, str) or not field.strip():
-        return False
-    wanted = wanted.strip().casefold()
-    if name == "technology" and wanted in _CANONICAL_TECHNOLOGIES:
-        return technology_name(field).casefold() == technology_name(wanted).casefold()
-    if name == "species":
-        wanted = _SPECIES_ALIASES.get(wanted, wanted)
-    field = field.strip().casefold()
-    # "Homo sapiens/Mus musculus", "Cancer/Genetically modified": each part counts
-    return field == wanted or wanted in (part.strip() for part in field.split("/"))
-
-
-def _as_list(values: str | Iterable[str] | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return [v.strip() for value in values for v in str(value).split(",") if v.strip()]
-
-
 def _cached_catalogs(cache_dir: str | Path | None) -> dict[str, Path]:
     from huggingface_hub import constants
 
@@ -297,8 +197,9 @@ def download(
     ids
         Sample ids; with no ids and no filters, every sample of the catalog.
     parts
-        Hub folders to fetch (see :data:`PARTS`); default: the files the converter reads (slide, st, metadata,
-        patches, nuclei, tissue contours, Xenium segmentation and transcripts, where the sample has them).
+        Hub folders to fetch (see :data:`hest_spatialdata.layout.HUB_FOLDERS`); default: the files the converter
+        reads (slide, st, metadata, patches, nuclei, tissue contours, Xenium segmentation and transcripts, where the
+        sample has them).
     catalog_source
         Local catalog CSV for the filters (default: the hub's newest).
     token
@@ -392,7 +293,7 @@ def sample_hub_files(
     sample_id: str,
     parts: Iterable[str] | None = None,
     *,
-    sources: Iterable[str] | None = None,
+    sources: Iterable[Part | str] | None = None,
 ) -> dict[str, int]:
     """Select the hub files of one sample to fetch, with their sizes.
 
@@ -403,30 +304,21 @@ def sample_hub_files(
     sample_id
         The sample id.
     parts
-        Hub folders (:data:`PARTS`), all their files of the sample; default: for each element of the store, the file
-        the converter reads (the first of :func:`hest_spatialdata.layout.candidate_paths` that is on the hub).
+        Hub folders (:data:`hest_spatialdata.layout.HUB_FOLDERS`), all their files of the sample; default: for each
+        source part the converter reads, its preferred file name present on the hub.
     sources
-        Without ``parts``: the sources to fetch, as named by :func:`hest_spatialdata.layout.candidate_paths`
-        (``wsi``, ``st``, ``metadata``, ``cellvit``, ...); all by default.
+        Without ``parts``: the source parts to fetch (:class:`hest_spatialdata.layout.Part`); all the converter
+        reads by default.
     """
     if parts is None:
-        wanted = None if sources is None else set(sources)
+        wanted = {Part(s) for s in sources} if sources is not None else {p for p, spec in PARTS.items() if spec.reader}
+        wanted.add(Part.METADATA)
         chosen = []
-        for source, names in candidate_paths(Path(), sample_id).items():
-            if wanted is None or source in wanted:
-                chosen += [name for name in (p.as_posix() for p in names) if name in files][:1]
-        return {name: files[name] for name in chosen}
-    patterns = sample_patterns(sample_id, parts)
-    return {name: size for name, size in files.items() if any(fnmatchcase(name, p) for p in patterns)}
-
-
-def sample_patterns(sample_id: str, parts: Iterable[str]) -> list[str]:
-    """Glob patterns of the hub files of ``sample_id`` in each part (hub folder)."""
-    parts = list(parts)
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    return [pattern.format(id=sample_id) for part in parts for pattern in PARTS[part]]
+        for part in wanted:
+            chosen += [name for name in PARTS[part].relative_paths(sample_id) if name in files][:1]
+        return {name: files[name] for name in sorted(chosen)}
+    patterns = hub_patterns(sample_id, parts)
+    return {name: size for name, size in files.items() if matches_any(name, patterns)}
 
 
 def fetch_files(

@@ -1,7 +1,7 @@
 """Patch–expression pairs from a converted store, for HEST-Benchmark-style training.
 
 HEST-Benchmark pairs each spot's expression with a 224 x 224 px H&E patch at 0.5 µm/px centred on the spot
-(``reference/hest_format.md`` sections 4 and 8). :class:`PatchDataset` cuts such patches at any size and
+(``docs/hest_format.md`` sections 4 and 8). :class:`PatchDataset` cuts such patches at any size and
 resolution straight from the store's ``he`` pyramid: it reads the coarsest level that is at least as fine as
 asked, and only the chunks the patch covers, then resizes with PIL. It has ``__len__`` and ``__getitem__``, so
 it can be handed to ``torch.utils.data.DataLoader`` as is (or wrapped in a ``torch`` ``Dataset``); torch is

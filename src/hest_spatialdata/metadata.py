@@ -13,7 +13,7 @@ from hest_spatialdata.errors import HestInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Spot diameters in µm when the metadata has none (reference/hest_format.md section 1.1).
+#: Spot diameters in µm when the metadata has none (docs/hest_format.md section 1.1).
 DEFAULT_SPOT_DIAMETER_UM = {Technology.VISIUM: 55.0, Technology.ST: 100.0}
 #: Side of the square pseudo-spots in µm (Xenium transcripts pooled in 100 µm squares, Visium HD 16 µm bins in 128 µm).
 PSEUDO_SPOT_SIDE_UM = {Technology.XENIUM: 100.0, Technology.VISIUM_HD: 128.0}

@@ -11,18 +11,11 @@ from spatialdata import SpatialData
 from hest_spatialdata._constants import ATTRS_KEY, Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import SampleFiles, sample_files
+from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts, sample_files
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
-from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers.cellvit import read_cellvit
-from hest_spatialdata.readers.patches import read_patches
-from hest_spatialdata.readers.spots import read_st
-from hest_spatialdata.readers.tissue import read_tissue
-from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, read_wsi, slide_levels
-from hest_spatialdata.readers.xenium import read_xenium_elements
-
-#: The parts without which a sample is not a HEST sample (HEST's own reader requires them too).
-REQUIRED_PARTS = {"metadata": "metadata/{id}.json", "wsi": "wsis/{id}.tif", "st": "st/{id}.h5ad"}
+from hest_spatialdata.readers import reader_module
+from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
+from hest_spatialdata.readers.wsi import slide_levels
 
 
 def read_hest(
@@ -60,42 +53,37 @@ def read_hest(
     """
     wanted = _wanted_elements(elements)
     files = sample_files(hest_dir, sample_id)
-    _require_parts(files, wanted)
-    meta = read_metadata(files.metadata, sample_id)
+    metadata_path = files.require(Part.METADATA)
+    plan = _reading_plan(files, wanted)
+    meta = read_metadata(metadata_path, sample_id)
     ctx = SampleContext(
         sample_id=sample_id,
-        pixel_size_um=pixel_size_um(meta, sample_id, files.metadata),
-        technology=technology(meta, sample_id, files.metadata),
+        pixel_size_um=pixel_size_um(meta, sample_id, metadata_path),
+        technology=technology(meta, sample_id, metadata_path),
         slide_shape=_slide_shape(files, meta),
         metadata=meta,
+        files=files,
+        chunk_size=chunk_size,
     )
-    images: dict[str, Any] = {}
-    shapes: dict[str, Any] = {}
-    tables: dict[str, Any] = {}
-    if Elements.HE in wanted:
-        images[Elements.HE] = read_wsi(files.wsi, ctx, chunk_size=chunk_size)
-    if wanted & {Elements.SPOTS, Elements.TABLE}:
-        spots, table = read_st(files.st, ctx)
-        shapes[Elements.SPOTS] = spots
-        if Elements.TABLE in wanted:
-            tables[Elements.TABLE] = table
-    shapes |= _segmentation_shapes(files, ctx, wanted)
-    xenium = read_xenium_elements(files, ctx, wanted)  # only the wanted parts whose files exist
-    shapes |= xenium["shapes"]
-    tables |= xenium["tables"]
-    sdata = SpatialData(images=images, shapes=shapes, points=xenium["points"], tables=tables)
+    sdata = SpatialData()
+    for part, (path, want) in plan.items():
+        for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
+            sdata[name] = element
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
     return sdata
 
 
-def _segmentation_shapes(files: SampleFiles, ctx: SampleContext, wanted: set[Elements]) -> dict[str, Any]:
-    """``nuclei``, ``tissue`` and ``patches``: each only when wanted and its source file exists."""
-    readers = (
-        (Elements.NUCLEI, files.cellvit, read_cellvit),
-        (Elements.TISSUE, files.tissue, read_tissue),
-        (Elements.PATCHES, files.patches, read_patches),
-    )
-    return {name.value: read(path, ctx) for name, path, read in readers if name in wanted and path is not None}
+def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple[Path, frozenset[Elements]]]:
+    """For each part to read: its file and the elements wanted from it; a required part absent raises."""
+    plan = {}
+    for part, spec in readable_parts():
+        want = frozenset(wanted & set(spec.elements))
+        if not want:
+            continue
+        path = files.require(part) if spec.required else files.get(part)
+        if path is not None:
+            plan[part] = (path, want)
+    return plan
 
 
 def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
@@ -138,22 +126,13 @@ def _wanted_elements(elements: Iterable[str] | None) -> set[Elements]:
     return wanted
 
 
-def _require_parts(files: SampleFiles, wanted: set[Elements]) -> None:
-    needed = {"metadata"}
-    if Elements.HE in wanted:
-        needed.add("wsi")
-    if wanted & {Elements.SPOTS, Elements.TABLE}:
-        needed.add("st")
-    for part in sorted(needed):
-        if getattr(files, part) is None:
-            expected = files.root / REQUIRED_PARTS[part].format(id=files.sample_id)
-            raise HestInputError(files.sample_id, expected, f"required file missing ({REQUIRED_PARTS[part]})")
-
-
 def _slide_shape(files: SampleFiles, meta: dict[str, Any]) -> tuple[int, int]:
-    if files.wsi is not None:
-        return slide_levels(files.wsi, files.sample_id)[0]
+    wsi = files.get(Part.WSI)
+    if wsi is not None:
+        return slide_levels(wsi, files.sample_id)[0]
     width, height = meta.get("fullres_px_width"), meta.get("fullres_px_height")
     if not isinstance(width, int | float) or not isinstance(height, int | float):
-        raise HestInputError(files.sample_id, files.metadata, "no slide and no fullres_px_width/height in metadata")
+        raise HestInputError(
+            files.sample_id, files.get(Part.METADATA), "no slide and no fullres_px_width/height in metadata"
+        )
     return int(height), int(width)

@@ -1,4 +1,4 @@
-"""``convert()``: write HEST samples as SpatialData Zarr stores, atomically.
+"""Write one HEST sample as a SpatialData Zarr store, atomically; tell complete stores from partial ones.
 
 An existing store is never touched unless asked; the cheap completeness check here is what resumable batches use.
 
@@ -12,14 +12,11 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hest_spatialdata._constants import ATTRS_KEY
-from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import list_sample_ids
 
 #: Image codec: plain zstd (zarr's own ``ZstdCodec``, as zarr's default) at level 1 rather than zarr's default level
 #: 3. On noisy H&E pixels level 1 encodes 2-3x faster (it was half the converter's CPU at level 3) for a store of
@@ -70,9 +67,8 @@ def convert_sample(
     elements: Iterable[str] | None = None,
     chunk_size: int | None = None,
     raster_compressor: dict[str, int] | None = DEFAULT_RASTER_COMPRESSOR,
-    progress: Any = None,
 ) -> Path:
-    """Convert one sample into ``out_dir/{sample_id}.zarr``.
+    """Convert one sample into ``out_dir/{sample_id}.zarr`` (the task :func:`hest_spatialdata.convert` runs).
 
     The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
     conversion never leaves a partial ``{id}.zarr``. An existing store is replaced only with ``overwrite=True``,
@@ -94,8 +90,6 @@ def convert_sample(
         Image chunk side in pixels (default: :data:`hest_spatialdata.readers.wsi.DEFAULT_CHUNK_SIZE`).
     raster_compressor
         spatialdata's ``raster_compressor`` (``{"zstd": level}`` or ``{"lz4": level}``), ``None`` for plain zstd.
-    progress
-        A rich ``Progress`` to report the write on, or ``None``.
 
     Returns
     -------
@@ -108,7 +102,6 @@ def convert_sample(
     HestInputError
         If a source file is missing or bad (nothing is written).
     """
-    from hest_spatialdata._progress import DaskTaskProgress
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
     from hest_spatialdata.sample import read_hest
 
@@ -120,59 +113,12 @@ def convert_sample(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out_dir, sample_id)
     partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    report = DaskTaskProgress(progress, f"{sample_id}: writing") if progress is not None else nullcontext()
     try:
-        with report:
-            sdata.write(partial, raster_compressor=raster_compressor)
+        sdata.write(partial, raster_compressor=raster_compressor)
         _replace(partial, final, overwrite=overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return final
-
-
-def convert(
-    hest_dir: str | Path,
-    out_dir: str | Path,
-    sample_ids: Iterable[str] | None = None,
-    *,
-    overwrite: bool = False,
-    elements: Iterable[str] | None = None,
-    on_sample: Callable[[str, Path], None] | None = None,
-    **kwargs: Any,
-) -> list[Path]:
-    """Convert several samples of a HEST root, one after the other (see ``hest_spatialdata.batch`` for pools).
-
-    Parameters
-    ----------
-    hest_dir
-        The HEST root.
-    out_dir
-        Output folder; stores are ``out_dir/{id}.zarr``.
-    sample_ids
-        Samples to convert; every sample found in ``hest_dir`` by default.
-    overwrite
-        Replace existing stores.
-    elements
-        Element names to write; all available by default.
-    on_sample
-        Called with ``(sample_id, store_path)`` after each store is written.
-    **kwargs
-        Passed to :func:`convert_sample`.
-
-    Returns
-    -------
-    The paths of the stores written.
-    """
-    ids = list(sample_ids) if sample_ids is not None else list_sample_ids(hest_dir)
-    if not ids:
-        raise HestInputError(None, hest_dir, "no HEST sample found (expected wsis/, st/ and metadata/ folders)")
-    written = []
-    for sample_id in ids:
-        path = convert_sample(hest_dir, sample_id, out_dir, overwrite=overwrite, elements=elements, **kwargs)
-        written.append(path)
-        if on_sample is not None:
-            on_sample(sample_id, path)
-    return written
 
 
 def remove_stale_partials(out_dir: Path, sample_id: str) -> None:

@@ -247,7 +247,7 @@ def _check_metadata_copies(report: ValidationReport, sdata: SpatialData, hest: d
 
 def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str, Any]) -> None:
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.layout import sample_files
+    from hest_spatialdata.layout import Part, sample_files
     from hest_spatialdata.sample import read_hest
 
     if not report.sample_id:
@@ -271,13 +271,14 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
         compare = _COMPARE[kind]
         for check, ok, detail in compare(getattr(sdata, kind)[name], getattr(source, kind)[name]):
             report.add(f"{kind[:-1]} {name}: {check}", ok, detail)
-    if files.st is not None and "spots" in sdata.shapes:
-        report.add("spots: centres = obsm['spatial']", *_centres_match(sdata.shapes["spots"], files.st))
-    if files.metadata is not None:
+    st, metadata = files.get(Part.ST), files.get(Part.METADATA)
+    if st is not None and "spots" in sdata.shapes:
+        report.add("spots: centres = obsm['spatial']", *_centres_match(sdata.shapes["spots"], st))
+    if metadata is not None:
         from hest_spatialdata.metadata import read_metadata
 
-        same = hest.get("metadata") == read_metadata(files.metadata, report.sample_id)
-        name = files.metadata.relative_to(files.root).as_posix()
+        same = hest.get("metadata") == read_metadata(metadata, report.sample_id)
+        name = metadata.relative_to(files.root).as_posix()
         report.add(f"metadata = {name}", same, "" if same else "attrs['hest']['metadata'] differs from the JSON")
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hest_spatialdata import filters as filters_module
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import list_sample_ids
+from hest_spatialdata.layout import PARTS, Part, list_sample_ids, natural_key
 from hest_spatialdata.metadata import read_metadata, technology
 
 #: Columns of a browser catalog (index: sample id).
@@ -37,7 +38,7 @@ def local_catalog(hest_dir: str | Path) -> pd.DataFrame:
     root = Path(hest_dir)
     rows = {}
     for sample_id in list_sample_ids(root):
-        path = root / "metadata" / f"{sample_id}.json"
+        path = PARTS[Part.METADATA].path(root, sample_id)
         if not path.is_file():
             continue
         try:
@@ -89,18 +90,18 @@ def merge_catalogs(local: pd.DataFrame | None, hub: pd.DataFrame | None) -> pd.D
         return _frame({}, local=False)
     merged = pd.concat(frames)
     merged = merged[~merged.index.duplicated(keep="first")]  # local first: its metadata JSON is the sample's own
-    return merged.loc[sorted(merged.index, key=_natural)]
+    return merged.loc[sorted(merged.index, key=natural_key)]
 
 
 def filter_catalog(catalog: pd.DataFrame, **filters: str | None) -> pd.DataFrame:
-    """Rows whose ``organ`` / ``species`` / ``technology`` equal the given values (``None`` or ``""``: any)."""
-    keep = np.ones(len(catalog), bool)
-    for column, value in filters.items():
-        if column not in FILTERS:
-            raise TypeError(f"unknown filter {column!r}; known: {', '.join(FILTERS)}")
-        if value:
-            keep &= (catalog[column].fillna("").astype(str) == value).to_numpy()
-    return catalog.loc[keep]
+    """Rows matching the browser's filters (``None`` or ``""``: any), with the matching of ``hest-to-sdata list``.
+
+    See :func:`hest_spatialdata.filters.record_matches`.
+    """
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise TypeError(f"unknown filter {unknown[0]!r}; known: {', '.join(FILTERS)}")
+    return filters_module.filter_catalog(catalog, **{name: value for name, value in filters.items() if value})
 
 
 def filter_values(catalog: pd.DataFrame, column: str) -> list[str]:
@@ -127,7 +128,7 @@ def thumbnail(hest_dir: str | Path, sample_id: str, side: int = THUMBNAIL_SIDE) 
     from PIL import Image
 
     root = Path(hest_dir)
-    jpegs = sorted((root / "thumbnails").glob(f"{sample_id}_*.jp*g"))
+    jpegs = [path for path in PARTS[Part.THUMBNAIL].paths(root, sample_id) if path.is_file()]
     if jpegs:
         image = Image.open(jpegs[0]).convert("RGB")
     else:
@@ -152,7 +153,7 @@ def technology_label(raw: Any) -> str | None:
 def _smallest_level(root: Path, sample_id: str) -> np.ndarray | None:
     import tifffile
 
-    for path in (root / "wsis" / f"{sample_id}.tif", root / "wsis" / f"{sample_id}.tiff"):
+    for path in PARTS[Part.WSI].paths(root, sample_id):
         if path.is_file():
             with tifffile.TiffFile(path) as tif:
                 pages = [p for p in tif.pages if p.shape[-1] in (3, 4) and len(p.shape) == 3]
@@ -173,9 +174,3 @@ def _text(column: pd.Series | None, i: int) -> str | None:
         return None
     value = column.iloc[i]
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-
-
-def _natural(sample_id: str) -> tuple[str, int, str]:
-    prefix = sample_id.rstrip("0123456789")
-    digits = sample_id[len(prefix) :]
-    return (prefix, int(digits) if digits else -1, sample_id)

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import CoordinateSystems
-from hest_spatialdata.layout import SAMPLE_FOLDERS, candidate_paths, list_sample_ids
+from hest_spatialdata.layout import PARTS, SAMPLE_PARTS, Part, identify, list_sample_ids
 from hest_spatialdata.store import store_attrs
 
 if TYPE_CHECKING:
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from hest_spatialdata.napari._layers import LayerDataTuple
 
 ReaderFunction = Callable[[Any], list[Any]]
-_ID_PLACEHOLDER = "\x00id\x00"
 
 
 # --------------------------------------------------------------------------------------------- stores
@@ -180,31 +178,21 @@ def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
     """
     path = Path(path)
     if path.is_dir():
-        if path.suffix == ".zarr" or not any((path / folder).is_dir() for folder in SAMPLE_FOLDERS):
+        if path.suffix == ".zarr" or not any((path / PARTS[part].folder).is_dir() for part in SAMPLE_PARTS):
             return None
-        ids = [i for i in list_sample_ids(path) if (path / "metadata" / f"{i}.json").is_file()]
+        ids = [i for i in list_sample_ids(path) if _has_metadata(path, i)]
         if not ids:
             return None
         return path, ids[0] if len(ids) == 1 else None
     root = path.parent.parent
-    sample_id = _sample_id_of(path)
-    if sample_id is None or not (root / "metadata" / f"{sample_id}.json").is_file():
+    found = identify(f"{path.parent.name}/{path.name}")
+    if found is None or not _has_metadata(root, found[1]):
         return None
-    return root, sample_id
+    return root, found[1]
 
 
-def _sample_id_of(path: Path) -> str | None:
-    """Match a file name against every file name a sample part can have (layout.candidate_paths)."""
-    templates = candidate_paths(Path(), _ID_PLACEHOLDER)
-    for candidates in templates.values():
-        for template in candidates:
-            if template.parent.name != path.parent.name:
-                continue
-            before, after = template.name.split(_ID_PLACEHOLDER)
-            match = re.fullmatch(re.escape(before) + "(?P<id>.+)" + re.escape(after), path.name)
-            if match:
-                return match["id"]
-    return None
+def _has_metadata(root: Path, sample_id: str) -> bool:
+    return PARTS[Part.METADATA].path(root, sample_id).is_file()
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
+from hest_spatialdata.layout import PARTS, Part
 from hest_spatialdata.napari import _catalog
 from hest_spatialdata.napari._layers import color_spots_by_gene, genes_by_expression, spots_table
 
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 ANY = "(any)"
 #: Parts fetched when a sample is opened from the hub: what the viewer shows, plus the thumbnail.
-HUB_PARTS = ("wsis", "st", "metadata", "cellvit_seg", "tissue_seg", "thumbnails")
+#: What "download and open" fetches: the parts of the default layers, and the preview.
+BROWSER_PARTS = (Part.WSI, Part.ST, Part.METADATA, Part.CELLVIT, Part.TISSUE, Part.THUMBNAIL)
 
 
 class HestBrowser(QWidget):
@@ -311,5 +313,6 @@ def _load_sample(
     if download:
         from hest_spatialdata import hub
 
-        hub.download(hest_dir, [sample_id], parts=list(HUB_PARTS), progress=False)
+        folders = list(dict.fromkeys(PARTS[part].folder for part in BROWSER_PARTS))
+        hub.download(hest_dir, [sample_id], parts=folders, progress=False)
     return sample_id, hest_sample_layers(hest_dir, sample_id, coordinate_system=CoordinateSystems.GLOBAL, gene=gene)

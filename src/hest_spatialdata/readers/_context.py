@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spatialdata.transformations import BaseTransformation, Identity, Scale
 
 from hest_spatialdata._constants import CoordinateSystems, Technology
+
+if TYPE_CHECKING:
+    from hest_spatialdata.layout import SampleFiles
+
+#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles (measured in benchmarks/).
+DEFAULT_CHUNK_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,12 @@ class SampleContext:
         ``(height, width)`` of the slide's level 0 in pixels, used to check that coordinates fall on the slide.
     metadata
         The metadata JSON (NaN replaced by ``None``).
+    files
+        The sample's files, for readers that join another part (the Xenium cell table needs the cell boundaries).
+    chunk_size
+        Chunk side in pixels of the image arrays.
+    shared
+        What one reader computed that another may reuse within the same sample (e.g. boundaries read once).
     """
 
     sample_id: str
@@ -33,6 +45,9 @@ class SampleContext:
     technology: Technology
     slide_shape: tuple[int, int]
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    files: SampleFiles | None = field(default=None, repr=False)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def transformations(self) -> dict[str, BaseTransformation]:
         """Fresh transformations from level-0 pixels to the ``global`` and ``microns`` coordinate systems."""

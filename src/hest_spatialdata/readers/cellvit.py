@@ -1,6 +1,6 @@
 """``cellvit_seg/``: the CellViT nuclei of a sample as the ``nuclei`` shapes element.
 
-HEST ships the same nuclei twice (``reference/hest_format.md`` section 5.1):
+HEST ships the same nuclei twice (``docs/hest_format.md`` section 5.1):
 
 - ``{id}_cellvit_seg.parquet``: a GeoParquet with ``geometry`` (Polygon, level-0 px), ``class`` and ``cell_id``
   (``arange``), written by HEST as ``read_gdf(geojson).to_parquet()``;
@@ -32,16 +32,22 @@ import pandas as pd
 import shapely
 from spatialdata.models import ShapesModel
 
+from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.readers._checks import check_geometries_on_slide, check_polygons, check_unique
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers._geometry import check_geometries_on_slide
 
 CLASS_COLUMN = "class"
 INDEX_NAME = "cell_id"
 #: How far (px) a nucleus traced on the slide border may reach beyond it before the file is rejected.
 EDGE_TOLERANCE_PX = 2.0
-_POLYGONAL = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
+
 _WHITESPACE = re.compile(r"\s*")
+
+
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``nuclei`` from ``cellvit_seg/``."""
+    return {Elements.NUCLEI.value: read_cellvit(path, ctx)}
 
 
 def read_cellvit(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
@@ -104,17 +110,8 @@ def _read_parquet(source: str | Path | io.BytesIO, path: Path, ctx: SampleContex
 
 
 def _checked_nuclei(frame: gpd.GeoDataFrame, path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
-    geometry = frame.geometry.to_numpy()
-    missing = shapely.is_missing(geometry)
-    if missing.any():
-        raise HestInputError(ctx.sample_id, path, f"{missing.sum()} nuclei have no geometry")
-    kinds = shapely.get_type_id(geometry)
-    if not np.isin(kinds, _POLYGONAL).all():
-        bad = shapely.GeometryType(kinds[~np.isin(kinds, _POLYGONAL)][0]).name
-        raise HestInputError(ctx.sample_id, path, f"nuclei must be polygons, found a {bad}")
-    if not frame.index.is_unique:
-        dup = frame.index[frame.index.duplicated()][0]
-        raise HestInputError(ctx.sample_id, path, f"{INDEX_NAME} values are not unique, e.g. {dup!r}")
+    check_polygons(frame.geometry.to_numpy(), ctx, path, what="nuclei")
+    check_unique(frame.index, ctx, path, what=f"{INDEX_NAME} values")
     frame = frame.copy()
     frame[CLASS_COLUMN] = frame[CLASS_COLUMN].astype("category")
     frame.index.name = INDEX_NAME

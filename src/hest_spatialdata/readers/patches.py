@@ -1,7 +1,8 @@
 """``patches/{id}.h5``: the footprints of HEST's image patches as the ``patches`` shapes element.
 
-The h5 (``reference/hest_format.md`` section 4) holds ``img`` (N, 224, 224, 3) uint8, ``coords`` (N, 2) int64 =
-the top-left (x, y) of each source crop in level-0 px, and ``barcode`` (N, 1) = the spot's ``obs_names``. HEST
+The h5 (``docs/hest_format.md``) holds ``img`` (N, 224, 224, 3) uint8, ``coords`` (N, 2) int64 (int32 in newer
+files) = the top-left (x, y) of each source crop in level-0 px, and ``barcode`` (``barcodes`` in newer files)
+(N, 1) = the spot's ``obs_names``; the dataset names are in :class:`hest_spatialdata.layout.PatchesKeys`. HEST
 (``dump_patches`` -> hestcore ``WSIPatcher``) cuts a square of ``patch_size_src = round(patch_size * factor)``
 level-0 px at ``coords`` and resizes it to ``patch_size`` px, where ``img.attrs["factor"]`` is
 ``target_pixel_size / src_pixel_size``. So the footprint side in level-0 px is
@@ -25,13 +26,20 @@ import pandas as pd
 import shapely
 from spatialdata.models import ShapesModel
 
+from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.layout import PatchesKeys
+from hest_spatialdata.readers._checks import check_geometries_on_slide, check_unique, reason
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers._geometry import check_geometries_on_slide
 
 #: HEST's ``dump_patches`` defaults: 224 px patches at 0.5 µm/px.
 HEST_PATCH_SIZE_PX = 224
 HEST_PATCH_PIXEL_SIZE_UM = 0.5
+
+
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``patches`` from ``patches/{id}.h5``."""
+    return {Elements.PATCHES.value: read_patches(path, ctx)}
 
 
 def read_patches(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
@@ -64,19 +72,14 @@ def read_patches(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
     except HestInputError:
         raise
     except Exception as e:  # h5py raises OSError, KeyError, ValueError ... on truncated files
-        raise HestInputError(
-            ctx.sample_id, path, f"patches h5 unreadable or truncated ({type(e).__name__}: {e})"
-        ) from e
+        raise HestInputError(ctx.sample_id, path, f"patches h5 unreadable or truncated ({reason(e)})") from e
     side = patch_side_px(attrs, ctx.pixel_size_um, ctx.sample_id, path)
     x, y = coords[:, 0], coords[:, 1]
     squares = shapely.box(x, y, x + side, y + side)
     # HEST keeps patches partly off the slide and drops those entirely off it
     check_geometries_on_slide(shapely.centroid(squares), ctx, path, what="patches (coords)", tolerance_px=side / 2)
     index = pd.Index(barcodes, dtype=str)
-    if not index.is_unique:
-        raise HestInputError(
-            ctx.sample_id, path, f"patch barcodes are not unique, e.g. {index[index.duplicated()][0]!r}"
-        )
+    check_unique(index, ctx, path, what="patch barcodes")
     return ShapesModel.parse(gpd.GeoDataFrame(geometry=squares, index=index), transformations=ctx.transformations())
 
 
@@ -94,8 +97,8 @@ def patch_side_px(
     sample_id, path
         For the error message.
     """
-    patch_size = float(attrs.get("patch_size", HEST_PATCH_SIZE_PX))
-    factor = float(attrs.get("factor", HEST_PATCH_PIXEL_SIZE_UM / slide_pixel_size_um))
+    patch_size = float(attrs.get(PatchesKeys.PATCH_SIZE, HEST_PATCH_SIZE_PX))
+    factor = float(attrs.get(PatchesKeys.FACTOR, HEST_PATCH_PIXEL_SIZE_UM / slide_pixel_size_um))
     side = round(patch_size * factor)
     if not (np.isfinite(patch_size * factor) and side >= 1):
         raise HestInputError(
@@ -105,17 +108,20 @@ def patch_side_px(
 
 
 def _read_datasets(h5: h5py.File, path: Path, ctx: SampleContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    for name in ("coords", "barcode"):
+    barcode_key = next((key for key in PatchesKeys.BARCODES if key in h5), PatchesKeys.BARCODES[-1])
+    for name in (PatchesKeys.COORDS, barcode_key):
         if name not in h5:
             raise HestInputError(ctx.sample_id, path, f"patches h5 has no {name!r} dataset")
-    coords = np.asarray(h5["coords"][()], dtype=np.float64)
+    coords = np.asarray(h5[PatchesKeys.COORDS][()], dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise HestInputError(ctx.sample_id, path, f"patches 'coords' must be (n, 2), got {coords.shape}")
-    barcode = h5["barcode"]
+    barcode = h5[barcode_key]
     if h5py.check_string_dtype(barcode.dtype) is None:
-        raise HestInputError(ctx.sample_id, path, f"patches 'barcode' must hold strings, got {barcode.dtype}")
+        raise HestInputError(ctx.sample_id, path, f"patches {barcode_key!r} must hold strings, got {barcode.dtype}")
     barcodes = np.asarray(barcode.asstr()[()], dtype=object).reshape(-1)
     if len(barcodes) != len(coords):
         raise HestInputError(ctx.sample_id, path, f"patches h5 has {len(coords)} coords but {len(barcodes)} barcodes")
-    attrs = dict(h5["img"].attrs) if "img" in h5 else {}
+    attrs = dict(h5[PatchesKeys.COORDS].attrs)
+    if PatchesKeys.IMAGES in h5:
+        attrs |= dict(h5[PatchesKeys.IMAGES].attrs)
     return coords, barcodes, attrs

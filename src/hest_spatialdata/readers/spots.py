@@ -21,9 +21,19 @@ from spatialdata.models import ShapesModel, TableModel
 from hest_spatialdata._constants import METADATA_UNS_KEY, REGION_KEY, SPOT_INSTANCE_KEY, Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM, spot_diameter_um
+from hest_spatialdata.readers._checks import check_on_slide, check_unique, reason
 from hest_spatialdata.readers._context import SampleContext
 
 _INVALID_NAME_CHARS = re.compile(r"[^\w.\-]")
+
+
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame | ad.AnnData]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``spots`` and ``table`` from ``st/{id}.h5ad``.
+
+    The spots are always made: the table annotates them.
+    """
+    spots, table = read_st(path, ctx)
+    return {Elements.SPOTS.value: spots} | ({Elements.TABLE.value: table} if Elements.TABLE in elements else {})
 
 
 def read_st(path: str | Path, ctx: SampleContext) -> tuple[gpd.GeoDataFrame, ad.AnnData]:
@@ -42,6 +52,7 @@ def read_st(path: str | Path, ctx: SampleContext) -> tuple[gpd.GeoDataFrame, ad.
     (``region_key="region"``, ``instance_key="spot_id"``) with the counts unchanged.
     """
     adata = _read_h5ad(path, ctx.sample_id)
+    check_unique(adata.obs_names, ctx, path, what="spot names (obs_names)")
     centres = _spot_centres(adata, path, ctx)
     spots = spot_shapes(centres, pd.Index(adata.obs_names, dtype=str), ctx)
     return spots, spot_table(adata, ctx)
@@ -116,10 +127,7 @@ def _read_h5ad(path: str | Path, sample_id: str) -> ad.AnnData:
     try:
         adata = ad.read_h5ad(path)
     except Exception as e:  # h5py/anndata raise OSError, KeyError, ValueError ... on truncated files
-        raise HestInputError(sample_id, path, f"st h5ad unreadable or truncated ({type(e).__name__}: {e})") from e
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()][0]
-        raise HestInputError(sample_id, path, f"spot names (obs_names) are not unique, e.g. {dup!r}")
+        raise HestInputError(sample_id, path, f"st h5ad unreadable or truncated ({reason(e)})") from e
     return adata
 
 
@@ -131,21 +139,3 @@ def _spot_centres(adata: ad.AnnData, path: str | Path, ctx: SampleContext) -> np
         raise HestInputError(ctx.sample_id, path, f"obsm['spatial'] must be (n_spots, 2), got {centres.shape}")
     check_on_slide(centres, ctx, path, what="spot centres (obsm['spatial'])")
     return centres
-
-
-def check_on_slide(xy: np.ndarray, ctx: SampleContext, path: str | Path, *, what: str) -> None:
-    """Raise if any (x, y) coordinate is not finite or lies outside the slide's level 0."""
-    if len(xy) == 0:
-        return
-    if not np.isfinite(xy).all():
-        raise HestInputError(ctx.sample_id, path, f"{what} contain NaN or infinite values")
-    height, width = ctx.slide_shape
-    outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
-    if outside.any():
-        first = xy[np.argmax(outside)]
-        raise HestInputError(
-            ctx.sample_id,
-            path,
-            f"{outside.sum()} {what} lie outside the {width} x {height} px slide, "
-            f"e.g. (x={first[0]:g}, y={first[1]:g}); are the coordinates in level-0 pixels of this slide?",
-        )

@@ -1,6 +1,6 @@
 """``tissue_seg/{id}_contours.geojson``: the tissue contours of a sample as the ``tissue`` shapes element.
 
-Two layouts exist (``reference/hest_format.md`` section 5.3):
+Two layouts exist (``docs/hest_format.md`` section 5.3):
 
 - current: a GeoJSON FeatureCollection written by ``GeoDataFrame.to_file(driver="GeoJSON")``, one Polygon per
   piece of tissue in level-0 px, holes as interior rings, property ``tissue_id`` (a string in the released files);
@@ -17,19 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
 from spatialdata.models import ShapesModel
 
+from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.readers._checks import check_geometries_on_slide, check_polygons
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers._geometry import check_geometries_on_slide
 
 TISSUE_ID = "tissue_id"
 #: Contours are traced on a downscaled mask and scaled back to level 0, so on the slide border they may overshoot
 #: it by about one mask pixel.
 EDGE_TOLERANCE_PX = 64.0
+
+
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``tissue`` from ``tissue_seg/{id}_contours.geojson``."""
+    return {Elements.TISSUE.value: read_tissue(path, ctx)}
 
 
 def read_tissue(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
@@ -59,11 +64,7 @@ def read_tissue(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
     except OSError as e:
         raise HestInputError(ctx.sample_id, path, f"tissue contours not found or unreadable ({e})") from e
     contours = _read_qupath_list(path, ctx) if head.startswith(b"[") else _read_feature_collection(path, ctx)
-    kinds = shapely.get_type_id(contours.geometry.to_numpy())
-    polygonal = np.isin(kinds, (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON))
-    if not polygonal.all():
-        bad = shapely.GeometryType(kinds[~polygonal][0]).name
-        raise HestInputError(ctx.sample_id, path, f"tissue contours must be polygons, found a {bad}")
+    check_polygons(contours.geometry.to_numpy(), ctx, path, what="tissue contours")
     check_geometries_on_slide(
         contours.geometry.to_numpy(), ctx, path, what="tissue contours (polygon bounds)", tolerance_px=EDGE_TOLERANCE_PX
     )

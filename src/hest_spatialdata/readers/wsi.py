@@ -20,11 +20,12 @@ from spatialdata.models.pyramids_utils import dask_arrays_to_datatree
 from spatialdata.transformations import set_transformation
 from xarray import DataTree
 
+from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 
-#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles (measured in benchmarks/).
-DEFAULT_CHUNK_SIZE = 2048
+__all__ = ["DEFAULT_CHUNK_SIZE", "read", "read_wsi", "slide_levels"]
+
 CHANNELS = ["r", "g", "b"]
 
 
@@ -38,6 +39,11 @@ def slide_levels(path: str | Path, sample_id: str | None = None) -> list[tuple[i
     """
     with _open_tiff(path, sample_id) as tif:
         return [shape[:2] for shape in _checked_level_shapes(tif, path, sample_id)]
+
+
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, DataTree]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``he`` from ``wsis/{id}.tif``."""
+    return {Elements.HE.value: read_wsi(path, ctx, chunk_size=ctx.chunk_size)}
 
 
 def read_wsi(path: str | Path, ctx: SampleContext, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> DataTree:

@@ -1,12 +1,7 @@
-"""Xenium parts of a HEST sample: cell and nucleus boundaries, transcripts, and the cell table built from them.
+"""``transcripts/{id}_transcripts.parquet``: the Xenium ``transcripts`` and the ``xenium_cell_table`` made of them.
 
-- ``xenium_seg/{id}_xenium_{cell,nucleus}_seg.parquet``: GeoParquet of the 10x boundaries warped onto the H&E
-  (level-0 px), indexed by the Xenium ``cell_id``, whose type depends on the Xenium software version (int, str or
-  bytes such as ``b'aagigajm-1'``, HEST issue #109). The ids are normalised to ``str`` (bytes decoded) the same way
-  for the shapes, the transcripts' instance key and the cell table, so the three join. The ``.geojson.zip`` written
-  next to it holds ten arbitrary shards and no cell ids (HEST issue #88); it is read only when the parquet is absent.
-- ``transcripts/{id}_transcripts.parquet``: the 10x transcripts plus ``he_x``/``he_y`` (level-0 H&E px). They are
-  read lazily, partition by partition; nothing holds all the rows in memory.
+- The transcripts are the 10x ones plus ``he_x``/``he_y`` (level-0 H&E px). They are read lazily, partition by
+  partition; nothing holds all the rows in memory.
 - ``xenium_cell_table``: cells x genes counts aggregated from the transcripts, batch by batch into a sparse matrix,
   the way 10x builds ``cell_feature_matrix``: transcripts with ``qv >= 20`` only, genes in ``X`` and the control
   probes and codewords counted per cell in ``obs`` (the columns of 10x's ``cells.csv``). One row per cell of
@@ -17,13 +12,10 @@
 
 from __future__ import annotations
 
-import json
-import warnings
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anndata as ad
 import dask.dataframe as dd
@@ -35,20 +27,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import shapely
-from spatialdata.models import PointsModel, ShapesModel, TableModel
+from spatialdata.models import PointsModel, TableModel
 
 from hest_spatialdata._constants import REGION_KEY, Elements
 from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.layout import Part
+from hest_spatialdata.readers._checks import check_extent_on_slide, reason, warn
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.spots import valid_var_names
+from hest_spatialdata.readers.xenium_seg import (
+    CELL_ID_KEY,
+    UNASSIGNED,
+    as_arrow,
+    boundaries,
+    cell_id_strings,
+)
 
-if TYPE_CHECKING:
-    from hest_spatialdata.layout import SampleFiles
-
-#: The instance key of ``transcripts`` and ``xenium_cell_table``.
-CELL_ID_KEY = "cell_id"
-#: ``cell_id`` of transcripts assigned to no cell (10x writes ``"UNASSIGNED"``, or ``-1`` in XOA 1.x).
-UNASSIGNED = "UNASSIGNED"
 #: 10x counts a transcript in ``cell_feature_matrix`` only from this Phred quality up.
 DEFAULT_MIN_QV = 20.0
 #: Transcript columns kept next to x, y, ``feature_name`` and ``cell_id``; the 10x µm, DAPI-pixel and FOV columns
@@ -79,100 +73,38 @@ BATCH_ROWS = 1 << 20
 _TYPES = list(COUNT_COLUMNS)
 
 
-def read_xenium_elements(files: SampleFiles, ctx: SampleContext, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Read the Xenium elements of a sample that are wanted and whose source files exist.
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, Any]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``transcripts`` and/or ``xenium_cell_table``.
 
-    Parameters
-    ----------
-    files
-        The sample's files.
-    ctx
-        The sample's context.
-    wanted
-        Element names to read.
-
-    Returns
-    -------
-    ``{"shapes": {...}, "points": {...}, "tables": {...}}``, ready for the ``SpatialData`` constructor.
+    The cell table annotates ``xenium_cells``: it is made only where the sample has cell boundaries with cell ids
+    (the GeoParquet) and the transcripts have a ``cell_id`` column; otherwise a warning says why it is missing.
     """
-    wanted = set(wanted)
-    out: dict[str, dict[str, Any]] = {"shapes": {}, "points": {}, "tables": {}}
-    if files.xenium_nuclei is not None and Elements.XENIUM_NUCLEI in wanted:
-        out["shapes"][Elements.XENIUM_NUCLEI.value] = read_xenium_shapes(files.xenium_nuclei, ctx)
-    cells = None
-    if files.xenium_cells is not None and wanted & {Elements.XENIUM_CELLS, Elements.XENIUM_CELL_TABLE}:
-        cells = read_xenium_shapes(files.xenium_cells, ctx)
-        if Elements.XENIUM_CELLS in wanted:
-            out["shapes"][Elements.XENIUM_CELLS.value] = cells
-    if files.transcripts is None or not wanted & {Elements.TRANSCRIPTS, Elements.XENIUM_CELL_TABLE}:
-        return out
-    scan = scan_transcripts(files.transcripts, ctx)
-    if Elements.TRANSCRIPTS in wanted:
-        out["points"][Elements.TRANSCRIPTS.value] = read_transcripts(files.transcripts, ctx, scan=scan)
-    if Elements.XENIUM_CELL_TABLE in wanted and _can_tabulate(cells, files, scan, ctx):
-        table = read_xenium_cell_table(files.transcripts, cells, ctx, scan=scan)
-        out["tables"][Elements.XENIUM_CELL_TABLE.value] = table
+    scan = scan_transcripts(path, ctx)
+    out: dict[str, Any] = {}
+    if Elements.TRANSCRIPTS in elements:
+        out[Elements.TRANSCRIPTS.value] = read_transcripts(path, ctx, scan=scan)
+    cells_path = ctx.files.get(Part.XENIUM_CELLS) if ctx.files is not None else None
+    if Elements.XENIUM_CELL_TABLE in elements and _can_tabulate(cells_path, path, scan, ctx):
+        cells = boundaries(cells_path, ctx)
+        out[Elements.XENIUM_CELL_TABLE.value] = read_xenium_cell_table(path, cells, ctx, scan=scan)
     return out
 
 
-def _can_tabulate(
-    cells: gpd.GeoDataFrame | None, files: SampleFiles, scan: TranscriptsScan, ctx: SampleContext
-) -> bool:
-    if cells is None:
+def _can_tabulate(cells_path: Path | None, path: Path, scan: TranscriptsScan, ctx: SampleContext) -> bool:
+    if cells_path is None:
         return False  # the table annotates xenium_cells: without boundaries there is nothing to annotate
-    if files.xenium_cells is not None and files.xenium_cells.name.endswith(".zip"):
-        _warn(ctx, files.xenium_cells, "the GeoJSON boundaries carry no cell ids; xenium_cell_table not written")
+    if cells_path.name.endswith(".zip"):
+        warn(ctx, cells_path, "the GeoJSON boundaries carry no cell ids; xenium_cell_table not written")
         return False
     if not scan.has_cell_id:
-        _warn(ctx, files.transcripts, "the transcripts have no cell_id column; xenium_cell_table not written")
+        warn(ctx, path, "the transcripts have no cell_id column; xenium_cell_table not written")
         return False
     return True
 
 
-# --------------------------------------------------------------------------------------------- cell ids
-
-
-def cell_id_strings(values: Any) -> pa.Array:
-    """Xenium cell ids as strings, whatever their stored type, so that shapes, transcripts and tables join.
-
-    Integers become their decimal text and negative ones (XOA 1.x's ``-1``) :data:`UNASSIGNED`; bytes are decoded
-    as UTF-8 (``b'aagigajm-1'`` → ``'aagigajm-1'``, never ``"b'...'"``); strings are kept; missing ids are
-    :data:`UNASSIGNED`.
-
-    Parameters
-    ----------
-    values
-        A pyarrow array, or anything :func:`pyarrow.array` accepts (a pandas Index or Series, a list).
-
-    Returns
-    -------
-    A pyarrow string array.
-    """
-    arr = _as_array(values)
-    if pa.types.is_dictionary(arr.type):
-        return pc.take(cell_id_strings(arr.dictionary), arr.indices)
-    if pa.types.is_floating(arr.type):  # integer ids turned float by a pandas round trip with missing values
-        arr = pc.cast(arr, pa.int64())
-    if pa.types.is_integer(arr.type):
-        text = pc.if_else(pc.less(arr, 0), pa.scalar(UNASSIGNED), pc.cast(arr, pa.string()))
-    elif any(check(arr.type) for check in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string,
-                                            pa.types.is_large_string)):  # fmt: skip
-        text = pc.cast(arr, pa.string())  # bytes are decoded as UTF-8
-    elif pa.types.is_null(arr.type):
-        text = pa.nulls(len(arr), pa.string())
-    else:
-        raise TypeError(f"cell ids of type {arr.type} are neither integers nor strings")
-    return pc.fill_null(text, UNASSIGNED)
-
-
-def _as_array(values: Any) -> pa.Array:
-    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-
-
 def _strings(values: Any) -> pa.Array:
     """Feature names as strings (bytes decoded as UTF-8)."""
-    arr = _as_array(values)
+    arr = as_arrow(values)
     if pa.types.is_dictionary(arr.type):
         return pc.take(_strings(arr.dictionary), arr.indices)
     return pc.cast(arr, pa.string())
@@ -188,109 +120,6 @@ def feature_types(names: Iterable[str]) -> np.ndarray:
                 types[i] = kind
                 break
     return types
-
-
-# --------------------------------------------------------------------------------------------- boundaries
-
-
-def read_xenium_shapes(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
-    """Read Xenium cell or nucleus boundaries (``xenium_seg/``) as shapes indexed by the cell id as ``str``.
-
-    Parameters
-    ----------
-    path
-        ``{id}_xenium_{cell,nucleus}_seg.parquet`` (GeoParquet, index = Xenium ``cell_id``), or the
-        ``.geojson.zip`` fallback, whose polygons carry no cell id: they are indexed ``"geojson-{row}"`` so that they
-        can never be mistaken for, or joined to, Xenium cells.
-    ctx
-        The sample's context.
-
-    Returns
-    -------
-    Polygons in level-0 H&E pixels, in the ``global`` and ``microns`` coordinate systems.
-    """
-    path = Path(path)
-    gdf = _read_seg_geojson_zip(path, ctx) if path.name.endswith(".zip") else _read_seg_parquet(path, ctx)
-    _check_polygons(gdf, path, ctx)
-    return ShapesModel.parse(gdf, transformations=ctx.transformations())
-
-
-def _read_seg_parquet(path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
-    try:
-        source = gpd.read_parquet(path)
-    except Exception as e:  # pyarrow/geopandas raise ArrowInvalid, OSError, ValueError ... on bad files
-        raise HestInputError(ctx.sample_id, path, f"Xenium segmentation GeoParquet unreadable ({_reason(e)})") from e
-    ids = source[CELL_ID_KEY] if CELL_ID_KEY in source.columns and isinstance(source.index, pd.RangeIndex) else None
-    try:
-        index = pd.Index(cell_id_strings(source.index if ids is None else ids).to_pandas(), dtype=str)
-    except (TypeError, pa.ArrowInvalid) as e:
-        raise HestInputError(ctx.sample_id, path, f"cell ids unreadable ({_reason(e)})") from e
-    if not index.is_unique:
-        dup = index[index.duplicated()][0]
-        raise HestInputError(ctx.sample_id, path, f"cell ids are not unique, e.g. {dup!r}")
-    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(source.geometry.to_numpy(), index=index))
-
-
-def _read_seg_geojson_zip(path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            member = next(n for n in archive.namelist() if n.endswith(".geojson"))
-            features = json.loads(archive.read(member))
-    except (zipfile.BadZipFile, StopIteration, OSError, ValueError) as e:
-        raise HestInputError(ctx.sample_id, path, f"zipped Xenium GeoJSON unreadable ({_reason(e)})") from e
-    if isinstance(features, dict):
-        features = features.get("features", [])
-    rings = [np.asarray(polygon[0], dtype=np.float64) for f in _by_shard(features) for polygon in _polygons_of(f)]
-    if not rings:
-        raise HestInputError(ctx.sample_id, path, "zipped Xenium GeoJSON holds no polygon")
-    lengths = np.array([len(r) for r in rings])
-    geometry = shapely.from_ragged_array(
-        shapely.GeometryType.POLYGON,
-        np.concatenate(rings),
-        (np.concatenate([[0], np.cumsum(lengths)]), np.arange(len(rings) + 1)),
-    )
-    index = pd.Index([f"geojson-{i}" for i in range(len(rings))], dtype=str)
-    _warn(ctx, path, "no GeoParquet: boundaries read from the GeoJSON shards, which carry no Xenium cell ids")
-    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(geometry, index=index))
-
-
-def _by_shard(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # HEST's write_geojson(chunk=True) splits the rows in order into shards named "0".."9"
-    def key(feature: dict[str, Any]) -> tuple[int, str]:
-        name = str(feature.get("properties", {}).get("classification", {}).get("name", ""))
-        return (int(name), "") if name.isdigit() else (1 << 30, name)
-
-    return sorted(features, key=key)
-
-
-def _polygons_of(feature: dict[str, Any]) -> list[Any]:
-    geometry = feature.get("geometry") or {}
-    if geometry.get("type") == "Polygon":
-        return [geometry["coordinates"]]
-    return geometry.get("coordinates", []) if geometry.get("type") == "MultiPolygon" else []
-
-
-def _check_polygons(gdf: gpd.GeoDataFrame, path: Path, ctx: SampleContext) -> None:
-    kinds = shapely.get_type_id(gdf.geometry.to_numpy())
-    bad = ~np.isin(kinds, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
-    if bad.any():
-        raise HestInputError(ctx.sample_id, path, f"{bad.sum()} geometries are missing or not polygons")
-    if len(gdf):
-        x0, y0, x1, y1 = gdf.total_bounds
-        _check_bounds((x0, x1), (y0, y1), ctx, path, "Xenium boundaries")
-
-
-def _check_bounds(x: tuple[float, float], y: tuple[float, float], ctx: SampleContext, path: Path, what: str) -> None:
-    height, width = ctx.slide_shape
-    if not all(np.isfinite([*x, *y])):
-        raise HestInputError(ctx.sample_id, path, f"{what} contain NaN or infinite coordinates")
-    if x[0] < 0 or y[0] < 0 or x[1] > width or y[1] > height:
-        raise HestInputError(
-            ctx.sample_id,
-            path,
-            f"{what} span x {x[0]:g}..{x[1]:g}, y {y[0]:g}..{y[1]:g} px, outside the {width} x {height} px slide;"
-            " are the coordinates in level-0 pixels of this slide?",
-        )
 
 
 # --------------------------------------------------------------------------------------------- transcripts
@@ -350,10 +179,10 @@ def scan_transcripts(path: str | Path, ctx: SampleContext) -> TranscriptsScan:
                 lo[axis] = min(lo[axis], bounds["min"].as_py())
                 hi[axis] = max(hi[axis], bounds["max"].as_py())
     except (pa.ArrowException, OSError) as e:
-        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({_reason(e)})") from e
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
     names.discard(None)
     if pf.metadata.num_rows:
-        _check_bounds((lo[0], hi[0]), (lo[1], hi[1]), ctx, path, "transcript coordinates (he_x/he_y)")
+        check_extent_on_slide(lo, hi, ctx, path, what="transcript coordinates (he_x/he_y)")
     return TranscriptsScan(columns, pf.metadata.num_rows, pd.Index(sorted(names), dtype=str), (lo[0], hi[0]),
                            (lo[1], hi[1]))  # fmt: skip
 
@@ -417,12 +246,12 @@ def _transcripts_partition(df: pd.DataFrame, categories: pd.Index) -> pd.DataFra
 
 def _numpy(values: pd.Series) -> np.ndarray:
     """A numeric column as a NumPy array of its own dtype (missing values: NaN, ints then float)."""
-    return _as_array(values).to_numpy(zero_copy_only=False)
+    return as_arrow(values).to_numpy(zero_copy_only=False)
 
 
 def _codes(values: Any, categories: pd.Index) -> np.ndarray:
     """Positions of ``values`` (feature names, maybe bytes) in ``categories``; -1 where missing."""
-    arr = _as_array(values)
+    arr = as_arrow(values)
     encoded = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     lookup = categories.get_indexer(pd.Index(_strings(encoded.dictionary).to_pylist(), dtype=object))
     indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -435,7 +264,7 @@ def _parquet_file(path: Path, ctx: SampleContext) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path, read_dictionary=["feature_name"])
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError ... on truncated files
-        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or truncated ({_reason(e)})") from e
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or truncated ({reason(e)})") from e
 
 
 # --------------------------------------------------------------------------------------------- cell table
@@ -482,7 +311,7 @@ class _CellCounter:
 
         The ids are decoded once per distinct value, not once per transcript.
         """
-        encoded = pc.dictionary_encode(_as_array(ids))
+        encoded = pc.dictionary_encode(as_arrow(ids))
         text = pd.Index(cell_id_strings(encoded.dictionary).to_pylist(), dtype=object)
         indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         row_of = np.append(self.cell_index.get_indexer(text), -1)  # index -1 (a null id) picks the appended -1
@@ -535,9 +364,9 @@ def read_xenium_cell_table(
         for batch in _parquet_file(path, ctx).iter_batches(batch_size=BATCH_ROWS, columns=columns):
             counter.add(batch)
     except (pa.ArrowException, OSError) as e:
-        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({_reason(e)})") from e
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
     if counter.stats["n_without_boundary"]:
-        _warn(ctx, path, f"{counter.stats['n_without_boundary']} transcripts of {len(counter.cells_without_boundary)}"
+        warn(ctx, path, f"{counter.stats['n_without_boundary']} transcripts of {len(counter.cells_without_boundary)}"
               " cells that have no boundary in xenium_cells are left out of xenium_cell_table")  # fmt: skip
     return _cell_table(cells, counter, path)
 
@@ -570,12 +399,3 @@ def _cell_table(cells: gpd.GeoDataFrame, counter: _CellCounter, path: Path) -> a
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-def _warn(ctx: SampleContext, path: Path | None, message: str) -> None:
-    where = f" ({path})" if path is not None else ""
-    warnings.warn(f"sample {ctx.sample_id}{where}: {message}", UserWarning, stacklevel=3)

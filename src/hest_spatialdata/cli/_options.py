@@ -1,0 +1,159 @@
+"""Options shared by the ``hest-to-sdata`` commands, as click decorators, and what the commands make of them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from hest_spatialdata._constants import Elements
+from hest_spatialdata.filters import FILTER_COLUMNS, FILTER_HELP
+
+if TYPE_CHECKING:
+    from hest_spatialdata.batch import ConvertOptions
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+ELEMENT_NAMES = [e.value for e in Elements]
+
+
+def fail(message: str) -> NoReturn:
+    """Print an error in red on stderr and exit with code 1."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def stack(*decorators: Decorator) -> Decorator:
+    """One decorator applying ``decorators``; the first is the first option shown by ``--help``."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def split_choices(kind: str, choices: Iterable[str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback splitting a repeatable, comma-separated option into its values (``None`` if none).
+
+    Parameters
+    ----------
+    kind
+        What a value is, for the error message (``element``, ``part``).
+    choices
+        The allowed values; another value is a :class:`click.BadParameter` naming them.
+    """
+    allowed = list(choices)
+
+    def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
+        names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(allowed))
+        if unknown:
+            raise click.BadParameter(f"unknown {kind}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return names or None
+
+    return split
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the catalog filters of :data:`hest_spatialdata.filters.FILTER_COLUMNS` (``--organ``, ...)."""
+    for name in reversed(FILTER_COLUMNS):
+        flag = f"--{name.replace('_', '-')}"
+        text = f"{FILTER_HELP[name]} Repeatable or comma separated."
+        command = click.option(flag, name, multiple=True, help=text)(command)
+    return command
+
+
+def filters_of(values: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The catalog filters given on the command line, by name."""
+    return {name: values[name] for name in FILTER_COLUMNS if values.get(name)}
+
+
+def id_option(text: str) -> Decorator:
+    """``--id``: sample ids (repeatable), as ``sample_ids``."""
+    return click.option("--id", "sample_ids", multiple=True, help=text)
+
+
+def catalog_option(text: str) -> Decorator:
+    """``--catalog``: a local catalog CSV, as ``catalog_source``."""
+    path = click.Path(exists=True, dir_okay=False, path_type=Path)
+    return click.option("--catalog", "catalog_source", type=path, help=text)
+
+
+def all_option(text: str) -> Decorator:
+    """``--all``: every sample when no id or filter is given, as ``everything``."""
+    return click.option("--all", "everything", is_flag=True, help=text)
+
+
+def out_option(dest: str, text: str, *, folder: bool = True, **kwargs: Any) -> Decorator:
+    """``-o/--out``: a folder (or with ``folder=False`` a file), required unless given a ``default``."""
+    kwargs.setdefault("required", "default" not in kwargs)
+    path = click.Path(file_okay=not folder, dir_okay=folder, path_type=Path)
+    return click.option("-o", "--out", dest, type=path, help=text, **kwargs)
+
+
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+#: The options of ``convert`` after HEST_DIR, ``--out`` and ``--id``: those of
+#: :class:`~hest_spatialdata.batch.ConvertOptions` (see :func:`convert_options_of`), the filters, ``--quiet``,
+#: ``--all`` and ``--summary``.
+convert_options = stack(
+    click.option(
+        "--elements",
+        multiple=True,
+        callback=split_choices("element", ELEMENT_NAMES),
+        help=f"Elements to write, comma separated (repeatable): {', '.join(ELEMENT_NAMES)}. [default: all]",
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace existing stores (only once the new store is complete)."),
+    click.option(
+        "--chunk-size",
+        type=click.IntRange(256),
+        default=None,
+        help="Image chunk side in pixels, a multiple of 256. [default: 2048]",
+    ),
+    quiet_option,
+    filter_options,
+    click.option("--workers", type=click.IntRange(1), default=None, help="Batch on N local worker processes."),
+    click.option(
+        "--scheduler", metavar="ADDRESS", help="Batch on a dask.distributed cluster (workers with --nthreads 1)."
+    ),
+    click.option("--from-hub", is_flag=True, help="Download each sample into HEST_DIR (a staging folder) first."),
+    click.option("--delete-downloaded", is_flag=True, help="With --from-hub: delete a sample's files once converted."),
+    all_option("With --from-hub and no --id or filter: every sample."),
+    catalog_option("Local catalog CSV for --from-hub filters. [default: the newest on the hub]"),
+    click.option(
+        "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary."
+    ),
+    click.option(
+        "--threads", type=click.IntRange(1), default=None, help="Threads writing one sample. [default: cores/N]"
+    ),
+    click.option("--memory-limit", default="auto", show_default=True, help="Memory limit of each local worker."),
+)
+
+
+def convert_options_of(values: Mapping[str, Any]) -> ConvertOptions:
+    """The one :class:`~hest_spatialdata.batch.ConvertOptions` set by the parsed :data:`convert_options`.
+
+    Parameters
+    ----------
+    values
+        The command's parsed parameters; those named like a field of ``ConvertOptions`` are used.
+
+    Raises
+    ------
+    click.UsageError
+        For ``--workers`` with ``--scheduler``, or ``--delete-downloaded`` without ``--from-hub``.
+    """
+    from hest_spatialdata.batch import ConvertOptions
+
+    if values.get("workers") and values.get("scheduler"):
+        raise click.UsageError("--workers and --scheduler exclude each other")
+    if values.get("delete_downloaded") and not values.get("from_hub"):
+        raise click.UsageError("--delete-downloaded only applies with --from-hub")
+    given = {f.name: values[f.name] for f in fields(ConvertOptions) if f.name in values}
+    return ConvertOptions(**{**given, "workers": given.get("workers") or 1})

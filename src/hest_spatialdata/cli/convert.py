@@ -1,0 +1,177 @@
+"""``convert`` (HEST samples to SpatialData stores, as a resumable batch) and ``demo`` (the example, converted)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hest_spatialdata.cli._options import (
+    convert_options,
+    convert_options_of,
+    fail,
+    filters_of,
+    id_option,
+    out_option,
+)
+
+if TYPE_CHECKING:
+    from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult
+
+
+@click.command("convert")
+@click.argument("hest_dir", type=click.Path(file_okay=False, path_type=Path))
+@out_option("out_dir", "Output folder; each sample becomes OUT/{id}.zarr.")
+@id_option("Sample id to convert (repeatable). [default: all samples]")
+@convert_options
+def convert_command(
+    hest_dir: Path,
+    out_dir: Path,
+    sample_ids: tuple[str, ...],
+    quiet: bool,
+    everything: bool,
+    summary_path: Path | None,
+    **values: Any,
+) -> None:
+    """Convert HEST samples from HEST_DIR into SpatialData Zarr stores.
+
+    Runs as a resumable batch: complete stores are skipped (replaced with --overwrite), a failing sample does not
+    stop the others, and a summary is printed; the exit code is 1 if any sample failed.
+    """
+    from rich.console import Console
+
+    from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.hub import HubError
+
+    options = convert_options_of(values)
+    filters = filters_of(values)
+    if not options.from_hub and not hest_dir.is_dir():
+        raise click.BadParameter(f"Directory '{hest_dir}' does not exist.", param_hint="'HEST_DIR'")
+    if options.from_hub and not (sample_ids or filters or everything):
+        raise click.UsageError("with --from-hub, choose samples with --id or a filter, or pass --all")
+    try:
+        summary = _run(hest_dir, out_dir, sample_ids, options, filters, quiet=quiet)
+    except (HestInputError, HubError) as e:
+        fail(str(e))
+    Console().print(summary.table())
+    if summary_path is not None:
+        summary.write_json(summary_path)
+        click.echo(f"summary written to {summary_path}")
+    if not summary.ok:
+        sys.exit(1)
+
+
+def _run(
+    hest_dir: Path,
+    out_dir: Path,
+    sample_ids: tuple[str, ...],
+    options: ConvertOptions,
+    filters: dict[str, tuple[str, ...]],
+    *,
+    quiet: bool,
+) -> BatchSummary:
+    """Select and convert the samples with :func:`hest_spatialdata.conversion.convert`: a line and a tick a sample."""
+    from hest_spatialdata import conversion
+    from hest_spatialdata._progress import new_progress
+
+    with new_progress(disable=quiet) as progress:
+        bar = progress.add_task("samples", total=None)  # the count is known once the samples are selected
+
+        def report(result: SampleResult) -> None:
+            progress.console.print(_result_line(result), highlight=False)
+            progress.advance(bar)
+
+        def selected(ids: list[str], plan: HubPlan | None) -> None:
+            progress.update(bar, total=len(ids))
+            if plan is not None:
+                size = sum(sum(files.values()) for files in plan.files.values())
+                progress.console.print(f"{len(ids)} samples selected on the hub ({size / 1e9:,.2f} GB to download)")
+
+        try:
+            summary = conversion.convert(
+                hest_dir,
+                out_dir,
+                sample_ids,
+                options=options,
+                on_selected=selected,
+                on_result=report,
+                progress=progress,
+                raise_on_failure=False,
+                **filters,
+            )
+        except Exception:
+            progress.remove_task(bar)  # no empty bar above the error
+            raise
+        progress.update(bar, total=len(summary.results))
+    return summary
+
+
+def _result_line(result: SampleResult) -> str:
+    if result.status == "done":
+        took = f"{result.seconds:.1f} s" + (
+            f" + {result.download_seconds:.1f} s download" if result.download_seconds else ""
+        )
+        return f"[green]✓[/green] {result.sample_id} → {result.store} ({took})"
+    if result.status == "skipped":
+        return f"[cyan]↷[/cyan] {result.sample_id}: skipped, {result.reason}"
+    return f"[red]✗ {result.sample_id}: failed:[/red] {result.reason}"
+
+
+@click.command("demo")
+@out_option(
+    "out_dir", "Folder for the example HEST sample and its store.", default=Path("hest_demo"), show_default=True
+)
+@click.option("--overwrite", is_flag=True, help="Rebuild the example and its store if present.")
+def demo_command(out_dir: Path, overwrite: bool) -> None:
+    """Build the small example HEST sample, convert it, and show how to open it."""
+    import hest_spatialdata
+    from hest_spatialdata._progress import new_progress
+    from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_sample
+    from hest_spatialdata.store import store_path
+
+    hest_dir = out_dir / "hest"
+    click.echo(f"Writing the example HEST sample {EXAMPLE_SAMPLE_ID} to {hest_dir} ...")
+    example_sample(hest_dir, overwrite=overwrite)
+    store = store_path(out_dir, EXAMPLE_SAMPLE_ID)
+    if store.exists() and not overwrite:
+        click.echo(f"{store} exists (use --overwrite to rebuild it).")
+    else:
+        try:
+            with new_progress() as progress:
+                hest_spatialdata.convert(hest_dir, out_dir, [EXAMPLE_SAMPLE_ID], overwrite=overwrite, progress=progress)
+        except hest_spatialdata.ConversionError as e:
+            fail(str(e))
+    click.echo(summarize_store(store))
+
+
+def summarize_store(store: Path) -> str:
+    """A human summary of a store: its elements and how to open it."""
+    import spatialdata as sd
+
+    sdata = sd.read_zarr(store)
+    lines = [f"\nSpatialData store: {store}", ""]
+    for kind, elements in (("images", sdata.images), ("shapes", sdata.shapes), ("points", sdata.points)):
+        for name, element in elements.items():
+            lines.append(f"  {kind[:-1]:6s} {name:18s} {_describe(element)}")
+    for name, table in sdata.tables.items():
+        lines.append(f"  table  {name:18s} {table.n_obs} x {table.n_vars} (obs x var)")
+    lines.append(f"  coordinate systems: {', '.join(sdata.coordinate_systems)}")
+    lines += [
+        "",
+        "Open it:",
+        f"  python -c \"import spatialdata as sd; print(sd.read_zarr('{store}'))\"",
+        f"  napari {store} --plugin hest-spatialdata      # needs hest-spatialdata[napari]",
+    ]
+    return "\n".join(lines)
+
+
+def _describe(element: object) -> str:
+    if hasattr(element, "children"):  # multiscale image
+        shapes = [tuple(element[k]["image"].shape) for k in element.children]
+        return f"{len(shapes)} levels, level 0 {shapes[0]} (c, y, x)"
+    if hasattr(element, "geom_type"):
+        kinds = ", ".join(sorted(set(element.geom_type)))
+        return f"{len(element)} {kinds}"
+    return f"{len(element)} points" if hasattr(element, "npartitions") else type(element).__name__
