@@ -20,7 +20,8 @@ class HestInputError(ValueError):
 
     def __init__(self, sample_id: str | None, path: str | Path | None, problem: str) -> None:
         self.sample_id = sample_id
-        self.path = None if path is None else Path(path)
+        remote = path is not None and "://" in str(path)  # a remote file keeps its URL (Path would mangle it)
+        self.path = None if path is None else str(path) if remote else Path(path)
         self.problem = problem
         where = f" ({self.path})" if self.path is not None else ""
         who = f"sample {sample_id}" if sample_id else "HEST input"

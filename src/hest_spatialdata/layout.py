@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
+
+if TYPE_CHECKING:
+    from hest_spatialdata.remote import RemoteFile, RemoteRoot
 
 ID = "{id}"
 
@@ -181,16 +185,32 @@ class SampleFiles:
     Parameters
     ----------
     root
-        The HEST root.
+        The HEST root: a local folder, or a remote root (:class:`hest_spatialdata.remote.RemoteRoot`).
     sample_id
         The sample id.
     paths
-        The path of each part present (the first of its names that exists).
+        The path of each part present (the first of its names that exists): :class:`~pathlib.Path` in a local
+        root, :class:`hest_spatialdata.remote.RemoteFile` in a remote one.
     """
 
-    root: Path
+    root: Path | RemoteRoot
     sample_id: str
-    paths: dict[Part, Path] = field(default_factory=dict)
+    paths: dict[Part, Path | RemoteFile] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the root is remote (its files are :class:`~hest_spatialdata.remote.RemoteFile`)."""
+        return not isinstance(self.root, Path)
+
+    def relative(self, part: Part | str) -> str:
+        """The path of ``part``'s file relative to the root (``wsis/TENX95.tif``)."""
+        path = self.paths[Part(part)]
+        return path.relative_path if self.remote else path.relative_to(self.root).as_posix()
+
+    def size(self, part: Part | str) -> int:
+        """The size in bytes of ``part``'s file."""
+        path = self.paths[Part(part)]
+        return path.size if self.remote else path.stat().st_size
 
     def get(self, part: Part | str) -> Path | None:
         """The file of ``part``, or ``None`` where the sample has none."""
@@ -199,6 +219,9 @@ class SampleFiles:
     def require(self, part: Part | str) -> Path:
         """The file of ``part``; raise naming the expected file where it is absent."""
         path = self.get(part)
+        if path is None and self.remote:
+            rel = PARTS[Part(part)].relative_paths(self.sample_id)[0]
+            raise HestInputError(self.sample_id, f"{self.root}/{rel}", f"required file missing ({rel})")
         if path is None:
             expected = PARTS[Part(part)].path(self.root, self.sample_id)
             rel = expected.relative_to(self.root).as_posix()
@@ -216,7 +239,8 @@ def sample_files(hest_dir: str | Path, sample_id: str) -> SampleFiles:
     Parameters
     ----------
     hest_dir
-        A HEST root (the folder holding ``wsis/``, ``st/``, ``metadata/``, ...).
+        A HEST root (the folder holding ``wsis/``, ``st/``, ``metadata/``, ...), or a remote one
+        (``hf://datasets/MahmoodLab/hest[@revision]``, another fsspec URL: see :mod:`hest_spatialdata.remote`).
     sample_id
         The sample id, e.g. ``TENX95``.
 
@@ -229,6 +253,10 @@ def sample_files(hest_dir: str | Path, sample_id: str) -> SampleFiles:
     HestInputError
         If the root does not exist or no file of the sample is found in it.
     """
+    from hest_spatialdata.remote import is_remote
+
+    if is_remote(hest_dir):
+        return _remote_sample_files(hest_dir, sample_id)
     root = Path(hest_dir)
     if not root.is_dir():
         raise HestInputError(sample_id, root, "HEST directory not found")
@@ -244,15 +272,40 @@ def sample_files(hest_dir: str | Path, sample_id: str) -> SampleFiles:
     return SampleFiles(root=root, sample_id=sample_id, paths=found)
 
 
+def _remote_sample_files(hest_dir: str | RemoteRoot, sample_id: str) -> SampleFiles:
+    """:func:`sample_files` of a remote root: every name the registry allows looked up at once."""
+    from hest_spatialdata.remote import open_root
+
+    try:
+        root = open_root(hest_dir)
+    except FileNotFoundError as e:
+        raise HestInputError(sample_id, str(hest_dir), f"HEST root not found ({e})") from e
+    candidates = {part: spec.relative_paths(sample_id) for part, spec in PARTS.items()}
+    sizes = root.find(rel for rels in candidates.values() for rel in rels)
+    found = {}
+    for part, rels in candidates.items():
+        rel = next((r for r in rels if r in sizes), None)
+        if rel is not None:
+            found[part] = root.file(rel, sizes[rel])
+    if not any(part in found for part in SAMPLE_PARTS):
+        raise HestInputError(sample_id, root.url, "unknown sample id: no file of it in this HEST root")
+    return SampleFiles(root=root, sample_id=sample_id, paths=found)
+
+
 def list_sample_ids(hest_dir: str | Path) -> list[str]:
     """Sample ids present in a HEST root (having a slide, an st h5ad or a metadata JSON), sorted naturally."""
-    root = Path(hest_dir)
+    from hest_spatialdata.remote import is_remote, open_root
+
     ids: set[str] = set()
     for part in SAMPLE_PARTS:
         spec = PARTS[part]
-        for path in (root / spec.folder).glob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                sample_id = spec.sample_id_of(f"{spec.folder}/{path.name}")
+        if is_remote(hest_dir):
+            names = list(open_root(hest_dir).listing(spec.folder))
+        else:
+            names = [p.name for p in (Path(hest_dir) / spec.folder).glob("*") if p.is_file()]
+        for name in names:
+            if not name.startswith("."):
+                sample_id = spec.sample_id_of(f"{spec.folder}/{name}")
                 if sample_id is not None:
                     ids.add(sample_id)
     return sorted(ids, key=natural_key)

@@ -54,6 +54,8 @@ def read_hest(
     wanted = _wanted_elements(elements)
     files = sample_files(hest_dir, sample_id)
     metadata_path = files.require(Part.METADATA)
+    if files.remote:
+        metadata_path = metadata_path.local_copy()
     plan = _reading_plan(files, wanted)
     meta = read_metadata(metadata_path, sample_id)
     ctx = SampleContext(
@@ -67,10 +69,16 @@ def read_hest(
     )
     sdata = SpatialData()
     for part, (path, want) in plan.items():
+        if files.remote and part not in REMOTE_READERS:
+            path = path.local_copy()  # a small part: through the hub cache
         for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
             sdata[name] = element
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
     return sdata
+
+
+#: Parts whose readers read a remote file by byte ranges; the others get a local copy (the hub cache).
+REMOTE_READERS = frozenset({Part.WSI})
 
 
 def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple[Path, frozenset[Elements]]]:
@@ -99,8 +107,7 @@ def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
         "pixel_size_um": ctx.pixel_size_um,
         "slide_shape": list(ctx.slide_shape),
         "source_files": {
-            part: {"name": path.relative_to(files.root).as_posix(), "size": path.stat().st_size}
-            for part, path in files.present().items()
+            part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()
         },
         "converter": "hest-spatialdata",
         "converter_version": __version__,

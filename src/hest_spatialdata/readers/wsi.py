@@ -8,7 +8,9 @@ the slide. Each dask chunk reads and decodes its own tiles (tifffile's decoder) 
 
 from __future__ import annotations
 
+import struct
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,14 @@ from xarray import DataTree
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
+from hest_spatialdata.remote import RemoteFile, RemoteReadError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "read", "read_wsi", "slide_levels"]
 
 CHANNELS = ["r", "g", "b"]
 
 
-def slide_levels(path: str | Path, sample_id: str | None = None) -> list[tuple[int, int]]:
+def slide_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> list[tuple[int, int]]:
     """``(height, width)`` of every pyramid level of a HEST slide, reading only the TIFF header.
 
     Raises
@@ -46,13 +49,14 @@ def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[
     return {Elements.HE.value: read_wsi(path, ctx, chunk_size=ctx.chunk_size)}
 
 
-def read_wsi(path: str | Path, ctx: SampleContext, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> DataTree:
+def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> DataTree:
     """Read a HEST slide as a lazy multiscale ``he`` image.
 
     Parameters
     ----------
     path
-        ``wsis/{id}.tif``.
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`: only the header is read
+        now, each chunk's tiles when it is computed).
     ctx
         The sample's context (pixel size for the ``microns`` coordinate system).
     chunk_size
@@ -66,11 +70,11 @@ def read_wsi(path: str | Path, ctx: SampleContext, *, chunk_size: int = DEFAULT_
     try:
         _checked_level_shapes(tif, path, ctx.sample_id)
         tif.filehandle.set_lock(True)  # dask threads seek + read the one file handle
-        slide = _OpenSlide(tif)
+        slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None)
         # The TiffFile stays open while the lazy arrays (which hold the levels) live, and no longer.
         weakref.finalize(slide, tif.close)
         levels = [_level_array(TiffLevel(slide, k), chunk_size) for k in range(len(tif.series[0].levels))]
-    except HestInputError:
+    except (HestInputError, RemoteReadError):
         tif.close()
         raise
     except Exception as e:  # tifffile raises many types for corrupt files
@@ -83,10 +87,24 @@ def read_wsi(path: str | Path, ctx: SampleContext, *, chunk_size: int = DEFAULT_
 
 
 class _OpenSlide:
-    """The open TiffFile shared by the levels of one slide (closed when the last level is garbage collected)."""
+    """The open TiffFile shared by the levels of one slide (closed when the last level is garbage collected).
 
-    def __init__(self, tif: tifffile.TiffFile) -> None:
+    A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges, the tiles of
+    one chunk that neighbour each other in the file in one request (:meth:`RemoteFile.fetch_ranges`).
+    """
+
+    def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None) -> None:
         self.tif = tif
+        self.remote = remote
+
+    def segments(self, offsets: list[int], counts: list[int], indices: list[int]) -> Iterator[tuple[bytes, int]]:
+        """``(compressed tile, tile index)`` for each tile."""
+        if self.remote is None:
+            fh = self.tif.filehandle
+            yield from fh.read_segments(offsets, counts, indices, lock=fh.lock)
+            return
+        ranges = [(o, o + n) if n else (0, 0) for o, n in zip(offsets, counts, strict=True)]
+        yield from zip(self.remote.fetch_ranges(ranges), indices, strict=True)
 
 
 class TiffLevel:
@@ -126,22 +144,38 @@ class TiffLevel:
         return out[(slice(None), slice(None), *key[2:])]
 
     def _read_into(self, out: np.ndarray, y0: int, x0: int) -> None:
-        page, fh = self._page, self._slide.tif.filehandle
+        page = self._page
         (th, tw), across = self._tile, self._across
         y1, x1 = y0 + out.shape[0], x0 + out.shape[1]
         indices = [ty * across + tx for ty in range(y0 // th, -(-y1 // th)) for tx in range(x0 // tw, -(-x1 // tw))]
         offsets = [page.dataoffsets[i] for i in indices]
         counts = [page.databytecounts[i] for i in indices]
-        for data, index in fh.read_segments(offsets, counts, indices, lock=fh.lock):
+        for data, index in self._slide.segments(offsets, counts, indices):
             ty, tx = (index // across) * th, (index % across) * tw  # the tile's first pixel in the level
             ya, yb, xa, xb = max(y0, ty), min(y1, ty + th), max(x0, tx), min(x1, tx + tw)
             target = out[ya - y0 : yb - y0, xa - x0 : xb - x0]
             if not data:  # a tile the writer left out reads as 0, as tifffile does
                 target[...] = 0
                 continue
-            tile = self._decode(data, index, **self._decode_args)[0]
+            tile = self._decode_tile(data, index)
             tile = tile.reshape(tile.shape[-3:])  # (1, h, w, c) -> (h, w, c); a last strip may be short
             target[...] = tile[ya - ty : yb - ty, xa - tx : xb - tx]
+
+
+    def _decode_tile(self, data: bytes, index: int) -> np.ndarray:
+        try:
+            return self._decode(data, index, **self._decode_args)[0]
+        except Exception as e:
+            remote = self._slide.remote
+            if remote is None:
+                raise
+            # The bytes came with the right length, so a failed decode is a damaged file, or (rarely) a bad body:
+            # read the tile once more before saying so.
+            offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
+            try:
+                return self._decode(remote.fetch(offset, offset + count), index, **self._decode_args)[0]
+            except Exception:
+                raise RemoteReadError(f"{remote}: tile {index} (bytes {offset}+{count}) cannot be decoded: {e}") from e
 
 
 def _level_array(level: TiffLevel, chunk_size: int) -> da.Array:
@@ -151,7 +185,15 @@ def _level_array(level: TiffLevel, chunk_size: int) -> da.Array:
     return array.transpose(2, 0, 1)
 
 
-def _open_tiff(path: str | Path, sample_id: str | None) -> tifffile.TiffFile:
+def _open_tiff(path: str | Path | RemoteFile, sample_id: str | None) -> tifffile.TiffFile:
+    if isinstance(path, RemoteFile):
+        try:
+            # Only the header is read (IFDs and tile offsets, a few blocks); tiles are fetched by the levels.
+            return tifffile.TiffFile(path.open(), name=path.name)
+        except RemoteReadError:
+            raise
+        except Exception as e:
+            raise HestInputError(sample_id, path, f"slide is not a readable TIFF ({e})") from e
     path = Path(path)
     if not path.is_file():
         raise HestInputError(sample_id, path, "slide not found")
@@ -173,9 +215,34 @@ def _checked_level_shapes(tif: tifffile.TiffFile, path: str | Path, sample_id: s
     for page in (level.keyframe for level in series.levels):
         if page.dataoffsets and _truncated(tif, page):
             raise HestInputError(sample_id, path, "slide is truncated: tile data lie beyond the end of the file")
+    next_page = next_ifd_offset(tif, tif.pages[len(tif.pages) - 1])
+    if next_page:
+        # tifffile stops quietly (it only logs) at a page offset past the end: the lower levels would be missing.
+        raise HestInputError(
+            sample_id,
+            path,
+            f"slide is truncated: page {len(tif.pages)} should start at byte {next_page} but the file has "
+            f"{tif.filehandle.size} bytes (an incomplete download?)",
+        )
     return shapes
 
 
 def _truncated(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> bool:
     size = tif.filehandle.size
     return any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n)
+
+
+def next_ifd_offset(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> int:
+    """The "next IFD" offset stored after ``page``'s tags (0 for the last page of a complete file).
+
+    tifffile exposes the layout of the IFD (``TiffFile.tiff``: sizes and struct formats of the tag count, a tag
+    and an offset) but not this pointer, so it is read here, in this one place (``tests/test_remote.py`` checks it
+    on a complete and on a truncated slide).
+    """
+    fmt, fh = tif.tiff, tif.filehandle
+    with fh.lock:
+        fh.seek(page.offset)
+        (count,) = struct.unpack(fmt.tagnoformat, fh.read(fmt.tagnosize))
+        fh.seek(page.offset + fmt.tagnosize + count * fmt.tagsize)
+        raw = fh.read(fmt.offsetsize)
+    return struct.unpack(fmt.offsetformat, raw)[0] if len(raw) == fmt.offsetsize else -1
