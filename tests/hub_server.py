@@ -6,8 +6,13 @@ It answers the routes the installed huggingface_hub (2.4) calls (read in ``hf_ap
 - ``GET /api/datasets/{repo}`` and ``GET /api/datasets/{repo}/revision/{rev}``: repo info with its commit ``sha``;
 - ``GET /api/datasets/{repo}/auth-check``: 200, or the gated refusal;
 - ``GET /api/datasets/{repo}/tree/{rev}[/{folder}]?recursive=...``: the file listing (one page);
+- ``POST /api/datasets/{repo}/paths-info/{rev}`` (form ``paths=...``): the entries of the paths that exist;
 - ``HEAD`` / ``GET /datasets/{repo}/resolve/{rev}/{path}``: the file, with ``X-Repo-Commit``, ``ETag`` and
-  ``Content-Length`` (``Range`` honoured, for resumed downloads).
+  ``Content-Length``; ``Range: bytes=a-b`` / ``bytes=a-`` answered with 206 and ``Content-Range``.
+
+Bytes of file content sent are counted per repo path (``server.sent``). Faults can be injected into file
+transfers (``GET .../resolve/...``): every Nth answered 503 (``fail_every``), every Nth body cut in the middle with
+the connection closed (``cut_every``), a delay before each answer (``delay_s``).
 
 In gated mode it answers downloads and the auth check like the hub does for a gated repo whose terms the user has
 not accepted: 401 without a token, 403 with one, both with ``X-Error-Code: GatedRepo``. Point huggingface_hub at it
@@ -20,6 +25,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -44,10 +50,16 @@ class FakeHub:
         Refuse downloads and the auth check like the hub does for a gated repo not accepted yet.
     """
 
-    def __init__(self, root: Path, *, gated: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, gated: bool = False, fail_every: int = 0, cut_every: int = 0, delay_s: float = 0.0
+    ) -> None:
         self.root = Path(root)
         self.gated = gated
+        self.fail_every, self.cut_every, self.delay_s = fail_every, cut_every, delay_s
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, int, int]] = []  # (repo path, first byte, bytes sent) of each file GET
+        self.faults = {"503": 0, "cut": 0}
+        self._transfers = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -83,11 +95,44 @@ class FakeHub:
         with self._lock:
             self.requests.append((method, path))
 
+    def sent(self, path: str | None = None) -> int:
+        """Bytes of file content sent (of one repo path, or all)."""
+        with self._lock:
+            return sum(n for name, _, n in self.ranges if path is None or name == path)
+
+    def file_requests(self, path: str | None = None) -> int:
+        """File GET requests answered with content (of one repo path, or all)."""
+        with self._lock:
+            return sum(1 for name, _, _ in self.ranges if path is None or name == path)
+
+    def reset_log(self) -> None:
+        """Forget the requests and bytes sent so far."""
+        with self._lock:
+            self.requests.clear()
+            self.ranges.clear()
+
+    def next_fault(self) -> str | None:
+        """The fault to inject into the next file transfer, if any."""
+        with self._lock:
+            self._transfers += 1
+            n = self._transfers
+            fault = (
+                "503"
+                if self.fail_every and n % self.fail_every == 0
+                else "cut"
+                if self.cut_every and n % self.cut_every == 0
+                else None
+            )
+            if fault:
+                self.faults[fault] += 1
+            return fault
+
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     api = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}(?:/revision/(?P<rev>[^/]+))?$")
     auth = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}/auth-check$")
     tree = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}/tree/(?P<rev>[^/]+)(?:/(?P<folder>.+))?$")
+    paths_info = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}/paths-info/(?P<rev>[^/]+)$")
     resolve = re.compile(rf"^/datasets/{re.escape(REPO_ID)}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
     class Handler(BaseHTTPRequestHandler):
@@ -101,6 +146,22 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._route("GET")
+
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            path = unquote(url.path)
+            hub.record("POST", path)
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode())
+            m = paths_info.match(path)
+            if m is None:
+                self._error(404, "RepoNotFound", "Repository not found")
+            elif hub.gated and not self.headers.get("Authorization"):
+                self._gated()
+            elif self._revision_ok(m["rev"]):
+                files = hub.files()
+                wanted = [p for p in form.get("paths", []) if p in files]
+                self._json([_file_entry(p, files[p]) for p in wanted])
 
         def _route(self, method: str) -> None:
             url = urlsplit(self.path)
@@ -158,7 +219,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if recursive:
                     parts = rest.split("/")[:-1]
                     folders.update(prefix + "/".join(parts[: i + 1]) for i in range(len(parts)))
-                entries.append({"type": "file", "path": name, "size": local.stat().st_size, "oid": _sha1(local)})
+                entries.append(_file_entry(name, local))
             listing = [
                 {"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)
             ]
@@ -173,23 +234,36 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             elif local is None:
                 self._error(404, "EntryNotFound", f"{name} does not exist on {rev}")
             else:
-                self._send_file(method, local.read_bytes())
+                self._send_file(method, name, local.read_bytes())
 
-        def _send_file(self, method: str, data: bytes) -> None:
-            start = _range_start(self.headers.get("Range"))
-            status = 206 if start else 200
-            body = data[start:]
+        def _send_file(self, method: str, name: str, data: bytes) -> None:
+            if hub.delay_s:
+                time.sleep(hub.delay_s)
+            fault = hub.next_fault() if method == "GET" else None
+            if fault == "503":
+                self._error(503, "ServiceUnavailable", "injected 503")
+                return
+            header = self.headers.get("Range")
+            start, end = _range(header, len(data))
+            status = 206 if header else 200
+            body = data[start:end]
             self.send_response(status)
             self.send_header("X-Repo-Commit", COMMIT)
             self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            if header:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
             self.end_headers()
-            if method == "GET":
-                self.wfile.write(body)
+            if method != "GET":
+                return
+            if fault == "cut":  # half the body, then the connection drops
+                body = body[: len(body) // 2]
+                self.close_connection = True
+            self.wfile.write(body)
+            with hub._lock:
+                hub.ranges.append((name, start, len(body)))
 
         def _gated(self) -> None:
             status = 403 if self.headers.get("Authorization") else 401
@@ -217,10 +291,17 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _file_entry(name: str, local: Path) -> dict[str, Any]:
+    return {"type": "file", "path": name, "size": local.stat().st_size, "oid": _sha1(local)}
+
+
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def _range_start(header: str | None) -> int:
-    m = re.fullmatch(r"bytes=(\d+)-", header or "")
-    return int(m[1]) if m else 0
+def _range(header: str | None, size: int) -> tuple[int, int]:
+    """``[start, end)`` asked for by a ``Range: bytes=a-[b]`` header (the whole file without one)."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
+    if m is None:
+        return 0, size
+    return int(m[1]), min(size, int(m[2]) + 1) if m[2] else size

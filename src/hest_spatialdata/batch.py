@@ -478,7 +478,7 @@ def _job_bytes(job: SampleJob) -> int:
         files = sample_files(job.hest_dir, job.sample_id)
     except HestInputError:
         return 0
-    return sum(path.stat().st_size for path in files.paths.values())
+    return sum(files.size(part) for part in files.paths)
 
 
 def _record(summary: BatchSummary, result: SampleResult, on_result: Callable[[SampleResult], None] | None) -> None:

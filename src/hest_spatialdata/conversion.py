@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.filters import FILTER_COLUMNS, normalise_filters, record_matches
-from hest_spatialdata.layout import PARTS, Part, element_parts, list_sample_ids
+from hest_spatialdata.layout import PARTS, Part, element_parts, list_sample_ids, sample_files
+from hest_spatialdata.remote import is_remote
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -60,7 +61,8 @@ def convert(
     Parameters
     ----------
     hest_dir
-        The HEST root (with ``from_hub``: the staging folder the samples are downloaded into).
+        The HEST root: a folder, or a remote root read without staging (``hf://datasets/MahmoodLab/hest[@rev]``,
+        another fsspec URL); with ``from_hub``: the staging folder the samples are downloaded into.
     out_dir
         Output folder (created if needed).
     sample_ids
@@ -107,7 +109,9 @@ def convert(
         )
         ids = list(hub_plan.files)
     else:
-        if not Path(hest_dir).is_dir():
+        if is_remote(hest_dir):
+            _open_remote(hest_dir)  # access refused or root missing: one clear error before any sample
+        elif not Path(hest_dir).is_dir():
             raise HestInputError(None, hest_dir, "HEST directory not found")
         ids = select_local_ids(hest_dir, ids, **filters)
     if not ids:
@@ -146,10 +150,23 @@ def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: A
         return selected
     keep = []
     for sample_id in selected:
-        path = PARTS[Part.METADATA].path(hest_dir, sample_id)
-        if path.is_file() and record_matches(read_metadata(path, sample_id), wanted):
+        if is_remote(hest_dir):
+            metadata = sample_files(hest_dir, sample_id).get(Part.METADATA)
+            path = None if metadata is None else metadata.local_copy()
+        else:
+            path = PARTS[Part.METADATA].path(hest_dir, sample_id)
+        if path is not None and path.is_file() and record_matches(read_metadata(path, sample_id), wanted):
             keep.append(sample_id)
     return keep
+
+
+def _open_remote(hest_dir: str) -> None:
+    from hest_spatialdata.remote import open_root
+
+    try:
+        open_root(hest_dir)
+    except FileNotFoundError as e:
+        raise HestInputError(None, hest_dir, f"HEST root not found ({e})") from e
 
 
 def plan_from_hub(

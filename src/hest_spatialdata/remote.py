@@ -26,11 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hest_spatialdata import hub
-
-T = TypeVar("T")
 
 #: Attempts of one byte range (or small-file download) before giving up, and the first backoff in seconds.
 ATTEMPTS = 6
@@ -120,13 +118,16 @@ class RemoteRoot:
                     if "404" not in str(e) and "not found" not in str(e).lower():
                         raise
                     entries = []
-                files = {e.path.rsplit("/", 1)[-1]: int(e.size) for e in entries if getattr(e, "size", None) is not None}
+                sized = (e for e in entries if getattr(e, "size", None) is not None)
+                files = {e.path.rsplit("/", 1)[-1]: int(e.size) for e in sized}
             else:
                 try:
                     entries = self.fs.ls(f"{self.base}/{folder}", detail=True)
                 except FileNotFoundError:
                     entries = []
-                files = {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e["size"]) for e in entries if e["type"] == "file"}
+                files = {
+                    e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e["size"]) for e in entries if e["type"] == "file"
+                }
             self._listings[folder] = files
         return self._listings[folder]
 
@@ -214,8 +215,12 @@ class RemoteFile:
                     with_retries(
                         f"{self}: download",
                         lambda: hf_hub_download(
-                            repo_id, self.relative_path, repo_type=repo_type, revision=commit,
-                            token=self.root.token, endpoint=hub.current_endpoint(),
+                            repo_id,
+                            self.relative_path,
+                            repo_type=repo_type,
+                            revision=commit,
+                            token=self.root.token,
+                            endpoint=hub.current_endpoint(),
                         ),  # fmt: skip
                     )
                 )
@@ -239,8 +244,8 @@ class RemoteFile:
         return data
 
     def _hub_range(self, start: int, end: int) -> bytes:
-        from huggingface_hub import get_session, hf_hub_url
         from huggingface_hub import constants as hf_constants
+        from huggingface_hub import get_session, hf_hub_url
         from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
         repo_type, repo_id, commit = self.root.repo  # type: ignore[misc]
@@ -286,10 +291,8 @@ class _RangeReader(io.RawIOBase):
         start, end = self._pos, min(self._pos + len(view), self._file.size)
         if end <= start:
             return 0
-        if end - start >= self._block:
-            data = self._file.fetch(start, end)
-        else:
-            data = self._from_blocks(start, end)
+        big = end - start >= self._block  # a large read goes straight to the server, past the cache
+        data = self._file.fetch(start, end) if big else self._from_blocks(start, end)
         view[: len(data)] = data
         self._pos = start + len(data)
         return len(data)
@@ -369,7 +372,7 @@ def _endpoint() -> str:
 # --------------------------------------------------------------------------------------------- retries
 
 
-def with_retries(what: str, call: Callable[[], T], *, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> T:
+def with_retries[T](what: str, call: Callable[[], T], *, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> T:
     """Call ``call()``, retrying transient failures with exponential backoff.
 
     Parameters

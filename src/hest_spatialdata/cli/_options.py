@@ -74,6 +74,15 @@ def filters_of(values: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return {name: values[name] for name in FILTER_COLUMNS if values.get(name)}
 
 
+def hest_root_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
+    """A HEST root argument: a remote URL (``hf://...``) stays a string, anything else is a local :class:`Path`."""
+    from hest_spatialdata.remote import is_remote
+
+    if value is None or is_remote(value):
+        return value
+    return Path(value)
+
+
 def id_option(text: str) -> Decorator:
     """``--id``: sample ids (repeatable), as ``sample_ids``."""
     return click.option("--id", "sample_ids", multiple=True, help=text)

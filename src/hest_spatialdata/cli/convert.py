@@ -13,6 +13,7 @@ from hest_spatialdata.cli._options import (
     convert_options_of,
     fail,
     filters_of,
+    hest_root_argument,
     id_option,
     out_option,
 )
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 
 
 @click.command("convert")
-@click.argument("hest_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("hest_dir", callback=hest_root_argument)
 @out_option("out_dir", "Output folder; each sample becomes OUT/{id}.zarr.")
 @id_option("Sample id to convert (repeatable). [default: all samples]")
 @convert_options
 def convert_command(
-    hest_dir: Path,
+    hest_dir: Path | str,
     out_dir: Path,
     sample_ids: tuple[str, ...],
     quiet: bool,
@@ -37,6 +38,9 @@ def convert_command(
 ) -> None:
     """Convert HEST samples from HEST_DIR into SpatialData Zarr stores.
 
+    HEST_DIR is a folder, or a remote HEST root read without a local copy of the slides:
+    hf://datasets/MahmoodLab/hest[@REVISION] (HF_TOKEN or `hf auth login`) or another fsspec URL.
+
     Runs as a resumable batch: complete stores are skipped (replaced with --overwrite), a failing sample does not
     stop the others, and a summary is printed; the exit code is 1 if any sample failed.
     """
@@ -44,16 +48,19 @@ def convert_command(
 
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.hub import HubError
+    from hest_spatialdata.remote import RemoteReadError
 
     options = convert_options_of(values)
     filters = filters_of(values)
-    if not options.from_hub and not hest_dir.is_dir():
+    if isinstance(hest_dir, str) and options.from_hub:
+        raise click.UsageError("--from-hub downloads into a local HEST_DIR; a remote HEST_DIR is read directly")
+    if not options.from_hub and isinstance(hest_dir, Path) and not hest_dir.is_dir():
         raise click.BadParameter(f"Directory '{hest_dir}' does not exist.", param_hint="'HEST_DIR'")
     if options.from_hub and not (sample_ids or filters or everything):
         raise click.UsageError("with --from-hub, choose samples with --id or a filter, or pass --all")
     try:
         summary = _run(hest_dir, out_dir, sample_ids, options, filters, quiet=quiet)
-    except (HestInputError, HubError) as e:
+    except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
     Console().print(summary.table())
     if summary_path is not None:
@@ -64,7 +71,7 @@ def convert_command(
 
 
 def _run(
-    hest_dir: Path,
+    hest_dir: Path | str,
     out_dir: Path,
     sample_ids: tuple[str, ...],
     options: ConvertOptions,

@@ -161,7 +161,6 @@ class TiffLevel:
             tile = tile.reshape(tile.shape[-3:])  # (1, h, w, c) -> (h, w, c); a last strip may be short
             target[...] = tile[ya - ty : yb - ty, xa - tx : xb - tx]
 
-
     def _decode_tile(self, data: bytes, index: int) -> np.ndarray:
         try:
             return self._decode(data, index, **self._decode_args)[0]
@@ -174,7 +173,7 @@ class TiffLevel:
             offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
             try:
                 return self._decode(remote.fetch(offset, offset + count), index, **self._decode_args)[0]
-            except Exception:
+            except Exception:  # noqa: BLE001 - tifffile's decoders raise many types; the first error is reported
                 raise RemoteReadError(f"{remote}: tile {index} (bytes {offset}+{count}) cannot be decoded: {e}") from e
 
 
