@@ -96,9 +96,13 @@ def fake_hub(hub_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
+    from hest_spatialdata.remote import forget_roots
+
+    forget_roots()
     with FakeHub(hub_repo) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         yield hub
+    forget_roots()
 
 
 # --------------------------------------------------------------------------------------------- viewers and plots

@@ -365,6 +365,11 @@ def _open_root(url: str, endpoint: str, token: str | bool | None) -> RemoteRoot:
     return RemoteRoot(url, fs, base.rstrip("/"))
 
 
+def forget_roots() -> None:
+    """Forget the roots opened so far (the next :func:`open_root` checks access and resolves the revision again)."""
+    _open_root.cache_clear()
+
+
 def _endpoint() -> str:
     return hub.current_endpoint() or "https://huggingface.co"
 
@@ -413,7 +418,7 @@ def is_transient(error: BaseException) -> bool:
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status is not None:
             return status >= 500 or status in (408, 429)
-        if isinstance(error, _ShortRead | TimeoutError | ConnectionError | hub._network_errors()):
+        if isinstance(error, (_ShortRead, TimeoutError, ConnectionError, *hub._network_errors())):
             return True
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return False

@@ -106,9 +106,7 @@ def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
         "oncotree_code": meta.get("oncotree_code"),
         "pixel_size_um": ctx.pixel_size_um,
         "slide_shape": list(ctx.slide_shape),
-        "source_files": {
-            part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()
-        },
+        "source_files": {part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()},
         "converter": "hest-spatialdata",
         "converter_version": __version__,
         "metadata": meta,

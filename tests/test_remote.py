@@ -1,0 +1,208 @@
+"""Remote HEST roots (``hf://``) against the loopback hub: little fetched, exact pixels, faults, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from hest_spatialdata import remote
+from hest_spatialdata._constants import Technology
+from hest_spatialdata.cli import main
+from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_slide
+from hest_spatialdata.example.slide import he_texture
+from hest_spatialdata.layout import PARTS, Part, list_sample_ids, sample_files
+from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers.wsi import next_ifd_offset, read_wsi, slide_levels
+
+from .helpers import HUB_SAMPLE_IDS, copy_sample
+from .hub_server import FakeHub
+
+HF_ROOT = "hf://datasets/MahmoodLab/hest"
+SLIDE_ID = "BIG1"
+
+
+@pytest.fixture(scope="session")
+def slide_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo holding one 2,600 x 2,400 px HEST-like slide (5 levels, 256-px LZW tiles; read-only)."""
+    root = tmp_path_factory.mktemp("slide_repo")
+    write_slide(root / "wsis" / f"{SLIDE_ID}.tif", he_texture(2600, 2400, seed=3), 0.5)
+    return root
+
+
+@pytest.fixture
+def slide_hub(slide_repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A loopback hub serving ``slide_repo``; set ``fail_every`` / ``cut_every`` on it to inject faults."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    remote.forget_roots()
+    with FakeHub(slide_repo) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        yield hub
+    remote.forget_roots()
+
+
+def _levels(path: Path) -> list[np.ndarray]:
+    with tifffile.TiffFile(path) as tif:
+        return [level.asarray() for level in tif.series[0].levels]
+
+
+def _open_remote_slide(hub: FakeHub):
+    files = sample_files(HF_ROOT, SLIDE_ID)
+    slide = files.require(Part.WSI)
+    ctx = SampleContext(SLIDE_ID, 0.5, Technology.VISIUM, (2600, 2400))
+    return slide, read_wsi(slide, ctx)
+
+
+def _tile_bytes(path: Path, rows: range, cols: range) -> int:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        across = page.chunked[1]
+        return sum(page.databytecounts[r * across + c] for r in rows for c in cols)
+
+
+def test_a_remote_slide_opens_with_its_header_and_reads_exact_pixels(slide_hub, slide_repo):
+    local = slide_repo / "wsis" / f"{SLIDE_ID}.tif"
+    size = local.stat().st_size
+    slide, tree = _open_remote_slide(slide_hub)
+    opened = slide_hub.sent()
+    assert 0 < opened <= 0.03 * size  # the header and tile tables only (the benchmark: < 0.2 % of 239 MB)
+    local_levels = _levels(local)
+    assert len(tree) == len(local_levels) == 5
+
+    slide_hub.reset_log()
+    coarsest = tree[f"scale{len(tree) - 1}"]["image"].values.transpose(1, 2, 0)
+    np.testing.assert_array_equal(coarsest, local_levels[-1])
+    assert slide_hub.sent() <= 2 * (size - int(tifffile.TiffFile(local).pages[4].dataoffsets[0]))
+
+    slide_hub.reset_log()
+    window = tree["scale0"]["image"][:, 256:2304, 256:2304].values.transpose(1, 2, 0)
+    np.testing.assert_array_equal(window, local_levels[0][256:2304, 256:2304])
+    compressed = _tile_bytes(local, range(1, 9), range(1, 9))
+    assert compressed <= slide_hub.sent() <= 2 * compressed
+
+    slide_hub.reset_log()  # a chunk-aligned window: one request per row of tiles
+    window = tree["scale0"]["image"][:, :2048, :2048].values.transpose(1, 2, 0)
+    np.testing.assert_array_equal(window, local_levels[0][:2048, :2048])
+    assert slide_hub.file_requests() == 8
+    assert slide_hub.sent() == _tile_bytes(local, range(8), range(8))
+
+
+@pytest.mark.parametrize("fault", [{"fail_every": 7}, {"cut_every": 5}, {"fail_every": 3, "cut_every": 4}])
+def test_reads_stay_exact_through_503s_and_cut_bodies(slide_hub, slide_repo, fault):
+    for name, every in fault.items():
+        setattr(slide_hub, name, every)
+    _, tree = _open_remote_slide(slide_hub)
+    local_levels = _levels(slide_repo / "wsis" / f"{SLIDE_ID}.tif")
+    for k, level in enumerate(local_levels):
+        np.testing.assert_array_equal(tree[f"scale{k}"]["image"].values.transpose(1, 2, 0), level)
+    assert sum(slide_hub.faults.values()) >= 4
+
+
+def test_a_server_failing_every_time_gives_a_clear_error(slide_hub, monkeypatch):
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.001)
+    slide, _ = _open_remote_slide(slide_hub)
+    slide_hub.fail_every = 1
+    with pytest.raises(remote.RemoteReadError, match=r"BIG1\.tif: bytes 0-99: failed 6 times.*503"):
+        slide.fetch(0, 100)
+
+
+def test_next_ifd_pointer_is_read_from_the_tiff(slide_repo, tmp_path):
+    local = slide_repo / "wsis" / f"{SLIDE_ID}.tif"
+    with tifffile.TiffFile(local) as tif:
+        assert next_ifd_offset(tif, tif.pages[0]) == tif.pages[1].offset
+        assert next_ifd_offset(tif, tif.pages[len(tif.pages) - 1]) == 0
+
+
+def _truncate(path: Path, fraction: float = 0.97) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_a_truncated_slide_fails_locally_with_no_store(hest_root, tmp_path):
+    root = copy_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path / "hest", EXAMPLE_SAMPLE_ID)
+    _truncate(PARTS[Part.WSI].path(root, EXAMPLE_SAMPLE_ID))
+    result = CliRunner().invoke(main, ["convert", str(root), "-o", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1
+    assert "truncated" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / f"{EXAMPLE_SAMPLE_ID}.zarr").exists()
+
+
+def test_a_truncated_slide_fails_remotely(slide_repo, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    shutil.copytree(slide_repo, repo)
+    _truncate(repo / "wsis" / f"{SLIDE_ID}.tif")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    remote.forget_roots()
+    with FakeHub(repo) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        slide = sample_files(HF_ROOT, SLIDE_ID).require(Part.WSI)
+        with pytest.raises(HestInputError, match="truncated"):
+            slide_levels(slide, SLIDE_ID)
+        assert hub.sent() < 0.05 * slide.size
+
+
+# --------------------------------------------------------------------------------------------- whole samples
+
+
+def test_sample_files_are_found_with_one_request(fake_hub):
+    remote.open_root(HF_ROOT)
+    before = len(fake_hub.requests)
+    files = sample_files(HF_ROOT, "ZEN61")
+    assert len(fake_hub.requests) == before + 1  # one paths-info for every name of the registry
+    assert {p.value for p in files.paths} == {"wsi", "st", "metadata", "thumbnail"}
+    assert files.relative(Part.WSI) == "wsis/ZEN61.tif"
+    assert list_sample_ids(HF_ROOT) == sorted(HUB_SAMPLE_IDS)
+    with pytest.raises(HestInputError, match="unknown sample id"):
+        sample_files(HF_ROOT, "NOPE1")
+
+
+def test_convert_from_the_hub_equals_the_local_files(fake_hub, hub_repo, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["convert", f"{HF_ROOT}@main", "-o", str(out), "--id", "ZEN61", "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = out / "ZEN61.zarr"
+    result = runner.invoke(main, ["validate", str(store), "--against", str(hub_repo)])
+    assert result.exit_code == 0, result.output
+    slide = PARTS[Part.WSI].path(hub_repo, "ZEN61")
+    assert fake_hub.sent("wsis/ZEN61.tif") < 1.5 * slide.stat().st_size  # tiles once, no whole-file download
+    cache = Path(tmp_path / "hf_cache")
+    cached = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    assert not list(cache.rglob("*.tif")) and cached < slide.stat().st_size
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]["hest"]
+    assert attrs["source_files"]["wsi"] == {"name": "wsis/ZEN61.tif", "size": slide.stat().st_size}
+    # resumable: a second run skips the complete store without reading the slide again
+    fake_hub.reset_log()
+    result = runner.invoke(main, ["convert", HF_ROOT, "-o", str(out), "--id", "ZEN61", "--quiet"])
+    assert result.exit_code == 0 and "skipped" in result.output
+    assert fake_hub.sent("wsis/ZEN61.tif") == 0
+
+
+def test_convert_from_the_hub_with_workers(fake_hub, tmp_path):
+    out = tmp_path / "out"
+    args = ["convert", HF_ROOT, "-o", str(out), "--workers", "2", "--quiet", "--elements", "he,spots,table"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.glob("*.zarr")} == {f"{i}.zarr" for i in HUB_SAMPLE_IDS}
+
+
+@pytest.mark.parametrize("token", [None, "hf_not_accepted"])
+def test_a_gated_remote_root_gives_the_download_message(fake_hub, monkeypatch, tmp_path, token):
+    fake_hub.gated = True
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    result = CliRunner().invoke(main, ["convert", HF_ROOT, "-o", str(tmp_path / "out"), "--id", "ZEN61", "--quiet"])
+    assert result.exit_code == 1
+    assert "accept its terms" in result.output and "HF_TOKEN" in result.output
+    assert f"HTTP {403 if token else 401}" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
