@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
+from PIL import Image
 
 from hest_spatialdata import remote
 from hest_spatialdata._constants import Technology
@@ -206,3 +207,22 @@ def test_a_gated_remote_root_gives_the_download_message(fake_hub, monkeypatch, t
     assert f"HTTP {403 if token else 401}" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path):
+    out = tmp_path / "ZEN61.png"
+    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    slide = PARTS[Part.WSI].path(hub_repo, "ZEN61")
+    levels = _levels(slide)
+    with tifffile.TiffFile(slide) as tif:
+        last = tif.pages[len(tif.pages) - 1]
+        coarsest_bytes = sum(last.databytecounts)
+        first_tile = min(last.dataoffsets)
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape == levels[-1].shape
+    drawn = np.any(picture != levels[-1], axis=-1)
+    assert 0.001 < drawn.mean() < 0.5  # spot outlines, the rest is the slide's coarsest level pixel for pixel
+    tiles = [(start, n) for name, start, n in fake_hub.ranges if name == "wsis/ZEN61.tif" and start >= first_tile]
+    assert sum(n for _, n in tiles) >= coarsest_bytes
+    assert fake_hub.sent("wsis/ZEN61.tif") < coarsest_bytes + 4 * remote.BLOCK_SIZE  # header blocks + that level

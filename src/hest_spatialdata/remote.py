@@ -200,9 +200,10 @@ class RemoteFile:
             run = [index] if index is not None else []
         return out
 
-    def open(self, block_size: int = BLOCK_SIZE) -> io.BufferedReader:
-        """A seekable binary file reading through a small block cache (larger reads go straight to the server)."""
-        return io.BufferedReader(_RangeReader(self, block_size), buffer_size=block_size)
+    def open(self, block_size: int = BLOCK_SIZE) -> io.RawIOBase:
+        """A seekable binary file reading through a block cache (reads of 4 blocks or more go straight to the
+        server). Unbuffered: a buffer would turn each small read at an odd offset into a large uncached one."""
+        return _RangeReader(self, block_size)
 
     def local_copy(self) -> Path:
         """A local copy of this (small) file: the huggingface_hub cache for the hub, else a temporary folder."""
@@ -291,7 +292,7 @@ class _RangeReader(io.RawIOBase):
         start, end = self._pos, min(self._pos + len(view), self._file.size)
         if end <= start:
             return 0
-        big = end - start >= self._block  # a large read goes straight to the server, past the cache
+        big = end - start >= 4 * self._block  # a large read goes straight to the server, past the cache
         data = self._file.fetch(start, end) if big else self._from_blocks(start, end)
         view[: len(data)] = data
         self._pos = start + len(data)

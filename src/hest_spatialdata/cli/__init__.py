@@ -3,8 +3,8 @@
 Light to import: the commands load spatialdata, the hub, the batch and validation modules when they run.
 
 Modules: :mod:`~hest_spatialdata.cli._options` (the options the commands share), :mod:`~hest_spatialdata.cli.convert`
-(``convert``, ``demo``), :mod:`~hest_spatialdata.cli.catalog` (``list``, ``download``) and
-:mod:`~hest_spatialdata.cli.stores` (``validate``, ``plot``).
+(``convert``, ``demo``), :mod:`~hest_spatialdata.cli.catalog` (``list``, ``download``),
+:mod:`~hest_spatialdata.cli.stores` (``validate``, ``plot``) and :mod:`~hest_spatialdata.cli.look` (``thumbnail``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import click
 from hest_spatialdata._version import __version__
 from hest_spatialdata.cli.catalog import download_command, list_command
 from hest_spatialdata.cli.convert import convert_command, demo_command
+from hest_spatialdata.cli.look import thumbnail_command
 from hest_spatialdata.cli.stores import plot_command, validate_command
 
 __all__ = ["main"]
@@ -25,5 +26,6 @@ def main() -> None:
     """HEST-1k samples as SpatialData Zarr stores: convert, download, list, validate, look."""
 
 
-for _command in (convert_command, demo_command, list_command, download_command, validate_command, plot_command):
+_COMMANDS = (convert_command, demo_command, list_command, download_command, validate_command, plot_command)
+for _command in (*_COMMANDS, thumbnail_command):
     main.add_command(_command)

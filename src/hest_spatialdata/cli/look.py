@@ -1,0 +1,38 @@
+"""``thumbnail``: the coarsest level of a sample's slide with its spots, from the hub (or any HEST root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hest_spatialdata.cli._options import fail, hest_root_argument, out_option
+
+DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
+
+
+@click.command("thumbnail")
+@click.argument("sample_id")
+@out_option("out", "PNG to write.", folder=False)
+@click.option(
+    "--root",
+    "hest_dir",
+    default=DEFAULT_ROOT,
+    show_default=True,
+    callback=hest_root_argument,
+    help="HEST root: hf://datasets/MahmoodLab/hest[@REVISION], another fsspec URL, or a local folder.",
+)
+@click.option("--no-spots", is_flag=True, help="The slide alone.")
+def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots: bool) -> None:
+    """PNG of SAMPLE_ID's slide at its coarsest level with the spots drawn; from the hub only that level's tiles,
+    the metadata and the st h5ad are fetched."""
+    from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.hub import HubError
+    from hest_spatialdata.remote import RemoteReadError
+    from hest_spatialdata.thumbnail import slide_thumbnail
+
+    try:
+        path = slide_thumbnail(hest_dir, sample_id, out, spots=not no_spots)
+    except (HestInputError, HubError, RemoteReadError) as e:
+        fail(str(e))
+    click.echo(f"wrote {path}")

@@ -1,0 +1,74 @@
+"""``slide_thumbnail()``: a sample's coarsest slide level with its spots drawn, reading nothing else of the slide.
+
+From a remote root (``hf://datasets/MahmoodLab/hest``) this fetches the TIFF header, the coarsest level's tiles,
+the metadata JSON and the st h5ad: a look at a sample before downloading it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from hest_spatialdata._constants import Elements
+from hest_spatialdata.layout import Part
+
+#: Outline of the drawn spots (RGB) and its width in pixels.
+SPOT_COLOUR = (20, 220, 60)
+SPOT_LINE_PX = 1
+
+
+def slide_thumbnail(hest_dir: str | Path, sample_id: str, out: str | Path, *, spots: bool = True) -> Path:
+    """Write the coarsest level of a sample's slide as a PNG, with its spots (or pseudo-spots) outlined.
+
+    Parameters
+    ----------
+    hest_dir
+        A HEST root, local or remote (``hf://datasets/MahmoodLab/hest[@revision]``).
+    sample_id
+        The sample id.
+    out
+        The PNG to write.
+    spots
+        Draw the spots of the st h5ad (when the sample has one).
+
+    Returns
+    -------
+    The PNG's path.
+
+    Raises
+    ------
+    HestInputError
+        If the sample has no slide, or a file is bad.
+    """
+    from hest_spatialdata.sample import read_hest
+
+    wanted = [Elements.HE.value] + ([Elements.SPOTS.value] if spots else [])
+    sdata = read_hest(hest_dir, sample_id, elements=wanted)
+    if Elements.HE.value not in sdata.images:
+        from hest_spatialdata.errors import HestInputError
+        from hest_spatialdata.layout import PARTS
+
+        raise HestInputError(sample_id, PARTS[Part.WSI].relative_paths(sample_id)[0], "the sample has no slide")
+    tree = sdata[Elements.HE.value]
+    level0 = tree["scale0"]["image"].shape[1:]
+    coarsest = tree[f"scale{len(tree) - 1}"]["image"].values  # only this level's tiles are read
+    image = Image.fromarray(np.ascontiguousarray(coarsest.transpose(1, 2, 0)))
+    if spots and Elements.SPOTS.value in sdata.shapes:
+        _draw_spots(image, sdata[Elements.SPOTS.value], image.height / level0[0], image.width / level0[1])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return out
+
+
+def _draw_spots(image: Image.Image, shapes, sy: float, sx: float) -> None:  # noqa: ANN001 - a GeoDataFrame
+    draw = ImageDraw.Draw(image)
+    if "radius" in shapes.columns:
+        for point, radius in zip(shapes.geometry, shapes["radius"], strict=True):
+            x, y, rx, ry = point.x * sx, point.y * sy, max(radius * sx, 1.0), max(radius * sy, 1.0)
+            draw.ellipse((x - rx, y - ry, x + rx, y + ry), outline=SPOT_COLOUR, width=SPOT_LINE_PX)
+        return
+    for x0, y0, x1, y1 in shapes.geometry.bounds.to_numpy():
+        draw.rectangle((x0 * sx, y0 * sy, max(x1 * sx, x0 * sx + 1), max(y1 * sy, y0 * sy + 1)), outline=SPOT_COLOUR)
