@@ -222,7 +222,7 @@ def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path)
     picture = np.asarray(Image.open(out).convert("RGB"))
     assert picture.shape == levels[-1].shape
     drawn = np.any(picture != levels[-1], axis=-1)
-    assert 0.001 < drawn.mean() < 0.5  # spot outlines, the rest is the slide's coarsest level pixel for pixel
+    assert 0.01 < drawn.mean() < 0.9  # spot outlines; elsewhere the coarsest level, pixel for pixel
     tiles = [(start, n) for name, start, n in fake_hub.ranges if name == "wsis/ZEN61.tif" and start >= first_tile]
     assert sum(n for _, n in tiles) >= coarsest_bytes
     assert fake_hub.sent("wsis/ZEN61.tif") < coarsest_bytes + 4 * remote.BLOCK_SIZE  # header blocks + that level

@@ -201,8 +201,10 @@ class RemoteFile:
         return out
 
     def open(self, block_size: int = BLOCK_SIZE) -> io.RawIOBase:
-        """A seekable binary file reading through a block cache (reads of 4 blocks or more go straight to the
-        server). Unbuffered: a buffer would turn each small read at an odd offset into a large uncached one."""
+        """A seekable binary file reading through a block cache (reads of 4 blocks or more go straight to the server).
+
+        Unbuffered: a buffer would turn each small read at an odd offset into a large uncached one.
+        """
         return _RangeReader(self, block_size)
 
     def local_copy(self) -> Path:

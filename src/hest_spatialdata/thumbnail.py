@@ -7,12 +7,16 @@ the metadata JSON and the st h5ad: a look at a sample before downloading it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.layout import Part
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 #: Outline of the drawn spots (RGB) and its width in pixels.
 SPOT_COLOUR = (20, 220, 60)
@@ -63,7 +67,7 @@ def slide_thumbnail(hest_dir: str | Path, sample_id: str, out: str | Path, *, sp
     return out
 
 
-def _draw_spots(image: Image.Image, shapes, sy: float, sx: float) -> None:  # noqa: ANN001 - a GeoDataFrame
+def _draw_spots(image: Image.Image, shapes: gpd.GeoDataFrame, sy: float, sx: float) -> None:
     draw = ImageDraw.Draw(image)
     if "radius" in shapes.columns:
         for point, radius in zip(shapes.geometry, shapes["radius"], strict=True):

@@ -24,8 +24,10 @@ DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
 )
 @click.option("--no-spots", is_flag=True, help="The slide alone.")
 def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots: bool) -> None:
-    """PNG of SAMPLE_ID's slide at its coarsest level with the spots drawn; from the hub only that level's tiles,
-    the metadata and the st h5ad are fetched."""
+    """PNG of SAMPLE_ID's slide at its coarsest level, with the spots drawn.
+
+    From the hub only the TIFF header, that level's tiles, the metadata and the st h5ad are fetched.
+    """
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.hub import HubError
     from hest_spatialdata.remote import RemoteReadError
