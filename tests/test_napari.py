@@ -235,7 +235,7 @@ def test_browser_lists_filters_and_opens(make_napari_viewer, qtbot, hest_root: P
     assert browser.visible_samples() == ["NCBI783", "TENX95"]
     browser.set_filter("technology", "Xenium")
     assert browser.visible_samples() == ["TENX95"]
-    assert browser.open_button.text() == "Download and open"
+    assert browser.open_button.text() == "Open from the hub"
     browser.set_filter("species", None)
     browser.set_filter("technology", None)
     browser.set_filter("organ", "Brain")
@@ -253,26 +253,34 @@ def test_browser_lists_filters_and_opens(make_napari_viewer, qtbot, hest_root: P
 
 
 @needs_display
-def test_browser_downloads_hub_samples(make_napari_viewer, qtbot, hest_root: Path, tmp_path, monkeypatch) -> None:
+def test_browser_opens_hub_samples_remotely(make_napari_viewer, qtbot, hest_root: Path, tmp_path, monkeypatch) -> None:
+    import huggingface_hub.constants
     import pandas as pd
 
-    from hest_spatialdata import hub
     from hest_spatialdata.napari._widget import HestBrowser
+    from hest_spatialdata.remote import forget_roots
 
-    def fake_download(hest_dir, ids, **kwargs):  # the hub itself is tested in test_hub
-        for folder in ("wsis", "st", "metadata"):
-            shutil.copytree(hest_root / folder, Path(hest_dir) / folder, dirs_exist_ok=True)
-        return []
+    from .hub_server import FakeHub
 
-    monkeypatch.setattr(hub, "download", fake_download)
-    viewer = make_napari_viewer()
-    browser = HestBrowser(viewer, hest_dir=tmp_path)
-    qtbot.addWidget(browser)
-    browser.set_hub_catalog(pd.DataFrame({"id": [EXAMPLE_SAMPLE_ID], "organ": ["Brain"], "st_technology": ["Visium"]}))
-    with qtbot.waitSignal(browser.open_selected().finished, timeout=LOAD_TIMEOUT_MS):
-        pass
-    assert _layer_names(viewer) == ["he", "spots"]  # only wsis/, st/ and metadata/ were "downloaded"
-    assert bool(browser.catalog.loc[EXAMPLE_SAMPLE_ID, "local"])
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    forget_roots()
+    with FakeHub(hest_root) as hub:  # the example sample, served as the hub's MahmoodLab/hest
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        viewer = make_napari_viewer()
+        browser = HestBrowser(viewer, hest_dir=tmp_path / "empty")
+        qtbot.addWidget(browser)
+        frame = pd.DataFrame({"id": [EXAMPLE_SAMPLE_ID], "organ": ["Brain"], "st_technology": ["Visium"]})
+        browser.set_hub_catalog(frame)
+        browser.select_sample(EXAMPLE_SAMPLE_ID)
+        assert browser.open_button.text() == "Open from the hub"
+        with qtbot.waitSignal(browser.open_selected().finished, timeout=LOAD_TIMEOUT_MS):
+            pass
+        assert _layer_names(viewer) == SAMPLE_LAYERS
+        slide = f"wsis/{EXAMPLE_SAMPLE_ID}.tif"
+        assert 0 < hub.sent(slide) < (hest_root / slide).stat().st_size / 2  # header and the tiles shown
+    forget_roots()
+    assert not (tmp_path / "empty").exists()  # nothing downloaded into the HEST root
 
 
 @needs_display

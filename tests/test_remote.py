@@ -227,3 +227,15 @@ def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path)
     assert sum(n for _, n in tiles) >= coarsest_bytes
     header_blocks = len(levels) + 1  # libvips writes each level's IFD after its tiles: one block each, and block 0
     assert fake_hub.sent("wsis/ZEN61.tif") <= coarsest_bytes + header_blocks * remote.BLOCK_SIZE
+
+
+def test_the_napari_hest_reader_takes_hub_paths(fake_hub, hub_repo):
+    from hest_spatialdata.napari._reader import find_hest_sample, get_hest_reader
+
+    url = f"{HF_ROOT}/wsis/ZEN61.tif"
+    assert find_hest_sample(url) == (HF_ROOT, "ZEN61")
+    assert find_hest_sample(f"{HF_ROOT}@main/st/NCBI680.h5ad") == (f"{HF_ROOT}@main", "NCBI680")
+    assert find_hest_sample(f"{HF_ROOT}/README.md") is None
+    layers = get_hest_reader(url)(url)
+    assert [layer[0] for layer in layers if layer[2] == "image"] and fake_hub.sent("wsis/ZEN61.tif") > 0
+    assert fake_hub.sent("wsis/ZEN61.tif") < PARTS[Part.WSI].path(hub_repo, "ZEN61").stat().st_size / 2

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import CoordinateSystems
 from hest_spatialdata.layout import PARTS, SAMPLE_PARTS, Part, identify, list_sample_ids
+from hest_spatialdata.remote import is_remote
 from hest_spatialdata.store import store_attrs
 
 if TYPE_CHECKING:
@@ -174,8 +175,12 @@ def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
     Returns
     -------
     ``(root, sample_id)``; ``sample_id`` is ``None`` for a root with several samples (one sample: its id).
-    ``None`` if the path is not in a HEST root or the sample has no metadata JSON.
+    ``None`` if the path is not in a HEST root or the sample has no metadata JSON. A remote path
+    (``hf://datasets/MahmoodLab/hest/wsis/ZEN61.tif``, any file of a sample) gives the remote root and its sample,
+    recognised by name alone (no request: it is read lazily by byte ranges, see :mod:`hest_spatialdata.remote`).
     """
+    if is_remote(path):
+        return _remote_sample(str(path))
     path = Path(path)
     if path.is_dir():
         if path.suffix == ".zarr" or not any((path / PARTS[part].folder).is_dir() for part in SAMPLE_PARTS):
@@ -189,6 +194,12 @@ def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
     if found is None or not _has_metadata(root, found[1]):
         return None
     return root, found[1]
+
+
+def _remote_sample(url: str) -> tuple[str, str] | None:
+    parts = url.rstrip("/").split("/")
+    found = identify("/".join(parts[-2:])) if len(parts) > 2 else None
+    return None if found is None else ("/".join(parts[:-2]), found[1])
 
 
 def _has_metadata(root: Path, sample_id: str) -> bool:

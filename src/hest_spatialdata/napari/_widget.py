@@ -2,7 +2,8 @@
 
 Samples come from a local HEST root (its metadata JSONs) and, on request, from the hub's HEST-1k catalog
 (:func:`hest_spatialdata.hub.catalog`, imported only then). A local sample is read in place (nothing written); a
-sample only on the hub is downloaded into the HEST root first. Spots can then be recoloured by any gene.
+sample only on the hub is read from the hub remotely (:mod:`hest_spatialdata.remote`: the slide's tiles as they are
+shown, nothing downloaded but the small parts, into the hub cache). Spots can then be recoloured by any gene.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from qtpy.QtWidgets import (
 )
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
-from hest_spatialdata.layout import PARTS, Part
 from hest_spatialdata.napari import _catalog
 from hest_spatialdata.napari._layers import color_spots_by_gene, genes_by_expression, spots_table
 
@@ -42,9 +42,8 @@ if TYPE_CHECKING:
     from hest_spatialdata.napari._layers import LayerDataTuple
 
 ANY = "(any)"
-#: Parts fetched when a sample is opened from the hub: what the viewer shows, plus the thumbnail.
-#: What "download and open" fetches: the parts of the default layers, and the preview.
-BROWSER_PARTS = (Part.WSI, Part.ST, Part.METADATA, Part.CELLVIT, Part.TISSUE, Part.THUMBNAIL)
+#: Where a sample only in the hub's catalog is read from (remotely, nothing downloaded).
+HUB_ROOT = "hf://datasets/MahmoodLab/hest"
 
 
 class HestBrowser(QWidget):
@@ -209,7 +208,7 @@ class HestBrowser(QWidget):
         fields = ("organ", "species", "technology", "oncotree_code")
         self.info.setText(" · ".join(str(row[f]) for f in fields if isinstance(row[f], str)))
         local = bool(row["local"]) and self.hest_dir is not None
-        self.open_button.setText("Open" if local else "Download and open")
+        self.open_button.setText("Open" if local else "Open from the hub")
         self._show_thumbnail(_catalog.thumbnail(self.hest_dir, sample_id) if local else None)
 
     def _show_thumbnail(self, image: np.ndarray | None) -> None:
@@ -243,12 +242,13 @@ class HestBrowser(QWidget):
         -------
         The worker; layers are added when it returns.
         """
-        if self.hest_dir is None:
-            raise ValueError("choose a HEST root first (samples from the hub are downloaded into it)")
         local = bool(self.catalog.loc[sample_id, "local"]) if sample_id in self.catalog.index else True
-        self.status.setText(f"{'Opening' if local else 'Downloading'} {sample_id} ...")
+        if local and self.hest_dir is None:
+            raise ValueError("choose a HEST root first")
+        root = self.hest_dir if local else HUB_ROOT
+        self.status.setText(f"Opening {sample_id}{'' if local else ' from the hub'} ...")
         self.open_button.setEnabled(False)
-        worker = create_worker(_load_sample, self.hest_dir, sample_id, download=not local, gene=gene)
+        worker = create_worker(_load_sample, root, sample_id, gene=gene)
         worker.returned.connect(self._add_sample_layers)
         worker.errored.connect(lambda e: self.status.setText(f"{sample_id}: {e}"))
         worker.finished.connect(lambda: self.open_button.setEnabled(True))
@@ -304,15 +304,8 @@ class HestBrowser(QWidget):
             self.gene.setCurrentText(shown[0])
 
 
-def _load_sample(
-    hest_dir: Path, sample_id: str, *, download: bool, gene: str | None
-) -> tuple[str, list[LayerDataTuple]]:
-    """Worker: download the sample if asked, then read it lazily into layer data (nothing is written)."""
+def _load_sample(hest_dir: Path | str, sample_id: str, *, gene: str | None) -> tuple[str, list[LayerDataTuple]]:
+    """Worker: read the sample lazily (from a local root, or remotely from the hub) into layer data."""
     from hest_spatialdata.napari._reader import hest_sample_layers
 
-    if download:
-        from hest_spatialdata import hub
-
-        folders = list(dict.fromkeys(PARTS[part].folder for part in BROWSER_PARTS))
-        hub.download(hest_dir, [sample_id], parts=folders, progress=False)
     return sample_id, hest_sample_layers(hest_dir, sample_id, coordinate_system=CoordinateSystems.GLOBAL, gene=gene)
