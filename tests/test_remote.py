@@ -239,3 +239,24 @@ def test_the_napari_hest_reader_takes_hub_paths(fake_hub, hub_repo):
     layers = get_hest_reader(url)(url)
     assert [layer[0] for layer in layers if layer[2] == "image"] and fake_hub.sent("wsis/ZEN61.tif") > 0
     assert fake_hub.sent("wsis/ZEN61.tif") < PARTS[Part.WSI].path(hub_repo, "ZEN61").stat().st_size / 2
+
+
+def test_every_element_converts_from_the_hub_and_patches_are_not_downloaded(hest_root, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    remote.forget_roots()
+    runner = CliRunner()
+    with FakeHub(hest_root) as hub:  # the Visium example with patches, nuclei and tissue contours
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        result = runner.invoke(main, ["convert", HF_ROOT, "-o", str(tmp_path / "out"), "--quiet"])
+        assert result.exit_code == 0, result.output
+        patches = PARTS[Part.PATCHES].relative_paths(EXAMPLE_SAMPLE_ID)[0]
+        assert 0 < hub.sent(patches) < (hest_root / patches).stat().st_size / 4  # coords and barcodes, no images
+    remote.forget_roots()
+    store = tmp_path / "out" / f"{EXAMPLE_SAMPLE_ID}.zarr"
+    result = runner.invoke(main, ["validate", str(store), "--against", str(hest_root)])
+    assert result.exit_code == 0, result.output
+    elements = json.loads((store / "zarr.json").read_text())["attributes"]["hest"]["elements"]
+    assert {"patches", "nuclei", "tissue", "spots"} <= set(elements["shapes"])

@@ -78,7 +78,7 @@ def read_hest(
 
 
 #: Parts whose readers read a remote file by byte ranges; the others get a local copy (the hub cache).
-REMOTE_READERS = frozenset({Part.WSI})
+REMOTE_READERS = frozenset({Part.WSI, Part.PATCHES})
 
 
 def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple[Path, frozenset[Elements]]]:

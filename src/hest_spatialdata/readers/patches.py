@@ -31,10 +31,15 @@ from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.layout import PatchesKeys
 from hest_spatialdata.readers._checks import check_geometries_on_slide, check_unique, reason
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.remote import RemoteFile, RemoteReadError
 
 #: HEST's ``dump_patches`` defaults: 224 px patches at 0.5 µm/px.
 HEST_PATCH_SIZE_PX = 224
 HEST_PATCH_PIXEL_SIZE_UM = 0.5
+
+
+#: Block size of a remote patches h5's reads (HDF5 reads its metadata in many small pieces).
+REMOTE_H5_BLOCK = 256 * 1024
 
 
 def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame]:
@@ -63,13 +68,15 @@ def read_patches(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
         If the file is missing, not HDF5 or truncated, its datasets are missing or inconsistent, barcodes repeat,
         or a patch lies entirely off the slide.
     """
-    path = Path(path)
+    remote = isinstance(path, RemoteFile)
+    path = path if remote else Path(path)
     if not path.is_file():
         raise HestInputError(ctx.sample_id, path, "patches h5 not found")
     try:
-        with h5py.File(path, "r") as h5:
+        # Only coords, barcodes and attributes are read, not the images: remotely a few blocks of a large file.
+        with h5py.File(path.open(block_size=REMOTE_H5_BLOCK) if remote else path, "r") as h5:
             coords, barcodes, attrs = _read_datasets(h5, path, ctx)
-    except HestInputError:
+    except (HestInputError, RemoteReadError):
         raise
     except Exception as e:  # h5py raises OSError, KeyError, ValueError ... on truncated files
         raise HestInputError(ctx.sample_id, path, f"patches h5 unreadable or truncated ({reason(e)})") from e
