@@ -21,6 +21,7 @@ with ``HF_ENDPOINT=server.endpoint``. Every request is recorded in ``server.requ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -234,9 +235,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             elif local is None:
                 self._error(404, "EntryNotFound", f"{name} does not exist on {rev}")
             else:
-                self._send_file(method, name, local.read_bytes())
+                self._send_file(method, name, local)
 
-        def _send_file(self, method: str, name: str, data: bytes) -> None:
+        def _send_file(self, method: str, name: str, local: Path) -> None:
             if hub.delay_s:
                 time.sleep(hub.delay_s)
             fault = hub.next_fault() if method == "GET" else None
@@ -244,17 +245,20 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(503, "ServiceUnavailable", "injected 503")
                 return
             header = self.headers.get("Range")
-            start, end = _range(header, len(data))
+            size = local.stat().st_size
+            start, end = _range(header, size)
             status = 206 if header else 200
-            body = data[start:end]
+            with local.open("rb") as file:  # only the range: slides in benchmarks are hundreds of MB
+                file.seek(start)
+                body = file.read(end - start)
             self.send_response(status)
             self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("ETag", f'"{_sha1(local)}"')
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
             if header:
-                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             self.end_headers()
             if method != "GET":
                 return
@@ -296,7 +300,17 @@ def _file_entry(name: str, local: Path) -> dict[str, Any]:
 
 
 def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+    stat = path.stat()
+    return _digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha1()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _range(header: str | None, size: int) -> tuple[int, int]:
