@@ -12,7 +12,7 @@ It answers the routes the installed huggingface_hub (2.4) calls (read in ``hf_ap
 
 Bytes of file content sent are counted per repo path (``server.sent``). Faults can be injected into file
 transfers (``GET .../resolve/...``): every Nth answered 503 (``fail_every``), every Nth body cut in the middle with
-the connection closed (``cut_every``), a delay before each answer (``delay_s``).
+the connection closed (``cut_every``), every Nth answer delayed by ``delay_s`` (``slow_every``; 0: every answer).
 
 In gated mode it answers downloads and the auth check like the hub does for a gated repo whose terms the user has
 not accepted: 401 without a token, 403 with one, both with ``X-Error-Code: GatedRepo``. Point huggingface_hub at it
@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,17 +53,24 @@ class FakeHub:
     """
 
     def __init__(
-        self, root: Path, *, gated: bool = False, fail_every: int = 0, cut_every: int = 0, delay_s: float = 0.0
+        self,
+        root: Path,
+        *,
+        gated: bool = False,
+        fail_every: int = 0,
+        cut_every: int = 0,
+        slow_every: int = 0,
+        delay_s: float = 0.0,
     ) -> None:
         self.root = Path(root)
         self.gated = gated
-        self.fail_every, self.cut_every, self.delay_s = fail_every, cut_every, delay_s
+        self.fail_every, self.cut_every, self.slow_every, self.delay_s = fail_every, cut_every, slow_every, delay_s
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, int, int]] = []  # (repo path, first byte, bytes sent) of each file GET
-        self.faults = {"503": 0, "cut": 0}
+        self.faults = {"503": 0, "cut": 0, "slow": 0}
         self._transfers = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -117,16 +125,23 @@ class FakeHub:
         with self._lock:
             self._transfers += 1
             n = self._transfers
-            fault = (
-                "503"
-                if self.fail_every and n % self.fail_every == 0
-                else "cut"
-                if self.cut_every and n % self.cut_every == 0
-                else None
-            )
+            fault = None
+            if self.fail_every and n % self.fail_every == 0:
+                fault = "503"
+            elif self.cut_every and n % self.cut_every == 0:
+                fault = "cut"
+            elif self.delay_s and (not self.slow_every or n % self.slow_every == 0):
+                fault = "slow"
             if fault:
                 self.faults[fault] += 1
             return fault
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and hung up: expected
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -238,9 +253,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._send_file(method, name, local)
 
         def _send_file(self, method: str, name: str, local: Path) -> None:
-            if hub.delay_s:
-                time.sleep(hub.delay_s)
             fault = hub.next_fault() if method == "GET" else None
+            if fault == "slow":
+                time.sleep(hub.delay_s)
             if fault == "503":
                 self._error(503, "ServiceUnavailable", "injected 503")
                 return

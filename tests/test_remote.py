@@ -108,6 +108,17 @@ def test_reads_stay_exact_through_503s_and_cut_bodies(slide_hub, slide_repo, fau
     assert sum(slide_hub.faults.values()) >= 4
 
 
+def test_timeouts_are_retried(slide_hub, slide_repo, monkeypatch):
+    import huggingface_hub.constants
+
+    _, tree = _open_remote_slide(slide_hub)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
+    slide_hub.slow_every, slide_hub.delay_s = 3, 1.0  # 8 requests (rows of tiles), 2 or 3 of them too slow
+    level = _levels(slide_repo / "wsis" / f"{SLIDE_ID}.tif")[0][:2048, :2048]
+    np.testing.assert_array_equal(tree["scale0"]["image"][:, :2048, :2048].values.transpose(1, 2, 0), level)
+    assert slide_hub.faults["slow"] >= 2
+
+
 def test_a_server_failing_every_time_gives_a_clear_error(slide_hub, monkeypatch):
     monkeypatch.setattr(remote, "BACKOFF_S", 0.001)
     slide, _ = _open_remote_slide(slide_hub)
