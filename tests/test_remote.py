@@ -271,3 +271,23 @@ def test_every_element_converts_from_the_hub_and_patches_are_not_downloaded(hest
     assert result.exit_code == 0, result.output
     elements = json.loads((store / "zarr.json").read_text())["attributes"]["hest"]["elements"]
     assert {"patches", "nuclei", "tissue", "spots"} <= set(elements["shapes"])
+
+
+def test_a_xenium_sample_converts_from_the_hub_reading_transcripts_by_ranges(xenium_root, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    remote.forget_roots()
+    runner = CliRunner()
+    with FakeHub(xenium_root, cut_every=9) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        result = runner.invoke(main, ["convert", HF_ROOT, "-o", str(tmp_path / "out"), "--id", "XENB", "--quiet"])
+        assert result.exit_code == 0, result.output
+        transcripts = PARTS[Part.TRANSCRIPTS].relative_paths("XENB")[0]
+        assert hub.sent(transcripts) > 0 and hub.faults["cut"] > 0
+    remote.forget_roots()
+    assert not list((tmp_path / "hf_cache").rglob("*transcripts*"))  # read by ranges, never copied
+    store = tmp_path / "out" / "XENB.zarr"
+    result = runner.invoke(main, ["validate", str(store), "--against", str(xenium_root)])
+    assert result.exit_code == 0, result.output

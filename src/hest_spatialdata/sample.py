@@ -64,13 +64,12 @@ def read_hest(
         technology=technology(meta, sample_id, metadata_path),
         slide_shape=_slide_shape(files, meta),
         metadata=meta,
-        files=files,
+        files=_readable_files(files, plan, wanted),
         chunk_size=chunk_size,
     )
     sdata = SpatialData()
-    for part, (path, want) in plan.items():
-        if files.remote and part not in REMOTE_READERS:
-            path = path.local_copy()  # a small part: through the hub cache
+    for part, (_, want) in plan.items():
+        path = ctx.files.paths[part]  # in a remote root, a small part's local copy
         for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
             sdata[name] = element
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
@@ -78,7 +77,26 @@ def read_hest(
 
 
 #: Parts whose readers read a remote file by byte ranges; the others get a local copy (the hub cache).
-REMOTE_READERS = frozenset({Part.WSI, Part.PATCHES})
+REMOTE_READERS = frozenset({Part.WSI, Part.PATCHES, Part.TRANSCRIPTS})
+
+
+def _readable_files(files: SampleFiles, plan: dict[Part, Any], wanted: set[Elements]) -> SampleFiles:
+    """The files the readers get: those of a local root as they are.
+
+    In a remote root the parts read by byte ranges (:data:`REMOTE_READERS`) stay remote, and the others to read (and
+    the parts they join) are copied locally, through the hub cache.
+    """
+    if not files.remote:
+        return files
+    needed = set(plan)
+    for part in plan:
+        for element in wanted & set(PARTS[part].elements):
+            needed |= set(PARTS[part].joins.get(element, ()))
+    paths = {
+        part: path if part in REMOTE_READERS or part not in needed else path.local_copy()
+        for part, path in files.paths.items()
+    }
+    return SampleFiles(root=files.root, sample_id=files.sample_id, paths=paths)
 
 
 def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple[Path, frozenset[Elements]]]:

@@ -42,6 +42,7 @@ from hest_spatialdata.readers.xenium_seg import (
     boundaries,
     cell_id_strings,
 )
+from hest_spatialdata.remote import RemoteFile
 
 #: 10x counts a transcript in ``cell_feature_matrix`` only from this Phred quality up.
 DEFAULT_MIN_QV = 20.0
@@ -70,6 +71,8 @@ COUNT_COLUMNS = {
 }
 #: Rows per batch when streaming the transcripts with pyarrow.
 BATCH_ROWS = 1 << 20
+#: Block size of a remote parquet's reads (footer, page headers); column chunks above 4 blocks are read at once.
+REMOTE_PARQUET_BLOCK = 1 << 20
 _TYPES = list(COUNT_COLUMNS)
 
 
@@ -160,7 +163,7 @@ def scan_transcripts(path: str | Path, ctx: SampleContext) -> TranscriptsScan:
     HestInputError
         If the file is unreadable, lacks a required column, or its coordinates are NaN or off the slide.
     """
-    path = Path(path)
+    path = path if isinstance(path, RemoteFile) else Path(path)
     pf = _parquet_file(path, ctx)
     columns = tuple(pf.schema_arrow.names)
     missing = [c for c in ("he_x", "he_y", "feature_name") if c not in columns]
@@ -208,12 +211,17 @@ def read_transcripts(path: str | Path, ctx: SampleContext, *, scan: TranscriptsS
     -------
     A dask DataFrame with one partition per parquet row group.
     """
-    path = Path(path)
+    path = path if isinstance(path, RemoteFile) else Path(path)
     scan = scan or scan_transcripts(path, ctx)
     columns = [c for c in ("he_x", "he_y", "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in scan.columns]
-    # Arrow-backed columns: the bytes of feature_name / cell_id never become Python objects
-    source = dd.read_parquet(path, columns=columns, split_row_groups=True, dtype_backend="pyarrow")
     empty = _parquet_file(path, ctx).schema_arrow.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+    if isinstance(path, RemoteFile):
+        # one partition per row group, each reading its column chunks by byte ranges (as dask does locally)
+        groups = range(_parquet_file(path, ctx).metadata.num_row_groups)
+        source = dd.from_map(_RemoteRowGroup(path, columns), groups, meta=empty, enforce_metadata=False)
+    else:
+        # Arrow-backed columns: the bytes of feature_name / cell_id never become Python objects
+        source = dd.read_parquet(path, columns=columns, split_row_groups=True, dtype_backend="pyarrow")
     points = source.map_partitions(
         _transcripts_partition, scan.categories, meta=_transcripts_partition(empty, scan.categories)
     )
@@ -258,11 +266,23 @@ def _codes(values: Any, categories: pd.Index) -> np.ndarray:
     return np.where(indices < 0, -1, lookup[np.clip(indices, 0, None)]) if len(lookup) else np.full(len(arr), -1)
 
 
-def _parquet_file(path: Path, ctx: SampleContext) -> pq.ParquetFile:
+class _RemoteRowGroup:
+    """Reads row group ``i`` of a remote parquet file (the wanted columns only) as an Arrow-backed frame."""
+
+    def __init__(self, path: RemoteFile, columns: list[str]) -> None:
+        self.path, self.columns = path, columns
+
+    def __call__(self, group: int) -> pd.DataFrame:
+        pf = pq.ParquetFile(self.path.open(block_size=REMOTE_PARQUET_BLOCK), read_dictionary=["feature_name"])
+        return pf.read_row_group(group, columns=self.columns).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _parquet_file(path: Path | RemoteFile, ctx: SampleContext) -> pq.ParquetFile:
     if not path.is_file():
         raise HestInputError(ctx.sample_id, path, "transcripts parquet not found")
     try:
-        return pq.ParquetFile(path, read_dictionary=["feature_name"])
+        source = path.open(block_size=REMOTE_PARQUET_BLOCK) if isinstance(path, RemoteFile) else path
+        return pq.ParquetFile(source, read_dictionary=["feature_name"])
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError ... on truncated files
         raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or truncated ({reason(e)})") from e
 
@@ -356,7 +376,7 @@ def read_xenium_cell_table(
     An AnnData with int32 CSR ``X`` (cells x genes), obs names = cell ids, ``obs['cell_id']`` (instance key),
     ``obs['region'] = "xenium_cells"``, ``obsm['spatial']`` = cell centroids (level-0 px).
     """
-    path = Path(path)
+    path = path if isinstance(path, RemoteFile) else Path(path)
     scan = scan or scan_transcripts(path, ctx)
     counter = _CellCounter(pd.Index(cells.index, dtype=object), scan.categories, min_qv)
     columns = [CELL_ID_KEY, "feature_name"] + (["qv"] if "qv" in scan.columns else [])
