@@ -159,9 +159,6 @@ class RemoteFile:
     def __str__(self) -> str:
         return f"{self.root.url.rstrip('/')}/{self.relative_path}"
 
-    def __fspath__(self) -> str:  # error messages and os.fspath() name the URL; it is not a local file
-        return str(self)
-
     @property
     def name(self) -> str:
         """The file name."""
