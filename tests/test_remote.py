@@ -203,6 +203,8 @@ def test_convert_from_the_hub_with_workers(fake_hub, tmp_path):
     out = tmp_path / "out"
     args = ["convert", HF_ROOT, "-o", str(out), "--workers", "2", "--quiet", "--elements", "he,spots,table"]
     result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--all" in result.output  # every sample of HEST-1k only when asked
+    result = CliRunner().invoke(main, [*args, "--all"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.glob("*.zarr")} == {f"{i}.zarr" for i in HUB_SAMPLE_IDS}
 
@@ -261,7 +263,7 @@ def test_every_element_converts_from_the_hub_and_patches_are_not_downloaded(hest
     runner = CliRunner()
     with FakeHub(hest_root) as hub:  # the Visium example with patches, nuclei and tissue contours
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        result = runner.invoke(main, ["convert", HF_ROOT, "-o", str(tmp_path / "out"), "--quiet"])
+        result = runner.invoke(main, ["convert", HF_ROOT, "-o", str(tmp_path / "out"), "--quiet", "--all"])
         assert result.exit_code == 0, result.output
         patches = PARTS[Part.PATCHES].relative_paths(EXAMPLE_SAMPLE_ID)[0]
         assert 0 < hub.sent(patches) < (hest_root / patches).stat().st_size / 4  # coords and barcodes, no images
@@ -291,3 +293,36 @@ def test_a_xenium_sample_converts_from_the_hub_reading_transcripts_by_ranges(xen
     store = tmp_path / "out" / "XENB.zarr"
     result = runner.invoke(main, ["validate", str(store), "--against", str(xenium_root)])
     assert result.exit_code == 0, result.output
+
+
+def test_filters_on_a_hub_root_use_the_catalog(fake_hub, tmp_path):
+    out = tmp_path / "out"
+    args = ["convert", HF_ROOT, "-o", str(out), "--organ", "Brain", "--elements", "he", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.glob("*.zarr")] == ["ZEN61.zarr"]
+    assert "metadata/NCBI680.json" not in fake_hub.downloads()  # selected on the catalog, not on each JSON
+
+
+def test_any_fsspec_url_is_a_root(hub_repo):
+    import fsspec
+
+    from hest_spatialdata.sample import read_hest
+
+    memory = fsspec.filesystem("memory")
+    for part in (Part.WSI, Part.ST, Part.METADATA):
+        rel = PARTS[part].relative_paths("ZEN61")[0]
+        memory.pipe(f"/hest_test/{rel}", (hub_repo / rel).read_bytes())
+    remote.forget_roots()
+    try:
+        assert list_sample_ids("memory://hest_test") == ["ZEN61"]
+        sdata = read_hest("memory://hest_test", "ZEN61", elements=["he", "spots"])
+        local = read_hest(hub_repo, "ZEN61", elements=["he", "spots"])
+        last = f"scale{len(local['he']) - 1}"
+        np.testing.assert_array_equal(sdata["he"][last]["image"].values, local["he"][last]["image"].values)
+        assert sdata["spots"].equals(local["spots"])
+        copied = {part: local.attrs["hest"]["source_files"][part] for part in ("wsi", "st", "metadata")}
+        assert sdata.attrs["hest"]["source_files"] == copied
+    finally:
+        memory.rm("/hest_test", recursive=True)
+        remote.forget_roots()

@@ -144,8 +144,14 @@ def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: A
     """
     from hest_spatialdata.metadata import read_metadata
 
-    selected = list(dict.fromkeys(ids)) or list_sample_ids(hest_dir)
     wanted = normalise_filters(**filters)
+    if wanted and is_remote(hest_dir) and _is_hest_on_hub(hest_dir):
+        # the hub's catalog, rather than one metadata JSON per sample of HEST-1k
+        from hest_spatialdata import hub
+
+        present = set(list_sample_ids(hest_dir))  # three folder listings
+        return [i for i in hub.select_ids(list(ids) or None, **filters) if i in present]
+    selected = list(dict.fromkeys(ids)) or list_sample_ids(hest_dir)
     if not wanted:
         return selected
     keep = []
@@ -158,6 +164,14 @@ def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: A
         if path is not None and path.is_file() and record_matches(read_metadata(path, sample_id), wanted):
             keep.append(sample_id)
     return keep
+
+
+def _is_hest_on_hub(hest_dir: str) -> bool:
+    from hest_spatialdata import hub
+    from hest_spatialdata.remote import open_root
+
+    repo = open_root(hest_dir).repo
+    return repo is not None and repo[1] == hub.REPO_ID
 
 
 def _open_remote(hest_dir: str) -> None:

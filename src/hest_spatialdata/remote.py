@@ -115,7 +115,7 @@ class RemoteRoot:
                     with hub._hub_errors():
                         entries = with_retries(f"{self.url}/{folder}: listing", tree)
                 except hub.HubError as e:
-                    if "404" not in str(e) and "not found" not in str(e).lower():
+                    if hub._status(e.__cause__) != 404:  # an absent folder lists as empty
                         raise
                     entries = []
                 sized = (e for e in entries if getattr(e, "size", None) is not None)
@@ -348,7 +348,7 @@ def _open_root(url: str, endpoint: str, token: str | bool | None) -> RemoteRoot:
         fs = HfFileSystem(endpoint=endpoint, token=token, skip_instance_cache=True)
         api = hub._api(token)
         with hub._hub_errors():
-            resolved = fs.resolve_path(url)
+            resolved = _resolve(fs, url)
             repo_type, repo_id = resolved.repo_type, resolved.repo_id
             api.auth_check(repo_id, repo_type=repo_type)
             info = api.repo_info(repo_id, repo_type=repo_type, revision=resolved.revision)
@@ -363,6 +363,18 @@ def _open_root(url: str, endpoint: str, token: str | bool | None) -> RemoteRoot:
     if not fs.isdir(base):
         raise FileNotFoundError(f"{url}: not found")
     return RemoteRoot(url, fs, base.rstrip("/"))
+
+
+def _resolve(fs: Any, url: str) -> Any:
+    """``HfFileSystem.resolve_path``, whose FileNotFoundError hides a refusal (401 with a bad token): re-raised."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        return fs.resolve_path(url)
+    except FileNotFoundError as e:
+        if isinstance(e.__cause__, RepositoryNotFoundError):
+            raise e.__cause__ from e  # made a HubAccessError by hub._hub_errors
+        raise
 
 
 def forget_roots() -> None:

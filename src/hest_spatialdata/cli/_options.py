@@ -133,7 +133,7 @@ convert_options = stack(
     ),
     click.option("--from-hub", is_flag=True, help="Download each sample into HEST_DIR (a staging folder) first."),
     click.option("--delete-downloaded", is_flag=True, help="With --from-hub: delete a sample's files once converted."),
-    all_option("With --from-hub and no --id or filter: every sample."),
+    all_option("With --from-hub or a remote HEST_DIR and no --id or filter: every sample."),
     catalog_option("Local catalog CSV for --from-hub filters. [default: the newest on the hub]"),
     click.option(
         "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary."

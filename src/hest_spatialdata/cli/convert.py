@@ -58,6 +58,8 @@ def convert_command(
         raise click.BadParameter(f"Directory '{hest_dir}' does not exist.", param_hint="'HEST_DIR'")
     if options.from_hub and not (sample_ids or filters or everything):
         raise click.UsageError("with --from-hub, choose samples with --id or a filter, or pass --all")
+    if isinstance(hest_dir, str) and not (sample_ids or filters or everything):
+        raise click.UsageError("with a remote HEST_DIR, choose samples with --id or a filter, or pass --all")
     try:
         summary = _run(hest_dir, out_dir, sample_ids, options, filters, quiet=quiet)
     except (HestInputError, HubError, RemoteReadError) as e:
