@@ -87,7 +87,8 @@ class DiskWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            total = sum(p.stat().st_size for f in self.folders for p in f.rglob("*") if p.is_file())
+            files = (p for f in self.folders for p in f.rglob("*") if p.is_file() and not p.is_symlink())
+            total = sum(p.stat().st_size for p in files)  # the hub cache's snapshots are links to its blobs
             self.peak = max(self.peak, total)
 
     def __enter__(self) -> DiskWatch:
