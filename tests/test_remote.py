@@ -220,6 +220,8 @@ def test_a_gated_remote_root_gives_the_download_message(fake_hub, monkeypatch, t
     assert f"HTTP {403 if token else 401}" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(tmp_path / "ZEN61.png")])
+    assert result.exit_code == 1 and "accept its terms" in result.output and "Traceback" not in result.output
 
 
 def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path):
