@@ -138,8 +138,9 @@ def catalog_path(
     if newest is not None and time.time() - newest.stat().st_mtime < max_age:
         return newest
     try:
-        with _hub_errors():
-            root = [f.path for f in _api(token).list_repo_tree(REPO_ID, repo_type=REPO_TYPE) if isinstance(f, RepoFile)]
+        with hub_errors():
+            tree = hub_api(token).list_repo_tree(REPO_ID, repo_type=REPO_TYPE)
+            root = [f.path for f in tree if isinstance(f, RepoFile)]
             name = newest_catalog_name(root)
             if name is None:
                 raise HubError(f"no HEST_v*_*_*.csv catalog at the root of {REPO_ID} on {_endpoint_name()}")
@@ -264,8 +265,8 @@ def resolve_revision(*, token: str | bool | None = None, revision: str | None = 
     HubAccessError
         If the dataset is gated for this user or the token is missing or invalid.
     """
-    api = _api(token)
-    with _hub_errors():
+    api = hub_api(token)
+    with hub_errors():
         # Without this check snapshot_download would quietly fall back to local files on a 401/403.
         api.auth_check(REPO_ID, repo_type=REPO_TYPE)
         info = api.repo_info(REPO_ID, repo_type=REPO_TYPE, revision=revision)
@@ -283,8 +284,8 @@ def hub_files(commit: str, *, token: str | bool | None = None) -> dict[str, int]
 def _list_files(endpoint: str | None, commit: str, token: str | bool | None) -> tuple[tuple[str, int], ...]:
     from huggingface_hub.hf_api import RepoFile
 
-    with _hub_errors():
-        tree = _api(token).list_repo_tree(REPO_ID, repo_type=REPO_TYPE, revision=commit, recursive=True)
+    with hub_errors():
+        tree = hub_api(token).list_repo_tree(REPO_ID, repo_type=REPO_TYPE, revision=commit, recursive=True)
         return tuple((f.path, int(f.size or 0)) for f in tree if isinstance(f, RepoFile))
 
 
@@ -358,7 +359,7 @@ def fetch_files(
 
     root = Path(hest_dir)
     root.mkdir(parents=True, exist_ok=True)
-    with _hub_errors(), _progress_bars(progress):
+    with hub_errors(), _progress_bars(progress):
         snapshot_download(
             repo_id=REPO_ID,
             repo_type=REPO_TYPE,
@@ -394,28 +395,35 @@ def access_message(status: int | None = None) -> str:
 
 
 @contextmanager
-def _hub_errors() -> Iterator[None]:
+def hub_errors() -> Iterator[None]:
+    """Turn huggingface_hub's errors into ours, with messages a user can act on.
+
+    Refusals become :class:`HubAccessError`, other HTTP errors :class:`HubError`, network failures
+    :class:`HubUnreachableError`.
+    """
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
         yield
     except RepositoryNotFoundError as e:  # GatedRepoError is one; the hub also says "not found" without a token
-        raise HubAccessError(access_message(_status(e))) from e
+        raise HubAccessError(access_message(http_status(e))) from e
     except HfHubHTTPError as e:
-        if _status(e) in (401, 403):
-            raise HubAccessError(access_message(_status(e))) from e
+        if http_status(e) in (401, 403):
+            raise HubAccessError(access_message(http_status(e))) from e
         raise HubError(f"{_endpoint_name()} answered {e}") from e
-    except _network_errors() as e:
+    except network_errors() as e:
         raise HubUnreachableError(f"cannot reach {_endpoint_name()}: {type(e).__name__}: {e}") from e
 
 
-def _status(error: Exception) -> int | None:
+def http_status(error: Exception) -> int | None:
+    """The HTTP status code carried by a huggingface_hub / HTTP client error, if any."""
     response = getattr(error, "response", None)
     return getattr(response, "status_code", None)
 
 
 @cache
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types meaning "the hub could not be reached" for the installed HTTP client."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     # huggingface_hub's HTTP client changed over versions (requests, httpx, httpx2): catch the one installed.
@@ -452,7 +460,8 @@ def _endpoint_name() -> str:
     return current_endpoint() or "https://huggingface.co"
 
 
-def _api(token: str | bool | None) -> HfApi:
+def hub_api(token: str | bool | None) -> HfApi:
+    """An ``HfApi`` on the current endpoint (``HF_ENDPOINT`` read now), identifying this library."""
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=current_endpoint(), token=token, library_name="hest-spatialdata")

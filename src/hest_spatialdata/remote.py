@@ -87,8 +87,8 @@ class RemoteRoot:
         wanted = list(dict.fromkeys(relative_paths))
         if self.repo is not None:
             repo_type, repo_id, commit = self.repo
-            api = hub._api(self.token)
-            with hub._hub_errors():
+            api = hub.hub_api(self.token)
+            with hub.hub_errors():
                 infos = with_retries(
                     f"{self.url}: paths-info",
                     lambda: api.get_paths_info(repo_id, wanted, revision=commit, repo_type=repo_type),
@@ -106,16 +106,16 @@ class RemoteRoot:
         if folder not in self._listings:
             if self.repo is not None:
                 repo_type, repo_id, commit = self.repo
-                api = hub._api(self.token)
+                api = hub.hub_api(self.token)
 
                 def tree() -> list[Any]:
                     return list(api.list_repo_tree(repo_id, folder, revision=commit, repo_type=repo_type))
 
                 try:
-                    with hub._hub_errors():
+                    with hub.hub_errors():
                         entries = with_retries(f"{self.url}/{folder}: listing", tree)
                 except hub.HubError as e:
-                    if hub._status(e.__cause__) != 404:  # an absent folder lists as empty
+                    if hub.http_status(e.__cause__) != 404:  # an absent folder lists as empty
                         raise
                     entries = []
                 sized = (e for e in entries if getattr(e, "size", None) is not None)
@@ -210,7 +210,7 @@ class RemoteFile:
             from huggingface_hub import hf_hub_download
 
             repo_type, repo_id, commit = self.root.repo
-            with hub._hub_errors():
+            with hub.hub_errors():
                 return Path(
                     with_retries(
                         f"{self}: download",
@@ -252,7 +252,7 @@ class RemoteFile:
         url = hf_hub_url(repo_id, self.relative_path, repo_type=repo_type, revision=commit, endpoint=_endpoint())
         headers = build_hf_headers(token=self.root.token, library_name="hest-spatialdata")
         headers["Range"] = f"bytes={start}-{end - 1}"
-        with hub._hub_errors():
+        with hub.hub_errors():
             response = get_session().get(url, headers=headers, timeout=hf_constants.HF_HUB_DOWNLOAD_TIMEOUT)
             hf_raise_for_status(response)
         if response.status_code == 200:  # a server ignoring Range sends the whole file
@@ -346,8 +346,8 @@ def _open_root(url: str, endpoint: str, token: str | bool | None) -> RemoteRoot:
         from huggingface_hub import HfFileSystem
 
         fs = HfFileSystem(endpoint=endpoint, token=token, skip_instance_cache=True)
-        api = hub._api(token)
-        with hub._hub_errors():
+        api = hub.hub_api(token)
+        with hub.hub_errors():
             resolved = _resolve(fs, url)
             repo_type, repo_id = resolved.repo_type, resolved.repo_id
             api.auth_check(repo_id, repo_type=repo_type)
@@ -373,7 +373,7 @@ def _resolve(fs: Any, url: str) -> Any:
         return fs.resolve_path(url)
     except FileNotFoundError as e:
         if isinstance(e.__cause__, RepositoryNotFoundError):
-            raise e.__cause__ from e  # made a HubAccessError by hub._hub_errors
+            raise e.__cause__ from e  # made a HubAccessError by hub.hub_errors
         raise
 
 
@@ -430,7 +430,7 @@ def is_transient(error: BaseException) -> bool:
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status is not None:
             return status >= 500 or status in (408, 429)
-        if isinstance(error, (_ShortRead, TimeoutError, ConnectionError, *hub._network_errors())):
+        if isinstance(error, (_ShortRead, TimeoutError, ConnectionError, *hub.network_errors())):
             return True
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return False
