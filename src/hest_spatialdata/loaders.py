@@ -99,7 +99,8 @@ class PatchDataset:
         self._expression = _expression_matrix(adata.X, rows, gene_columns)
         self.barcodes = spot_ids
         self.level, array, to_level, self.level_um_per_px = _best_level(sdata[image], self.um_per_px)
-        self._reader = _ChunkReader(array, cache_bytes)
+        on_disk = _zarr_level(sdata, image, self.level, array.shape)
+        self._reader = _ChunkReader(on_disk if on_disk is not None else array, cache_bytes)
         self.centres_px = _apply(to_level, centres_global)
         self._side = self.patch_size_px * self.um_per_px / self.level_um_per_px
 
@@ -125,9 +126,13 @@ class PatchDataset:
 
     def expression(self, index: int) -> np.ndarray:
         """Expression vector of item ``index`` (float32, ``log1p`` if asked)."""
-        row = self._expression[index]
-        values = row.toarray().ravel() if sp.issparse(row) else np.asarray(row).ravel()
-        values = values.astype(np.float32)
+        matrix = self._expression
+        if sp.issparse(matrix):  # one CSR row by hand: scipy's row indexing costs more than a patch
+            start, stop = matrix.indptr[index], matrix.indptr[index + 1]
+            values = np.zeros(matrix.shape[1], dtype=np.float32)
+            values[matrix.indices[start:stop]] = matrix.data[start:stop]
+        else:
+            values = np.asarray(matrix[index], dtype=np.float32).ravel()
         return np.log1p(values) if self.log1p else values
 
     def image(self, index: int) -> np.ndarray:
@@ -191,13 +196,14 @@ def _gene_columns(adata: Any, genes: Sequence[str] | None) -> tuple[np.ndarray |
 
 def _expression_matrix(x: Any, rows: np.ndarray, columns: np.ndarray | None) -> Any:
     matrix = x if columns is None else x[:, columns]
-    return matrix[rows]
+    matrix = matrix[rows]
+    return sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
 
 
 def _best_level(tree: Any, um_per_px: float) -> tuple[int, Any, np.ndarray, float]:
     """The coarsest level at least as fine as ``um_per_px`` (level 0 if none is).
 
-    Returns its number, its array (y, x, c), the global -> level pixel matrix and its µm per pixel.
+    Returns its number, its array (c, y, x), the global -> level pixel matrix and its µm per pixel.
     """
     from xarray import DataArray
 
@@ -210,7 +216,7 @@ def _best_level(tree: Any, um_per_px: float) -> tuple[int, Any, np.ndarray, floa
     fine_enough = [k for k, size in enumerate(sizes) if size <= um_per_px * (1 + LEVEL_TOLERANCE)]
     k = fine_enough[-1] if fine_enough else 0
     to_level = np.linalg.inv(_affine(levels[k], CoordinateSystems.GLOBAL))
-    return k, levels[k].data.transpose(1, 2, 0), to_level, sizes[k]
+    return k, levels[k].data, to_level, sizes[k]
 
 
 def _level_number(name: str) -> int:
@@ -228,26 +234,50 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
+def _zarr_level(sdata: Any, image: str, level: int, shape: tuple[int, ...]) -> Any | None:
+    """The on-disk zarr array (c, y, x) of pyramid ``level`` of ``image``, if the SpatialData is backed by a store.
+
+    Reading chunks through zarr directly skips building and running a dask graph per chunk (most of the time of
+    a small chunk). The array is found through the OME-NGFF ``multiscales`` metadata (a public spec); ``None``
+    (use the dask array) for an in-memory element or a layout that does not match.
+    """
+    import zarr
+
+    path = getattr(sdata, "path", None)
+    if path is None:
+        return None
+    try:
+        group = zarr.open_group(Path(path) / "images" / image, mode="r")
+        ome = group.attrs.get("ome", group.attrs)
+        array = group[ome["multiscales"][0]["datasets"][level]["path"]]
+    except (OSError, KeyError, IndexError, TypeError, ValueError):
+        return None
+    if not isinstance(array, zarr.Array) or tuple(array.shape) != tuple(shape):
+        return None
+    return array
+
+
 class _ChunkReader:
-    """Regions of a lazy (y, x, c) array, computing each chunk once and keeping the recent ones (LRU).
+    """Regions of a lazy (c, y, x) array, reading each chunk once and keeping the recent ones (LRU).
 
     A patch is much smaller than a store chunk, and neighbouring spots share chunks: decoding each chunk once
-    instead of once per patch is what makes the loader fast.
+    instead of once per patch is what makes the loader fast. Chunks are kept as (y, x, c), so that a patch is
+    plain slices of them.
     """
 
     def __init__(self, array: Any, cache_bytes: int) -> None:
         self.array = array
         self.cache_bytes = cache_bytes
-        chunks = getattr(array, "chunks", None) or (array.shape[:1], array.shape[1:2])
-        self._y_edges = np.cumsum((0, *chunks[0]))
-        self._x_edges = np.cumsum((0, *chunks[1]))
+        _, height, width = array.shape
+        self._y_edges = np.cumsum((0, *_chunk_sizes(height, array.chunks[1])))
+        self._x_edges = np.cumsum((0, *_chunk_sizes(width, array.chunks[2])))
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
 
     def region(self, x0: int, y0: int, size: int) -> np.ndarray:
-        """``array[y0:y0+size, x0:x0+size]``; pixels off the array are :data:`FILL_VALUE`."""
-        height, width = self.array.shape[:2]
-        crop = np.full((size, size, self.array.shape[2]), FILL_VALUE, dtype=np.uint8)
+        """``array[:, y0:y0+size, x0:x0+size]`` as (y, x, c); pixels off the array are :data:`FILL_VALUE`."""
+        channels, height, width = self.array.shape
+        crop = np.full((size, size, channels), FILL_VALUE, dtype=np.uint8)
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + size, width), min(y0 + size, height)
         if xb <= xa or yb <= ya:
             return crop
@@ -267,14 +297,32 @@ class _ChunkReader:
             return self._cache[key]
         rows = slice(self._y_edges[by], self._y_edges[by + 1])
         cols = slice(self._x_edges[bx], self._x_edges[bx + 1])
-        block = self.array[rows, cols]
-        block = np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
-        self._cache[key] = block
-        self._cached += block.nbytes
-        while self._cached > self.cache_bytes and len(self._cache) > 1:
-            _, evicted = self._cache.popitem(last=False)
-            self._cached -= evicted.nbytes
+        block = self.array[:, rows, cols]
+        block = _channels_last(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
+        if self.cache_bytes > 0:
+            self._cache[key] = block
+            self._cached += block.nbytes
+            while self._cached > self.cache_bytes and self._cache:
+                _, evicted = self._cache.popitem(last=False)
+                self._cached -= evicted.nbytes
         return block
+
+
+def _channels_last(block: Any) -> np.ndarray:
+    """(c, y, x) -> contiguous (y, x, c), one channel at a time (numpy's copy of a transposed uint8 array is ~5x
+    slower)."""
+    block = np.asarray(block)
+    out = np.empty((*block.shape[1:], block.shape[0]), dtype=block.dtype)
+    for channel in range(block.shape[0]):
+        out[..., channel] = block[channel]
+    return out
+
+
+def _chunk_sizes(length: int, chunks: Any) -> tuple[int, ...]:
+    """Chunk sizes along an axis of ``length``: dask's tuple of sizes, or zarr's regular chunk side."""
+    if isinstance(chunks, tuple):
+        return chunks
+    return tuple(min(int(chunks), length - start) for start in range(0, length, int(chunks)))
 
 
 def _block_range(edges: np.ndarray, start: int, stop: int) -> range:
