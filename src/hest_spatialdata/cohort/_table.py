@@ -89,7 +89,10 @@ def cohort_table(paths: Iterable[Path], filters: Mapping[str, Any]) -> pd.DataFr
         rows[sample_id] = _row(path, hest, meta)
     table = pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS)
     table.index.name = "sample_id"
-    return table.convert_dtypes(convert_floating=False)
+    for column in ("n_spots", "n_genes", "n_nuclei", "n_cells"):
+        table[column] = table[column].astype("Int64")
+    table["pixel_size_um"] = table["pixel_size_um"].astype(float)
+    return table
 
 
 def _row(path: Path, hest: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,10 +128,13 @@ def _parquet_rows(folder: Path) -> int | None:
 
 
 def _table_genes(path: Path) -> int | None:
-    """Genes of the store's spot table, from the shape of its var index (a zarr.json)."""
-    var = path / "tables" / Elements.TABLE.value / "var"
-    try:
-        index = json.loads((var / "zarr.json").read_text())["attributes"]["_index"]
-        return int(json.loads((var / index / "zarr.json").read_text())["shape"][0])
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
+    """Genes of the store's spot table, from the shape of its var index (zarr.json files only)."""
+    index = path / "tables" / Elements.TABLE.value / "var" / "_index"
+    for candidate in (index, index / "values"):  # a plain array, or anndata's nullable string array
+        try:
+            meta = json.loads((candidate / "zarr.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("node_type") == "array":
+            return int(meta["shape"][0])
+    return None
