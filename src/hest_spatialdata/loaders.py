@@ -30,7 +30,7 @@ from hest_spatialdata._constants import CoordinateSystems, Elements
 
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
-#: Decoded image chunks kept per dataset (a 2048 x 2048 RGB chunk is 12 MB).
+#: Decoded image chunks kept per dataset (a 512 x 512 RGB chunk is 0.75 MB): bounded, whatever the slide size.
 DEFAULT_CACHE_BYTES = 256 * 1024**2
 #: Pyramid levels are halved with rounding, so a level may be this much coarser than a power of two and still count.
 LEVEL_TOLERANCE = 0.01
