@@ -203,3 +203,35 @@ def test_patch_dataset_given_genes(cohort: hs.Cohort) -> None:
     dropped = cohort["COHV1"]["table"].var["gene_name"].iloc[0]
     with pytest.raises(KeyError, match=f"sample COHST has no gene {dropped}"):
         cohort.patch_dataset(genes=[dropped])
+
+
+def test_cohort_command(cohort_dir: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hest_spatialdata.cli import main
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["cohort", str(cohort_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert all(s in shown.output for s in COHORT_SAMPLES) and "PATIENT_A" in shown.output
+    glob = str(cohort_dir / "COH*.zarr")
+    as_json = runner.invoke(main, ["cohort", glob, "--technology", "Visium", "--format", "json"])
+    records = json.loads(as_json.output)
+    assert [r["sample_id"] for r in records] == VISIUM and {r["patient"] for r in records} == {"PATIENT_A"}
+    as_csv = runner.invoke(main, ["cohort", str(cohort_dir / "COHST.zarr"), "--format", "csv"])
+    assert as_csv.output.splitlines()[1].startswith("COHST,Brain,Spatial Transcriptomics,Mus musculus")
+    missing = runner.invoke(main, ["cohort", str(cohort_dir / "nope")])
+    assert missing.exit_code == 1 and "no such folder of stores" in missing.output
+
+
+def test_napari_browser_lists_local_stores(cohort_dir: Path) -> None:
+    from hest_spatialdata.napari import _catalog
+
+    stores = _catalog.store_catalog(cohort_dir)
+    assert sorted(stores.index) == sorted(COHORT_SAMPLES) and stores["local"].all()
+    assert stores.loc["COHST", "technology"] == "Spatial Transcriptomics"
+    assert stores.loc["COHV1", "store"] == str(cohort_dir / "COHV1.zarr")
+    visium = _catalog.filter_catalog(_catalog.merge_catalogs(stores, None), technology="Visium")
+    assert list(visium.index) == VISIUM

@@ -22,7 +22,10 @@ def test_one_library_from_the_pyramid(visium_store: Path, sdata) -> None:
     factors = library["scalefactors"]
     levels = [sdata["he"][name]["image"] for name in sorted(sdata["he"].children)]
     height, width = levels[0].shape[1:]
-    for image, scalef, limit in ((hires, factors["tissue_hires_scalef"], 2000), (lowres, factors["tissue_lowres_scalef"], 600)):
+    for image, scalef, limit in (
+        (hires, factors["tissue_hires_scalef"], 2000),
+        (lowres, factors["tissue_lowres_scalef"], 600),
+    ):
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and max(image.shape[:2]) <= limit
         assert image.shape[1] == pytest.approx(width * scalef, abs=1.5)
         assert image.shape[0] == pytest.approx(height * scalef, abs=1.5)

@@ -60,7 +60,9 @@ def to_legacy_anndata(
     from spatialdata.models import get_table_keys
     from spatialdata_io.experimental import to_legacy_anndata as sdio_to_legacy_anndata
 
-    sdata = store if isinstance(store, sd.SpatialData) else sd.read_zarr(store, selection=("images", "shapes", "tables"))
+    sdata = (
+        store if isinstance(store, sd.SpatialData) else sd.read_zarr(store, selection=("images", "shapes", "tables"))
+    )
     region, _, _ = get_table_keys(sdata.tables[table])
     if not isinstance(region, str):
         raise ValueError(f"table {table!r} annotates several elements ({region}); expected one")
@@ -87,7 +89,8 @@ def to_legacy_anndata(
 
 def _pyramid_image(tree: Any, max_px: int) -> tuple[np.ndarray, float]:
     """The finest pyramid level whose longest side is at most ``max_px`` (the coarsest, resized, if none is),
-    as (h, w, 3) uint8, and its scale factor (level px per level-0 px)."""
+    as (h, w, 3) uint8, and its scale factor (level px per level-0 px).
+    """
     from PIL import Image
     from spatialdata.transformations import get_transformation
     from xarray import DataArray

@@ -310,7 +310,8 @@ class _ChunkReader:
 
 def _channels_last(block: Any) -> np.ndarray:
     """(c, y, x) -> contiguous (y, x, c), one channel at a time (numpy's copy of a transposed uint8 array is ~5x
-    slower)."""
+    slower).
+    """
     block = np.asarray(block)
     out = np.empty((*block.shape[1:], block.shape[0]), dtype=block.dtype)
     for channel in range(block.shape[0]):

@@ -27,6 +27,12 @@ def main() -> None:
 
 
 for _command in (
-    convert_command, demo_command, list_command, download_command, validate_command, plot_command, cohort_command
+    convert_command,
+    demo_command,
+    list_command,
+    download_command,
+    validate_command,
+    plot_command,
+    cohort_command,
 ):
     main.add_command(_command)
