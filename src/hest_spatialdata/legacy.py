@@ -88,8 +88,9 @@ def to_legacy_anndata(
 
 
 def _pyramid_image(tree: Any, max_px: int) -> tuple[np.ndarray, float]:
-    """The finest pyramid level whose longest side is at most ``max_px`` (the coarsest, resized, if none is),
-    as (h, w, 3) uint8, and its scale factor (level px per level-0 px).
+    """The finest pyramid level of longest side at most ``max_px``, and its scale factor (px per level-0 px).
+
+    The image is (h, w, 3) uint8; when even the coarsest level is larger, it is resized to ``max_px``.
     """
     from PIL import Image
     from spatialdata.transformations import get_transformation
