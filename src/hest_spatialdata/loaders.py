@@ -27,6 +27,7 @@ import shapely
 from PIL import Image
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
+from hest_spatialdata._zarr_chunks import open_level
 
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
@@ -99,8 +100,9 @@ class PatchDataset:
         self._expression = _expression_matrix(adata.X, rows, gene_columns)
         self.barcodes = spot_ids
         self.level, array, to_level, self.level_um_per_px = _best_level(sdata[image], self.um_per_px)
-        on_disk = _zarr_level(sdata, image, self.level, array.shape)
-        self._reader = _ChunkReader(on_disk if on_disk is not None else array, cache_bytes)
+        path = getattr(sdata, "path", None)  # backed by a store: read its chunks directly (no dask graph per chunk)
+        on_disk = open_level(path, image, self.level, array.shape) if path is not None else None
+        self._reader = _ChunkReader(on_disk if on_disk is not None else _DaskChunks(array), cache_bytes)
         self.centres_px = _apply(to_level, centres_global)
         self._side = self.patch_size_px * self.um_per_px / self.level_um_per_px
 
@@ -234,27 +236,22 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-def _zarr_level(sdata: Any, image: str, level: int, shape: tuple[int, ...]) -> Any | None:
-    """The on-disk zarr array (c, y, x) of pyramid ``level`` of ``image``, if the SpatialData is backed by a store.
+class _DaskChunks:
+    """Chunks of an in-memory or dask (c, y, x) array (an element not backed by a store), one at a time."""
 
-    Reading chunks through zarr directly skips building and running a dask graph per chunk (most of the time of
-    a small chunk). The array is found through the OME-NGFF ``multiscales`` metadata (a public spec); ``None``
-    (use the dask array) for an in-memory element or a layout that does not match.
-    """
-    import zarr
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        chunks = getattr(array, "chunks", None)
+        self._y_edges = np.cumsum((0, *chunks[1])) if chunks else np.array([0, self.shape[1]])
+        self._x_edges = np.cumsum((0, *chunks[2])) if chunks else np.array([0, self.shape[2]])
 
-    path = getattr(sdata, "path", None)
-    if path is None:
-        return None
-    try:
-        group = zarr.open_group(Path(path) / "images" / image, mode="r")
-        ome = group.attrs.get("ome", group.attrs)
-        array = group[ome["multiscales"][0]["datasets"][level]["path"]]
-    except (OSError, KeyError, IndexError, TypeError, ValueError):
-        return None
-    if not isinstance(array, zarr.Array) or tuple(array.shape) != tuple(shape):
-        return None
-    return array
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._y_edges, self._x_edges
+
+    def read(self, by: int, bx: int) -> np.ndarray:
+        block = self.array[:, self._y_edges[by] : self._y_edges[by + 1], self._x_edges[bx] : self._x_edges[bx + 1]]
+        return np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
 
 
 class _ChunkReader:
@@ -265,18 +262,22 @@ class _ChunkReader:
     plain slices of them.
     """
 
-    def __init__(self, array: Any, cache_bytes: int) -> None:
-        self.array = array
+    def __init__(self, chunks: Any, cache_bytes: int) -> None:
+        self.chunks = chunks
+        self.shape = chunks.shape
         self.cache_bytes = cache_bytes
-        _, height, width = array.shape
-        self._y_edges = np.cumsum((0, *_chunk_sizes(height, array.chunks[1])))
-        self._x_edges = np.cumsum((0, *_chunk_sizes(width, array.chunks[2])))
+        if hasattr(chunks, "edges"):
+            self._y_edges, self._x_edges = chunks.edges()
+        else:
+            _, chunk_y, chunk_x = chunks.chunk_shape
+            self._y_edges = np.append(np.arange(0, self.shape[1], chunk_y), self.shape[1])
+            self._x_edges = np.append(np.arange(0, self.shape[2], chunk_x), self.shape[2])
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
 
     def region(self, x0: int, y0: int, size: int) -> np.ndarray:
         """``array[:, y0:y0+size, x0:x0+size]`` as (y, x, c); pixels off the array are :data:`FILL_VALUE`."""
-        channels, height, width = self.array.shape
+        channels, height, width = self.shape
         crop = np.full((size, size, channels), FILL_VALUE, dtype=np.uint8)
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + size, width), min(y0 + size, height)
         if xb <= xa or yb <= ya:
@@ -295,10 +296,7 @@ class _ChunkReader:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        rows = slice(self._y_edges[by], self._y_edges[by + 1])
-        cols = slice(self._x_edges[bx], self._x_edges[bx + 1])
-        block = self.array[:, rows, cols]
-        block = _channels_last(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
+        block = _channels_last(self.chunks.read(by, bx))
         if self.cache_bytes > 0:
             self._cache[key] = block
             self._cached += block.nbytes
@@ -318,13 +316,6 @@ def _channels_last(block: Any) -> np.ndarray:
     for channel in range(block.shape[0]):
         out[..., channel] = block[channel]
     return out
-
-
-def _chunk_sizes(length: int, chunks: Any) -> tuple[int, ...]:
-    """Chunk sizes along an axis of ``length``: dask's tuple of sizes, or zarr's regular chunk side."""
-    if isinstance(chunks, tuple):
-        return chunks
-    return tuple(min(int(chunks), length - start) for start in range(0, length, int(chunks)))
 
 
 def _block_range(edges: np.ndarray, start: int, stop: int) -> range:
