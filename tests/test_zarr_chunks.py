@@ -81,4 +81,19 @@ def test_patches_same_from_store_files_and_from_dask(visium_store: Path, sdata, 
     order = np.random.default_rng(1).permutation(len(from_files))[:300]
     for i in [0, len(from_files) - 1, *order.tolist()]:
         np.testing.assert_array_equal(from_files[i][0], from_dask[i][0])
-    assert from_files._reader._cached <= max(cache_bytes, 0)
+    assert from_files._reader.cache.nbytes <= cache_bytes
+
+
+def test_chunk_cache_keeps_the_most_recent_within_its_budget() -> None:
+    from hest_spatialdata.loaders import ChunkCache
+
+    block = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
+    cache = ChunkCache(700)
+    for key in ("a", "b", "c"):
+        cache.put((key,), block.copy())
+    assert cache.get(("a",)) is None and cache.get(("b",)) is not None and cache.nbytes == 600
+    cache.put(("d",), block.copy())  # "c" is now the least recently used
+    assert cache.get(("c",)) is None and cache.get(("b",)) is not None
+    nothing = ChunkCache(0)
+    nothing.put(("a",), block)
+    assert nothing.get(("a",)) is None and nothing.nbytes == 0

@@ -61,6 +61,8 @@ class PatchDataset:
         Return ``log1p`` of the counts (HEST-Benchmark's normalisation).
     cache_bytes
         Memory for decoded image chunks, reused by the patches that share them (least recently used dropped).
+    chunk_cache
+        A :class:`ChunkCache` shared with other datasets (``cache_bytes`` is then ignored).
 
     Attributes
     ----------
@@ -87,6 +89,7 @@ class PatchDataset:
         barcodes: Sequence[str] | None = None,
         log1p: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        chunk_cache: ChunkCache | None = None,
     ) -> None:
         if patch_size_px < 1 or not um_per_px > 0:
             raise ValueError(f"patch_size_px must be >= 1 and um_per_px > 0, got {patch_size_px}, {um_per_px}")
@@ -102,7 +105,9 @@ class PatchDataset:
         self.level, array, to_level, self.level_um_per_px = _best_level(sdata[image], self.um_per_px)
         path = getattr(sdata, "path", None)  # backed by a store: read its chunks directly (no dask graph per chunk)
         on_disk = open_level(path, image, self.level, array.shape) if path is not None else None
-        self._reader = _ChunkReader(on_disk if on_disk is not None else _DaskChunks(array), cache_bytes)
+        cache = chunk_cache if chunk_cache is not None else ChunkCache(cache_bytes)
+        key = (str(path), image, self.level) if path is not None else None  # the chunks' identity in a shared cache
+        self._reader = _ChunkReader(on_disk if on_disk is not None else _DaskChunks(array), cache, key=key)
         self.centres_px = _apply(to_level, centres_global)
         self._side = self.patch_size_px * self.um_per_px / self.level_um_per_px
 
@@ -236,6 +241,41 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
+class ChunkCache:
+    """Decoded image chunks kept in memory, least recently used dropped past ``max_bytes``.
+
+    One per :class:`PatchDataset` by default; a cohort passes one to all its stores' datasets, so that the memory
+    bound holds for the whole cohort and the stores most used get most of it.
+
+    Parameters
+    ----------
+    max_bytes
+        Memory for the chunks (0: keep nothing).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._chunks: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """The chunk under ``key`` (now the most recently used), or ``None``."""
+        block = self._chunks.get(key)
+        if block is not None:
+            self._chunks.move_to_end(key)
+        return block
+
+    def put(self, key: tuple[Any, ...], block: np.ndarray) -> None:
+        """Keep ``block``, dropping the least recently used chunks past the budget."""
+        if self.max_bytes <= 0:
+            return
+        self._chunks[key] = block
+        self.nbytes += block.nbytes
+        while self.nbytes > self.max_bytes and self._chunks:
+            _, evicted = self._chunks.popitem(last=False)
+            self.nbytes -= evicted.nbytes
+
+
 class _DaskChunks:
     """Chunks of an in-memory or dask (c, y, x) array (an element not backed by a store), one at a time."""
 
@@ -262,18 +302,17 @@ class _ChunkReader:
     plain slices of them.
     """
 
-    def __init__(self, chunks: Any, cache_bytes: int) -> None:
+    def __init__(self, chunks: Any, cache: ChunkCache, key: Any = None) -> None:
         self.chunks = chunks
         self.shape = chunks.shape
-        self.cache_bytes = cache_bytes
+        self.cache = cache
+        self._key = key if key is not None else id(self)
         if hasattr(chunks, "edges"):
             self._y_edges, self._x_edges = chunks.edges()
         else:
             _, chunk_y, chunk_x = chunks.chunk_shape
             self._y_edges = np.append(np.arange(0, self.shape[1], chunk_y), self.shape[1])
             self._x_edges = np.append(np.arange(0, self.shape[2], chunk_x), self.shape[2])
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self._cached = 0
 
     def region(self, x0: int, y0: int, size: int) -> np.ndarray:
         """``array[:, y0:y0+size, x0:x0+size]`` as (y, x, c); pixels off the array are :data:`FILL_VALUE`."""
@@ -292,17 +331,11 @@ class _ChunkReader:
         return crop
 
     def _chunk(self, by: int, bx: int) -> np.ndarray:
-        key = (by, bx)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        block = _channels_last(self.chunks.read(by, bx))
-        if self.cache_bytes > 0:
-            self._cache[key] = block
-            self._cached += block.nbytes
-            while self._cached > self.cache_bytes and self._cache:
-                _, evicted = self._cache.popitem(last=False)
-                self._cached -= evicted.nbytes
+        key = (self._key, by, bx)
+        block = self.cache.get(key)
+        if block is None:
+            block = _channels_last(self.chunks.read(by, bx))
+            self.cache.put(key, block)
         return block
 
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 #: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 512 px rather than 2048: a 224-px
 #: patch then decodes ~2 chunks of 0.75 MB instead of 1-4 of 12 MB (patch loaders), for ~1.2x the conversion CPU and
-#: a store no larger (benchmarks/bench_wsi.py --chunk-size, bench_patches.py; README "Performance").
+#: a store no larger (benchmarks/bench_wsi.py --chunk-size, bench_patches.py; docs/scaling.md 2.4).
 DEFAULT_CHUNK_SIZE = 512
 
 
