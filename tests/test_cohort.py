@@ -238,3 +238,24 @@ def test_napari_browser_lists_local_stores(cohort_dir: Path) -> None:
     assert stores.loc["COHV1", "store"] == str(cohort_dir / "COHV1.zarr")
     visium = _catalog.filter_catalog(_catalog.merge_catalogs(stores, None), technology="Visium")
     assert list(visium.index) == VISIUM
+
+
+def test_expression_carries_each_sample_library(cohort: hs.Cohort) -> None:
+    pytest.importorskip("spatialdata_io")
+    adata = cohort.expression(images=True)
+    assert sorted(adata.uns["spatial"]) == sorted(cohort)
+    for sample_id in cohort:
+        library = adata.uns["spatial"][sample_id]
+        assert {"hires", "lowres"} <= set(library["images"]) and library["scalefactors"]["tissue_hires_scalef"] > 0
+    st = adata.uns["spatial"]["COHST"]["scalefactors"]
+    visium = adata.uns["spatial"]["COHV1"]["scalefactors"]
+    assert st["spot_diameter_fullres"] > visium["spot_diameter_fullres"]  # ST spots are 100 µm, Visium 55 µm
+
+
+def test_merged_sample_works_with_squidpy(cohort: hs.Cohort) -> None:
+    sq = pytest.importorskip("squidpy")
+    table = cohort.to_spatialdata()["table"]
+    one = table[(table.obs["sample_id"] == "COHV2").to_numpy()].copy()
+    sq.gr.spatial_neighbors(one, coord_type="generic", n_neighs=6)
+    assert one.obsp["spatial_connectivities"].shape == (one.n_obs, one.n_obs)
+    np.testing.assert_allclose(one.obsm["spatial"], cohort["COHV2"]["table"].obsm["spatial"])
