@@ -62,3 +62,18 @@ def test_sc_pl_spatial_draws_it(sdata, tmp_path: Path) -> None:
     plt.gcf().savefig(tmp_path / "spatial.png")
     assert (tmp_path / "spatial.png").stat().st_size > 10_000
     plt.close("all")
+
+
+def test_xenium_pseudo_spots_are_squares(xenium_store: Path) -> None:
+    import spatialdata as sd
+
+    from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM
+
+    sdata = sd.read_zarr(xenium_store)
+    adata = hs.to_legacy_anndata(sdata)
+    hest = sdata.attrs["hest"]
+    factors = adata.uns["spatial"][hest["sample_id"]]["scalefactors"]
+    side_um = PSEUDO_SPOT_SIDE_UM[hest["technology"]]
+    assert factors["spot_diameter_fullres"] == pytest.approx(side_um / hest["pixel_size_um"], rel=1e-6)
+    squares = sdata["spots"].loc[adata.obs_names].geometry.centroid
+    np.testing.assert_allclose(adata.obsm["spatial"], np.column_stack([squares.x, squares.y]))
