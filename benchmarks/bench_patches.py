@@ -3,7 +3,7 @@
 The sample is the package's example (real H&E texture, real Xenium mouse-brain spots, real nuclei) written at
 ``--pixel-size`` µm/px (0.5 by default: an 11k x 7k px slide, 1,554 spots) by ``write_visium_sample``, which also
 writes HEST's patches h5 (224 x 224 px at 0.5 µm/px, uncompressed, one chunk per patch), then converted with
-``convert_sample`` (store chunks 2048 px, zstd).
+``convert_sample`` (store chunks ``DEFAULT_CHUNK_SIZE``, 512 px, zstd).
 
 Each measurement runs in a fresh subprocess (``_harness.py``) and reads every patch of the h5's barcodes once
 (one epoch):
@@ -12,7 +12,7 @@ Each measurement runs in a fresh subprocess (``_harness.py``) and reads every pa
 - ``loader``: ``PatchDataset(store, barcodes=...)[i]``: the patch cut from the store's pyramid (and resized), plus
   the spot's expression vector (all genes), shuffled or in "spatial order" (spots sorted by band of store chunks,
   as for feature extraction); the decoded-chunk cache is 256 MiB by default, ``cache=0`` turns it off (every patch
-  decodes the 2048 px store chunks it covers) and ``cache=1GiB`` holds the whole level, so its ``2nd epoch`` decodes
+  decodes the store chunks it covers) and ``cache=1GiB`` holds the whole level, so its ``2nd epoch`` decodes
   nothing (the steady state of training for several epochs);
 - ``loader 1.0um``: 224 px at 1.0 µm/px (224 µm patches, from pyramid level 1), a size the h5 does not hold.
 
@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 SAMPLE_ID = "BENCHPATCH"
 #: Bump when the sample changes, so cached inputs are rebuilt.
-INPUT_VERSION = 1
+INPUT_VERSION = 2
 MODES = {
     "h5 in order": {"source": "h5", "order": "file"},
     "h5 shuffled": {"source": "h5", "order": "shuffled"},

@@ -29,8 +29,10 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def test_three_notebooks() -> None:
-    assert [p.name for p in NOTEBOOKS] == ["01_tour.ipynb", "02_analysis.ipynb", "03_patch_expression.ipynb"]
+def test_four_notebooks() -> None:
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_tour.ipynb", "02_analysis.ipynb", "03_patch_expression.ipynb", "04_cohort.ipynb"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -16,9 +16,11 @@ from hest_spatialdata.validate import validate
 
 if TYPE_CHECKING:
     from hest_spatialdata.batch import ConvertOptions
+    from hest_spatialdata.cohort import Cohort, open_cohort
     from hest_spatialdata.conversion import ConversionError, convert
     from hest_spatialdata.example import example_sample
     from hest_spatialdata.hub import catalog, download
+    from hest_spatialdata.legacy import to_legacy_anndata
     from hest_spatialdata.sample import read_hest
 
 _LAZY_IMPORTS = {
@@ -30,9 +32,13 @@ _LAZY_IMPORTS = {
     "download": "hest_spatialdata.hub",
     "example_sample": "hest_spatialdata.example",
     "HestInputError": "hest_spatialdata.errors",
+    "open_cohort": "hest_spatialdata.cohort",
+    "Cohort": "hest_spatialdata.cohort",
+    "to_legacy_anndata": "hest_spatialdata.legacy",
 }
 
 __all__ = [
+    "Cohort",
     "ConversionError",
     "ConvertOptions",
     "HestInputError",
@@ -41,7 +47,9 @@ __all__ = [
     "convert",
     "download",
     "example_sample",
+    "open_cohort",
     "read_hest",
+    "to_legacy_anndata",
     "validate",
 ]
 

@@ -27,10 +27,11 @@ import shapely
 from PIL import Image
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
+from hest_spatialdata._zarr_chunks import open_level
 
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
-#: Decoded image chunks kept per dataset (a 2048 x 2048 RGB chunk is 12 MB).
+#: Decoded image chunks kept per dataset (a 512 x 512 RGB chunk is 0.75 MB): bounded, whatever the slide size.
 DEFAULT_CACHE_BYTES = 256 * 1024**2
 #: Pyramid levels are halved with rounding, so a level may be this much coarser than a power of two and still count.
 LEVEL_TOLERANCE = 0.01
@@ -60,6 +61,8 @@ class PatchDataset:
         Return ``log1p`` of the counts (HEST-Benchmark's normalisation).
     cache_bytes
         Memory for decoded image chunks, reused by the patches that share them (least recently used dropped).
+    chunk_cache
+        A :class:`ChunkCache` shared with other datasets (``cache_bytes`` is then ignored).
 
     Attributes
     ----------
@@ -86,6 +89,7 @@ class PatchDataset:
         barcodes: Sequence[str] | None = None,
         log1p: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        chunk_cache: ChunkCache | None = None,
     ) -> None:
         if patch_size_px < 1 or not um_per_px > 0:
             raise ValueError(f"patch_size_px must be >= 1 and um_per_px > 0, got {patch_size_px}, {um_per_px}")
@@ -99,7 +103,11 @@ class PatchDataset:
         self._expression = _expression_matrix(adata.X, rows, gene_columns)
         self.barcodes = spot_ids
         self.level, array, to_level, self.level_um_per_px = _best_level(sdata[image], self.um_per_px)
-        self._reader = _ChunkReader(array, cache_bytes)
+        path = getattr(sdata, "path", None)  # backed by a store: read its chunks directly (no dask graph per chunk)
+        on_disk = open_level(path, image, self.level, array.shape) if path is not None else None
+        cache = chunk_cache if chunk_cache is not None else ChunkCache(cache_bytes)
+        key = (str(path), image, self.level) if path is not None else None  # the chunks' identity in a shared cache
+        self._reader = _ChunkReader(on_disk if on_disk is not None else _DaskChunks(array), cache, key=key)
         self.centres_px = _apply(to_level, centres_global)
         self._side = self.patch_size_px * self.um_per_px / self.level_um_per_px
 
@@ -125,9 +133,13 @@ class PatchDataset:
 
     def expression(self, index: int) -> np.ndarray:
         """Expression vector of item ``index`` (float32, ``log1p`` if asked)."""
-        row = self._expression[index]
-        values = row.toarray().ravel() if sp.issparse(row) else np.asarray(row).ravel()
-        values = values.astype(np.float32)
+        matrix = self._expression
+        if sp.issparse(matrix):  # one CSR row by hand: scipy's row indexing costs more than a patch
+            start, stop = matrix.indptr[index], matrix.indptr[index + 1]
+            values = np.zeros(matrix.shape[1], dtype=np.float32)
+            values[matrix.indices[start:stop]] = matrix.data[start:stop]
+        else:
+            values = np.asarray(matrix[index], dtype=np.float32).ravel()
         return np.log1p(values) if self.log1p else values
 
     def image(self, index: int) -> np.ndarray:
@@ -191,13 +203,14 @@ def _gene_columns(adata: Any, genes: Sequence[str] | None) -> tuple[np.ndarray |
 
 def _expression_matrix(x: Any, rows: np.ndarray, columns: np.ndarray | None) -> Any:
     matrix = x if columns is None else x[:, columns]
-    return matrix[rows]
+    matrix = matrix[rows]
+    return sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
 
 
 def _best_level(tree: Any, um_per_px: float) -> tuple[int, Any, np.ndarray, float]:
     """The coarsest level at least as fine as ``um_per_px`` (level 0 if none is).
 
-    Returns its number, its array (y, x, c), the global -> level pixel matrix and its µm per pixel.
+    Returns its number, its array (c, y, x), the global -> level pixel matrix and its µm per pixel.
     """
     from xarray import DataArray
 
@@ -210,7 +223,7 @@ def _best_level(tree: Any, um_per_px: float) -> tuple[int, Any, np.ndarray, floa
     fine_enough = [k for k, size in enumerate(sizes) if size <= um_per_px * (1 + LEVEL_TOLERANCE)]
     k = fine_enough[-1] if fine_enough else 0
     to_level = np.linalg.inv(_affine(levels[k], CoordinateSystems.GLOBAL))
-    return k, levels[k].data.transpose(1, 2, 0), to_level, sizes[k]
+    return k, levels[k].data, to_level, sizes[k]
 
 
 def _level_number(name: str) -> int:
@@ -228,26 +241,83 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-class _ChunkReader:
-    """Regions of a lazy (y, x, c) array, computing each chunk once and keeping the recent ones (LRU).
+class ChunkCache:
+    """Decoded image chunks kept in memory, least recently used dropped past ``max_bytes``.
 
-    A patch is much smaller than a store chunk, and neighbouring spots share chunks: decoding each chunk once
-    instead of once per patch is what makes the loader fast.
+    One per :class:`PatchDataset` by default; a cohort passes one to all its stores' datasets, so that the memory
+    bound holds for the whole cohort and the stores most used get most of it.
+
+    Parameters
+    ----------
+    max_bytes
+        Memory for the chunks (0: keep nothing).
     """
 
-    def __init__(self, array: Any, cache_bytes: int) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._chunks: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """The chunk under ``key`` (now the most recently used), or ``None``."""
+        block = self._chunks.get(key)
+        if block is not None:
+            self._chunks.move_to_end(key)
+        return block
+
+    def put(self, key: tuple[Any, ...], block: np.ndarray) -> None:
+        """Keep ``block``, dropping the least recently used chunks past the budget."""
+        if self.max_bytes <= 0:
+            return
+        self._chunks[key] = block
+        self.nbytes += block.nbytes
+        while self.nbytes > self.max_bytes and self._chunks:
+            _, evicted = self._chunks.popitem(last=False)
+            self.nbytes -= evicted.nbytes
+
+
+class _DaskChunks:
+    """Chunks of an in-memory or dask (c, y, x) array (an element not backed by a store), one at a time."""
+
+    def __init__(self, array: Any) -> None:
         self.array = array
-        self.cache_bytes = cache_bytes
-        chunks = getattr(array, "chunks", None) or (array.shape[:1], array.shape[1:2])
-        self._y_edges = np.cumsum((0, *chunks[0]))
-        self._x_edges = np.cumsum((0, *chunks[1]))
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self._cached = 0
+        self.shape = tuple(array.shape)
+        chunks = getattr(array, "chunks", None)
+        self._y_edges = np.cumsum((0, *chunks[1])) if chunks else np.array([0, self.shape[1]])
+        self._x_edges = np.cumsum((0, *chunks[2])) if chunks else np.array([0, self.shape[2]])
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._y_edges, self._x_edges
+
+    def read(self, by: int, bx: int) -> np.ndarray:
+        block = self.array[:, self._y_edges[by] : self._y_edges[by + 1], self._x_edges[bx] : self._x_edges[bx + 1]]
+        return np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
+
+
+class _ChunkReader:
+    """Regions of a lazy (c, y, x) array, reading each chunk once and keeping the recent ones (LRU).
+
+    A patch is much smaller than a store chunk, and neighbouring spots share chunks: decoding each chunk once
+    instead of once per patch is what makes the loader fast. Chunks are kept as (y, x, c), so that a patch is
+    plain slices of them.
+    """
+
+    def __init__(self, chunks: Any, cache: ChunkCache, key: Any = None) -> None:
+        self.chunks = chunks
+        self.shape = chunks.shape
+        self.cache = cache
+        self._key = key if key is not None else id(self)
+        if hasattr(chunks, "edges"):
+            self._y_edges, self._x_edges = chunks.edges()
+        else:
+            _, chunk_y, chunk_x = chunks.chunk_shape
+            self._y_edges = np.append(np.arange(0, self.shape[1], chunk_y), self.shape[1])
+            self._x_edges = np.append(np.arange(0, self.shape[2], chunk_x), self.shape[2])
 
     def region(self, x0: int, y0: int, size: int) -> np.ndarray:
-        """``array[y0:y0+size, x0:x0+size]``; pixels off the array are :data:`FILL_VALUE`."""
-        height, width = self.array.shape[:2]
-        crop = np.full((size, size, self.array.shape[2]), FILL_VALUE, dtype=np.uint8)
+        """``array[:, y0:y0+size, x0:x0+size]`` as (y, x, c); pixels off the array are :data:`FILL_VALUE`."""
+        channels, height, width = self.shape
+        crop = np.full((size, size, channels), FILL_VALUE, dtype=np.uint8)
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + size, width), min(y0 + size, height)
         if xb <= xa or yb <= ya:
             return crop
@@ -261,20 +331,24 @@ class _ChunkReader:
         return crop
 
     def _chunk(self, by: int, bx: int) -> np.ndarray:
-        key = (by, bx)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        rows = slice(self._y_edges[by], self._y_edges[by + 1])
-        cols = slice(self._x_edges[bx], self._x_edges[bx + 1])
-        block = self.array[rows, cols]
-        block = np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
-        self._cache[key] = block
-        self._cached += block.nbytes
-        while self._cached > self.cache_bytes and len(self._cache) > 1:
-            _, evicted = self._cache.popitem(last=False)
-            self._cached -= evicted.nbytes
+        key = (self._key, by, bx)
+        block = self.cache.get(key)
+        if block is None:
+            block = _channels_last(self.chunks.read(by, bx))
+            self.cache.put(key, block)
         return block
+
+
+def _channels_last(block: Any) -> np.ndarray:
+    """(c, y, x) -> contiguous (y, x, c), one channel at a time.
+
+    numpy's copy of a transposed uint8 array (``ascontiguousarray(block.transpose(1, 2, 0))``) is ~5x slower.
+    """
+    block = np.asarray(block)
+    out = np.empty((*block.shape[1:], block.shape[0]), dtype=block.dtype)
+    for channel in range(block.shape[0]):
+        out[..., channel] = block[channel]
+    return out
 
 
 def _block_range(edges: np.ndarray, start: int, stop: int) -> range:

@@ -24,6 +24,8 @@ Modules, by what they write:
 - :mod:`~hest_spatialdata.example.common`: HEST file names, the slide frame, ``uns['spatial']``, the metadata JSON;
 - :mod:`~hest_spatialdata.example.segmentation`: tissue contours, CellViT nuclei, patches h5;
 - :mod:`~hest_spatialdata.example.visium`: the Visium sample (spots, st h5ad, metadata) and :func:`example_sample`;
+- :mod:`~hest_spatialdata.example.cohort`: a three-sample cohort (two Visium samples of one patient, an ST sample of
+  another with another gene panel), :func:`write_cohort_samples`;
 - :mod:`~hest_spatialdata.example.xenium`, :mod:`~hest_spatialdata.example.xenium_cells`,
   :mod:`~hest_spatialdata.example.transcripts`: the Xenium sample (pseudo-spots and metadata, cell and nucleus
   boundaries, transcripts).
@@ -31,6 +33,7 @@ Modules, by what they write:
 
 from __future__ import annotations
 
+from hest_spatialdata.example.cohort import COHORT_SAMPLES, write_cohort_samples
 from hest_spatialdata.example.common import VISIUM_SPOT_DIAMETER_UM, VisiumLayout, write_metadata
 from hest_spatialdata.example.segmentation import (
     CELLVIT_COLORS,
@@ -85,6 +88,7 @@ from hest_spatialdata.example.xenium_cells import CellIdType, star_polygons, xen
 
 __all__ = [
     "CELLVIT_COLORS",
+    "COHORT_SAMPLES",
     "EXAMPLE_PIXEL_SIZE_UM",
     "EXAMPLE_SAMPLE_ID",
     "NUCLEI_TILE_FILES",
@@ -124,6 +128,7 @@ __all__ = [
     "visium_spots",
     "visium_whitelist",
     "write_cellvit",
+    "write_cohort_samples",
     "write_metadata",
     "write_patches",
     "write_slide",

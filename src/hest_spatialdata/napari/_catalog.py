@@ -50,6 +50,35 @@ def local_catalog(hest_dir: str | Path) -> pd.DataFrame:
     return _frame(rows, local=True)
 
 
+def store_catalog(folder: str | Path) -> pd.DataFrame:
+    """The converted stores (``*.zarr`` of this package) in a folder, described by their ``attrs["hest"]``.
+
+    Returns
+    -------
+    One row per store (index: sample id) with :data:`COLUMNS` (``local`` true) and ``store``, the store's path.
+    """
+    from hest_spatialdata.cohort._table import cohort_table
+    from hest_spatialdata.store import store_attrs
+
+    paths = [p for p in sorted(Path(folder).glob("*.zarr")) if store_attrs(p) is not None]
+    try:
+        table = cohort_table(paths, {})
+    except HestInputError:  # two stores of one sample: list none rather than guess
+        table = cohort_table([], {})
+    rows = {
+        str(sample_id): {
+            "organ": row["organ"],
+            "species": row["species"],
+            "oncotree_code": row["oncotree_code"],
+            "technology": technology_label(row["technology"]),
+        }  # fmt: skip
+        for sample_id, row in table.iterrows()
+    }
+    frame = _frame(rows, local=True)
+    frame["store"] = table["path"].reindex(frame.index).astype(object)
+    return frame
+
+
 def hub_catalog(**kwargs: Any) -> pd.DataFrame:
     """The HEST-1k catalog from the hub (:func:`hest_spatialdata.hub.catalog`), in the browser's columns.
 

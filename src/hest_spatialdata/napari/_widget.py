@@ -129,7 +129,7 @@ class HestBrowser(QWidget):
             return
         self.hest_dir = path
         self.root_edit.setText(str(path))
-        self._local = _catalog.local_catalog(path)
+        self._local = _catalog.merge_catalogs(_catalog.local_catalog(path), _catalog.store_catalog(path))
         self.status.setText(f"{len(self._local)} sample(s) in {path}")
         self._update_catalog()
 
@@ -226,6 +226,10 @@ class HestBrowser(QWidget):
     def open_selected(self) -> FunctionWorker | None:
         """Open the selected sample (downloading it first if it is only on the hub), in a worker thread."""
         sample_id = self.selected_sample()
+        store = self.catalog["store"].get(sample_id) if "store" in self.catalog.columns else None
+        if isinstance(store, str):  # a converted store: napari-spatialdata through the store reader
+            self.viewer.open(store, plugin="hest-spatialdata")
+            return None
         return self.open_sample(sample_id) if sample_id is not None else None
 
     def open_sample(self, sample_id: str, *, gene: str | None = None) -> FunctionWorker:

@@ -12,8 +12,10 @@ from hest_spatialdata._constants import CoordinateSystems, Technology
 if TYPE_CHECKING:
     from hest_spatialdata.layout import SampleFiles
 
-#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles (measured in benchmarks/).
-DEFAULT_CHUNK_SIZE = 2048
+#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 512 px rather than 2048: a 224-px
+#: patch then decodes ~2 chunks of 0.75 MB instead of 1-4 of 12 MB (patch loaders), for ~1.2x the conversion CPU and
+#: a store no larger (benchmarks/bench_wsi.py --chunk-size, bench_patches.py; docs/scaling.md 2.4).
+DEFAULT_CHUNK_SIZE = 512
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""Patch–expression pairs across the samples of a cohort, for PyTorch-style training without torch.
+
+:class:`CohortPatchDataset` indexes every spot of every sample on one gene list and cuts each patch with the
+single-store :class:`~hest_spatialdata.loaders.PatchDataset` of its sample. Stores are opened on first use in
+each process: pickling drops the opened stores, so DataLoader workers (``spawn`` or ``fork``) each open their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from hest_spatialdata._constants import SPOT_INSTANCE_KEY
+from hest_spatialdata.cohort._expression import hest_gene_names, read_spot_table
+from hest_spatialdata.loaders import ChunkCache, PatchDataset
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+#: Probes that are not genes (Xenium and other panels), never chosen by :func:`benchmark_genes`.
+CONTROL_PROBE_MARKS = ("BLANK", "Control", "NegControl", "Unassigned", "antisense")
+#: Decoded image chunks kept per process for all the stores of a cohort (one :class:`ChunkCache`): bounded, whatever
+#: the number and size of the slides. A shuffled epoch is fastest when it holds the chunks under the spots of all
+#: samples (~170 MB per 1,500-spot Visium slide at 0.5 µm/px); past that each patch decodes its chunks again.
+COHORT_CACHE_BYTES = 1024**3
+
+
+def benchmark_genes(tables: Iterable[ad.AnnData], n_genes: int = 50) -> list[str]:
+    """The genes HEST-Benchmark would train on: the ``n_genes`` most variable genes common to all samples.
+
+    HEST-Benchmark's tasks predict 50 highly variable genes chosen over the task's samples (its
+    ``var_50genes.json``, from HEST's ``get_k_genes(..., criteria="var")``). The rule here, exactly: the HEST gene
+    names (``var["gene_name"]``) present in every table, less control probes (names containing one of
+    :data:`CONTROL_PROBE_MARKS`), ranked by the variance of ``log1p(counts)`` over all spots of all samples pooled;
+    the first ``n_genes``, ties broken by name.
+
+    Parameters
+    ----------
+    tables
+        The samples' spot tables (counts in ``X``).
+    n_genes
+        How many genes.
+
+    Returns
+    -------
+    HEST gene names, most variable first.
+    """
+    tables = list(tables)
+    common = set.intersection(*(set(hest_gene_names(t)) for t in tables)) if tables else set()
+    candidates = sorted(g for g in common if not any(mark in g for mark in CONTROL_PROBE_MARKS))
+    if not candidates:
+        raise ValueError("the samples have no gene in common")
+    total = np.zeros(len(candidates))
+    squares = np.zeros(len(candidates))
+    n = 0
+    for table in tables:
+        columns = hest_gene_names(table).get_indexer(candidates)
+        x = table.X[:, columns]
+        x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, np.float64))
+        x.data = np.log1p(x.data)
+        total += np.asarray(x.sum(axis=0)).ravel()
+        squares += np.asarray(x.multiply(x).sum(axis=0)).ravel()
+        n += x.shape[0]
+    variance = squares / n - (total / n) ** 2
+    order = np.lexsort((np.array(candidates), -variance))
+    return [candidates[i] for i in order[:n_genes]]
+
+
+class CohortPatchDataset:
+    """Patches centred on every spot of every sample, with the spot's expression on one gene list.
+
+    Items are ``(image, expression, sample_id, barcode)``: ``image`` uint8 (``patch_size_px``, ``patch_size_px``,
+    3), ``expression`` float32 (``len(genes)``, in :attr:`genes` order, ``log1p`` if asked), ``sample_id`` and
+    ``barcode`` str. The index is built from the spot tables (read with anndata); each store's image is opened on
+    the first item of that sample, in the process that asks for it. The dataset pickles without its opened
+    stores, so it can be handed to ``torch.utils.data.DataLoader(..., num_workers=n)`` as is.
+
+    Parameters
+    ----------
+    stores
+        Sample id -> store path.
+    genes
+        HEST gene names (or a store's var names) to return; ``None``: :func:`benchmark_genes` with ``n_genes``.
+    patch_size_px
+        Side of the patches in pixels.
+    um_per_px
+        Resolution of the patches (HEST-Benchmark: 224 px at 0.5 µm/px).
+    n_genes
+        Genes chosen when ``genes`` is ``None`` (HEST-Benchmark uses 50).
+    log1p
+        ``log1p`` of the counts (HEST-Benchmark's normalisation).
+    cache_bytes
+        Memory for decoded image chunks in each process, shared by all the stores (one
+        :class:`~hest_spatialdata.loaders.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
+
+    Attributes
+    ----------
+    genes
+        The gene list.
+    sample_ids, barcodes
+        Sample and spot of every item.
+    """
+
+    def __init__(
+        self,
+        stores: Mapping[str, str | Path],
+        genes: Sequence[str] | None = None,
+        patch_size_px: int = 224,
+        um_per_px: float = 0.5,
+        *,
+        n_genes: int = 50,
+        log1p: bool = True,
+        cache_bytes: int | None = None,
+    ) -> None:
+        if not stores:
+            raise ValueError("no store to take patches from")
+        self.stores = {str(s): str(p) for s, p in stores.items()}
+        tables = {s: read_spot_table(p) for s, p in self.stores.items()}
+        self.genes = list(genes) if genes is not None else benchmark_genes(tables.values(), n_genes)
+        for sample_id, table in tables.items():
+            _check_genes(table, self.genes, sample_id)
+        per_sample = {s: np.asarray(t.obs.get(SPOT_INSTANCE_KEY, t.obs_names)).astype(str) for s, t in tables.items()}
+        self.sample_ids = np.concatenate([np.full(len(b), s, dtype=object) for s, b in per_sample.items()])
+        self.barcodes = np.concatenate([b.astype(object) for b in per_sample.values()])
+        self._barcodes = per_sample
+        starts = np.cumsum([0, *(len(b) for b in per_sample.values())])
+        self._starts = dict(zip(per_sample, starts[:-1].tolist(), strict=True))
+        self.patch_size_px, self.um_per_px, self.log1p = int(patch_size_px), float(um_per_px), log1p
+        self.cache_bytes = COHORT_CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+        self._open: dict[str, PatchDataset] = {}
+        self._cache: ChunkCache | None = None
+
+    def __len__(self) -> int:
+        return len(self.barcodes)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str, str]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} patches")
+        index = int(index) % len(self)
+        sample_id = str(self.sample_ids[index])
+        image, expression, barcode = self.dataset(sample_id)[index - self._starts[sample_id]]
+        return image, expression, sample_id, barcode
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, str, str]]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"], state["_cache"] = {}, None  # each process opens the stores it reads, with its own cache
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"CohortPatchDataset({len(self)} spots of {len(self.stores)} samples x {len(self.genes)} genes, "
+            f"{self.patch_size_px} px at {self.um_per_px} µm/px)"
+        )
+
+    def dataset(self, sample_id: str) -> PatchDataset:
+        """The single-store dataset of ``sample_id``, opened on first use in this process."""
+        if sample_id not in self._open:
+            if self._cache is None:
+                self._cache = ChunkCache(self.cache_bytes)
+            self._open[sample_id] = PatchDataset(
+                self.stores[sample_id], patch_size_px=self.patch_size_px, um_per_px=self.um_per_px,
+                genes=self.genes, barcodes=self._barcodes[sample_id], log1p=self.log1p, chunk_cache=self._cache,
+            )  # fmt: skip
+        return self._open[sample_id]
+
+    def items_of(self, sample_ids: Iterable[str]) -> np.ndarray:
+        """Indices of the items of ``sample_ids`` (e.g. the train side of :meth:`Cohort.splits`)."""
+        return np.flatnonzero(pd.Index(self.sample_ids).isin(list(sample_ids)))
+
+
+def _check_genes(table: ad.AnnData, genes: Sequence[str], sample_id: str) -> None:
+    known = set(hest_gene_names(table)) | set(table.var_names.astype(str))
+    missing = [g for g in genes if g not in known]
+    if missing:
+        raise KeyError(f"sample {sample_id} has no gene {', '.join(missing[:5])} ({len(missing)} missing)")

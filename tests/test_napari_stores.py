@@ -1,0 +1,39 @@
+"""The napari sample browser lists the converted stores of its folder and opens them through napari-spatialdata."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
+
+pytestmark = pytest.mark.napari
+HAS_DISPLAY = not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+OFFSCREEN = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal")
+
+
+@pytest.mark.skipif(not HAS_DISPLAY or OFFSCREEN, reason="needs a display with OpenGL (Xvfb through pytest-xvfb)")
+def test_browser_lists_and_opens_local_stores(make_napari_viewer, qtbot, visium_store: Path) -> None:
+    from hest_spatialdata.napari._widget import HestBrowser
+
+    viewer = make_napari_viewer()
+    browser = HestBrowser(viewer, hest_dir=visium_store.parent)  # a folder of stores, no HEST sample in it
+    qtbot.addWidget(browser)
+    assert browser.visible_samples() == [EXAMPLE_SAMPLE_ID]
+    assert browser.catalog.loc[EXAMPLE_SAMPLE_ID, "store"] == str(visium_store)
+    browser.set_filter("technology", "Visium")
+    browser.select_sample(EXAMPLE_SAMPLE_ID)
+    assert browser.open_selected() is None  # opened by the store reader, not a HEST-sample worker
+    from hest_spatialdata.napari._layers import NUCLEI_CENTROIDS
+
+    # napari-spatialdata and our readers load in threads: wait for all of them before the viewer closes
+    expected = {"he", "tissue", "spots", NUCLEI_CENTROIDS}
+    qtbot.waitUntil(lambda: expected <= {layer.name for layer in viewer.layers}, timeout=180_000)
+    qtbot.wait(500)
+    assert viewer.layers["he"].metadata["sdata"].path is not None  # backed by the store (napari-spatialdata)
