@@ -29,6 +29,8 @@ from hest_spatialdata.remote import RemoteFile, RemoteReadError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "read", "read_wsi", "slide_levels"]
 
+#: Side of the blocks a remote slide is read in (px): a 2048-px block is 8 requests, one per row of tiles.
+REMOTE_BLOCK = 2048
 CHANNELS = ["r", "g", "b"]
 
 
@@ -73,7 +75,11 @@ def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: i
         slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None)
         # The TiffFile stays open while the lazy arrays (which hold the levels) live, and no longer.
         weakref.finalize(slide, tif.close)
-        levels = [_level_array(TiffLevel(slide, k), chunk_size) for k in range(len(tif.series[0].levels))]
+        # Remotely, each request costs a round trip: read blocks of REMOTE_BLOCK px (one request per row of
+        # tiles), then split them into the store's chunks.
+        read_size = max(chunk_size, REMOTE_BLOCK) if slide.remote is not None else chunk_size
+        levels = [_level_array(TiffLevel(slide, k), read_size) for k in range(len(tif.series[0].levels))]
+        levels = [level.rechunk((3, chunk_size, chunk_size)) if read_size != chunk_size else level for level in levels]
     except (HestInputError, RemoteReadError):
         tif.close()
         raise
