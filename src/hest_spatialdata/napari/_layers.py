@@ -196,13 +196,14 @@ def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = Coordinat
     """The nuclei as a multiscale labels layer of their outlines, valued and coloured by class (lazy)."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    from hest_spatialdata.readers.nuclei_labels import class_outlines
+    from hest_spatialdata.readers.nuclei_labels import class_outlines, label_ids
 
     nuclei = sdata.shapes[Elements.NUCLEI]
     classes = nucleus_classes(nuclei)
     levels, affine = nuclei_label_levels(sdata, coordinate_system)
-    label_classes = np.zeros(len(nuclei) + 1, np.uint8)  # label id = row + 1 -> class code + 1
-    label_classes[1:] = np.asarray(classes.codes) + 1
+    ids = label_ids(nuclei)
+    label_classes = np.zeros(int(ids.max(initial=0)) + 1, np.uint8)  # label id -> class code + 1; 0 elsewhere
+    label_classes[ids] = np.asarray(classes.codes) + 1
     outlines = [class_outlines(level, label_classes) for level in levels]
     names = [str(c) for c in classes.categories]
     transparent = np.zeros(4, np.float32)
@@ -224,6 +225,7 @@ def nuclei_label_levels(sdata: SpatialData, coordinate_system: str) -> tuple[lis
     from spatialdata import get_pyramid_levels
 
     from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE
+    from hest_spatialdata.readers.nuclei_labels import label_ids
     from hest_spatialdata.readers.nuclei_labels import nuclei_label_levels as rasterised_levels
 
     if Elements.NUCLEI_LABELS in sdata.labels:
@@ -231,7 +233,7 @@ def nuclei_label_levels(sdata: SpatialData, coordinate_system: str) -> tuple[lis
         levels = get_pyramid_levels(labels, attr="data") if hasattr(labels, "children") else [labels.data]
         return levels, element_affine(labels, coordinate_system)
     nuclei = sdata.shapes[Elements.NUCLEI]
-    levels = rasterised_levels(nuclei.geometry.to_numpy(), _slide_shape(sdata), DEFAULT_CHUNK_SIZE)
+    levels = rasterised_levels(nuclei.geometry.to_numpy(), label_ids(nuclei), _slide_shape(sdata), DEFAULT_CHUNK_SIZE)
     return levels, element_affine(nuclei, coordinate_system)
 
 

@@ -4,13 +4,14 @@ napari draws a labels pyramid (outlines with ``contour``) at any nucleus count i
 tiles on screen, where a Shapes layer of 300k polygons takes minutes to build; squidpy and napari-spatialdata use
 labels too. The labels are made from the ``nuclei`` polygons, never stored instead of them:
 
-- label id = position of the nucleus in the ``nuclei`` element + 1 (``0`` is background), so the class of label
-  ``i`` is ``nuclei["class"].iloc[i - 1]`` (:data:`LABEL_ID_RULE`, also in ``attrs["hest"]["nuclei_labels"]``);
+- label id = the nucleus' ``cell_id`` (the index of ``nuclei``, ``0..n-1`` in HEST) + 1, ``0`` being background
+  (:data:`LABEL_ID_RULE`, also in ``attrs["hest"]["nuclei_labels"]``; :func:`label_ids`), so a nucleus keeps its
+  label in any crop of the store; a non-integer index falls back to the row position + 1;
 - level 0 covers the slide pixel for pixel (``global`` = level-0 px), each further level halves it, down to one
   chunk; every level is rasterised from the polygons at its own scale (no nearest-neighbour subsampling, so small
   nuclei stay visible as dots on the overview), where overlapping nuclei, later rows win;
-- lazily, one dask task per chunk drawing only the nuclei whose bounds meet the chunk (Pillow's polygon fill), so
-  memory stays at a few chunks whatever the slide size.
+- lazily, one dask task per chunk drawing only the nuclei whose bounds meet the chunk (scikit-image's polygon
+  fill: the pixels whose centre is inside), so memory stays at a few chunks whatever the slide size.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from spatialdata.models import Labels2DModel
 from spatialdata.models.pyramids_utils import dask_arrays_to_datatree
@@ -30,7 +32,7 @@ from xarray import DataTree
 from hest_spatialdata.readers._context import SampleContext
 
 #: How label ids map to the rows of ``nuclei`` (written into ``attrs["hest"]["nuclei_labels"]``).
-LABEL_ID_RULE = "row position in the nuclei element + 1; 0 is background"
+LABEL_ID_RULE = "cell_id (the index of nuclei) + 1; 0 is background"
 #: Levels are added until the coarsest fits in this many pixels on its longer side.
 COARSEST_LEVEL_PX = 1024
 
@@ -49,20 +51,32 @@ def rasterise_nuclei(nuclei: gpd.GeoDataFrame, ctx: SampleContext) -> DataTree:
     -------
     A Labels2DModel DataTree ``scale0..scaleN``, uint32, dims ``(y, x)``, in ``global`` and ``microns``.
     """
-    levels = nuclei_label_levels(nuclei.geometry.to_numpy(), ctx.slide_shape, ctx.chunk_size)
+    levels = nuclei_label_levels(nuclei.geometry.to_numpy(), label_ids(nuclei), ctx.slide_shape, ctx.chunk_size)
     labels = dask_arrays_to_datatree(levels, dims=("y", "x"))
     set_transformation(labels, ctx.transformations(), set_all=True)
     Labels2DModel().validate(labels)
     return labels
 
 
-def nuclei_label_levels(geometry: np.ndarray, slide_shape: tuple[int, int], chunk_size: int) -> list[da.Array]:
+def label_ids(nuclei: gpd.GeoDataFrame) -> np.ndarray:
+    """The label id of each nucleus: its ``cell_id`` + 1 (its row position + 1 for a non-integer index)."""
+    index = nuclei.index
+    if pd.api.types.is_integer_dtype(index.dtype) and (len(index) == 0 or index.min() >= 0):
+        return index.to_numpy(np.int64) + 1
+    return np.arange(1, len(nuclei) + 1)
+
+
+def nuclei_label_levels(
+    geometry: np.ndarray, ids: np.ndarray, slide_shape: tuple[int, int], chunk_size: int
+) -> list[da.Array]:
     """The levels of the labels pyramid of ``geometry`` (polygons in level-0 px), lazy, level 0 first.
 
     Parameters
     ----------
     geometry
         The nuclei polygons (or multipolygons: the largest part is drawn), in row order.
+    ids
+        Their label ids (:func:`label_ids`).
     slide_shape
         ``(height, width)`` of level 0.
     chunk_size
@@ -76,7 +90,7 @@ def nuclei_label_levels(geometry: np.ndarray, slide_shape: tuple[int, int], chun
     tree = shapely.STRtree(shapely.box(*shapely.bounds(rings).T))
     coords, owner = shapely.get_coordinates(rings, return_index=True)
     starts = np.searchsorted(owner, np.arange(len(rings) + 1))
-    polygons = _Polygons(tree, coords, starts)
+    polygons = _Polygons(tree, coords, starts, np.asarray(ids, np.uint32))
     return [_level(polygons, shape, 2**k, chunk_size) for k, shape in enumerate(level_shapes(slide_shape))]
 
 
@@ -91,24 +105,28 @@ def level_shapes(slide_shape: tuple[int, int]) -> list[tuple[int, int]]:
 class _Polygons:
     """The outer rings as flat coordinates, with a spatial index of their bounds."""
 
-    def __init__(self, tree: shapely.STRtree, coords: np.ndarray, starts: np.ndarray) -> None:
+    def __init__(self, tree: shapely.STRtree, coords: np.ndarray, starts: np.ndarray, ids: np.ndarray) -> None:
+        self.ids = ids
         self.tree = tree
         self.coords = coords
         self.starts = starts
 
     def draw(self, y0: int, x0: int, height: int, width: int, factor: int) -> np.ndarray:
-        from PIL import Image, ImageDraw
+        from skimage.draw import polygon
 
         window = shapely.box(x0 * factor, y0 * factor, (x0 + width) * factor, (y0 + height) * factor)
         hits = np.sort(self.tree.query(window))  # later rows drawn last: they win where nuclei overlap
-        canvas = Image.new("I", (width, height), 0)
-        if len(hits):
-            draw = ImageDraw.Draw(canvas)
-            origin = np.array([x0, y0], float) + 0.5  # pixel (i, j) covers [i, i + 1): its centre is at + 0.5
-            for index in hits:
-                ring = self.coords[self.starts[index] : self.starts[index + 1]] / factor - origin
-                draw.polygon(ring.ravel().tolist(), fill=int(index) + 1)
-        return np.asarray(canvas, dtype=np.uint32)
+        canvas = np.zeros((height, width), np.uint32)
+        origin = np.array([x0, y0], float) + 0.5  # pixel (i, j) covers [i, i + 1): drawn if its centre is inside
+        for index in hits:
+            ring = self.coords[self.starts[index] : self.starts[index + 1]] / factor - origin
+            rows, cols = polygon(ring[:, 1], ring[:, 0], (height, width))
+            if len(rows):
+                canvas[rows, cols] = self.ids[index]
+            else:  # smaller than a pixel at this level: a dot, so the overview still shows it
+                x, y = np.clip(np.round(ring.mean(axis=0)).astype(int), 0, [width - 1, height - 1])
+                canvas[y, x] = self.ids[index]
+        return canvas
 
 
 def _level(polygons: _Polygons, shape: tuple[int, int], factor: int, chunk_size: int) -> da.Array:
@@ -151,12 +169,14 @@ def class_outlines(labels: da.Array, label_classes: np.ndarray) -> da.Array:
     0 elsewhere. A colormap of a few entries then colours hundreds of thousands of nuclei by class.
     """
     meta = np.empty((0, 0), np.uint8)
-    name = f"nuclei-outlines-{uuid.uuid4().hex}"
-    return labels.map_blocks(_outline_block, label_classes, dtype=np.uint8, meta=meta, name=name)
+    # one pixel of overlap: a nucleus touching another across a chunk edge keeps its outline there
+    return da.map_overlap(
+        _outline_block, labels, depth=1, boundary="none", dtype=np.uint8, meta=meta, label_classes=label_classes
+    )
 
 
 def _outline_block(block: np.ndarray, label_classes: np.ndarray) -> np.ndarray:
-    padded = np.pad(block, 1, mode="edge")  # a chunk's edge is no outline: the nucleus goes on in the next chunk
+    padded = np.pad(block, 1, mode="edge")  # the slide's edge is no outline
     inner = padded[1:-1, 1:-1]
     edge = (
         (inner != padded[:-2, 1:-1]) | (inner != padded[2:, 1:-1]) | (inner != padded[1:-1, :-2])
