@@ -44,6 +44,9 @@ MAX_TRANSCRIPTS = 100_000
 #: pixel of a 4k screen showing the whole slide.
 CONTOUR_DISPLAY_TOLERANCE = 1 / 4000
 TRANSCRIPTS_SUBSAMPLE = "transcripts (subsample)"
+#: Names of our own layers: not an element's name, which napari-spatialdata reserves for the layers it links.
+TISSUE_OUTLINE = "tissue outline"
+NUCLEI_OUTLINES = "nuclei outlines"
 
 
 def sample_layers(
@@ -180,7 +183,7 @@ def nuclei_layer(
     metadata = _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"indices": nuclei.index.to_list()}
     polygons = [_ring_yx(polygon.exterior) for polygon in _largest_polygons(nuclei.geometry)]
     kwargs = {
-        "name": Elements.NUCLEI.value,
+        "name": NUCLEI_OUTLINES,
         "shape_type": "polygon",
         "edge_color": colors,
         "face_color": _with_alpha(colors, 0.25),
@@ -210,7 +213,7 @@ def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = Coordinat
     color_dict: dict[int | None, Any] = {None: transparent, 0: transparent}
     color_dict |= {k + 1: nucleus_color(name) for k, name in enumerate(names)}
     kwargs = {
-        "name": Elements.NUCLEI.value,
+        "name": NUCLEI_OUTLINES,
         "multiscale": len(outlines) > 1,
         "colormap": DirectLabelColormap(color_dict=color_dict),
         "features": pd.DataFrame({"index": np.arange(len(names) + 1), "class": ["none", *names]}),
@@ -250,7 +253,7 @@ def tissue_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.
                 paths.append(_ring_yx(shapely.simplify(ring, tolerance), closed=True))
                 tissue_ids.append(tid)
     kwargs = {
-        "name": Elements.TISSUE.value,
+        "name": TISSUE_OUTLINE,
         "shape_type": "path",
         "edge_color": TISSUE_COLOR,
         "edge_width": max(2.0, 0.002 * _extent(tissue)),

@@ -101,6 +101,7 @@ class DefaultLayerLoader:
         self.layers: list[Layer] = []
         self.own_layers: list[Layer] = []
         self.cancelled = False
+        self.finished = False
         self.worker: Any = None
 
     def plan(self) -> list[tuple[str, Callable[[], Layer]]]:
@@ -135,6 +136,7 @@ class DefaultLayerLoader:
         self.session.on_coordinate_system_changed(self._follow_coordinate_system)
         self.worker = create_worker(self._build, _start_thread=False)
         self.worker.yielded.connect(self._add)
+        self.worker.finished.connect(self._on_finished)
         self.worker.start()
 
     def cancel(self, *_: Any) -> None:
@@ -149,8 +151,11 @@ class DefaultLayerLoader:
 
     @property
     def done(self) -> bool:
-        """Whether every default layer was added (or the load cancelled)."""
-        return self.cancelled or (self.worker is not None and not self.worker.is_running)
+        """Whether every default layer was added, or the load cancelled (its worker may still be stopping)."""
+        return self.cancelled or self.finished
+
+    def _on_finished(self) -> None:
+        self.finished = True
 
     def _build(self) -> Iterator[Layer]:
         """In the worker: build each layer and hand it to the main thread (stops when cancelled)."""
