@@ -221,6 +221,22 @@ def test_clearing_layers_while_loading_cancels_the_load(make_napari_viewer, qtbo
     assert all(layer in second.layers for layer in viewer.layers)
 
 
+@needs_display
+def test_closing_the_viewer_while_loading_cancels_the_load(qtbot, rich_store: Path) -> None:
+    import napari
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+
+    viewer = napari.Viewer(show=False)
+    loader = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+    qtbot.waitUntil(lambda: "he" in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
+    viewer.close()
+    qtbot.waitUntil(lambda: loader.cancelled, timeout=10_000)
+    qtbot.waitUntil(lambda: loader.finished, timeout=LOAD_TIMEOUT_MS)
+    assert len(loader.layers) < len(STORE_LAYERS)
+
+
 def test_napari_spatialdata_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fails loudly when a napari-spatialdata release changes what the adapter uses (then: update the adapter)."""
     from packaging.version import Version
