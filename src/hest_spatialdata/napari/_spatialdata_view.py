@@ -1,9 +1,10 @@
 """Open a HEST SpatialData in napari with napari-spatialdata's widgets, and load its default layers in one worker.
 
-The default layers are built one after the other in a napari worker thread and added, bottom to top, as each is
-ready: the H&E and the spots as napari-spatialdata builds them (its widgets then colour the spots by any gene and
-save annotations into the store; see :mod:`._napari_spatialdata_adapter`), the tissue (contours simplified for
-display), the nuclei (outlines by class from a labels pyramid, at any count) and a transcript subsample as our own.
+The H&E (napari-spatialdata's layer, so its widgets save annotations into the store) is added at once, in the main
+thread. The other default layers are built one after the other in a napari worker thread and added, bottom to top,
+as each is ready: the spots as napari-spatialdata builds them (its "View" widget then recolours them by any gene;
+see :mod:`._napari_spatialdata_adapter`), then our own: the tissue (contours simplified for display), the nuclei
+(outlines by class from a labels pyramid, at any count) and a transcript subsample.
 
 A load belongs to its viewer and is cancelled, its pending layers never added, when the user removes one of its
 layers or clears the viewer, opens another store in the same viewer, or closes the viewer.
@@ -105,11 +106,9 @@ class DefaultLayerLoader:
         self.worker: Any = None
 
     def plan(self) -> list[tuple[str, Callable[[], Layer]]]:
-        """The default layers of the SpatialData, bottom to top: ``(element, builder)``."""
+        """The default layers built in the worker, bottom to top: ``(element, builder)`` (the H&E is not one)."""
         sdata, names = self.sdata, _element_names(self.sdata)
         steps: list[tuple[str, Callable[[], Layer]]] = []
-        if Elements.HE in sdata.images:
-            steps.append((Elements.HE, lambda: self.session.image_layer(Elements.HE.value)))
         if Elements.TISSUE in sdata.shapes:
             steps.append((Elements.TISSUE, lambda: self._own(tissue_layer(sdata, self.coordinate_system))))
         if Elements.SPOTS in sdata.shapes:
@@ -134,6 +133,10 @@ class DefaultLayerLoader:
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.session.widget.destroyed.connect(self.cancel)  # the viewer's window was closed
         self.session.on_coordinate_system_changed(self._follow_coordinate_system)
+        if Elements.HE in self.sdata.images:
+            # In the main thread, at once: a pyramid reads only its coarsest tiles. Built in a worker, its first
+            # slice would race napari's dask cache (not thread-safe) over the same tiles as the canvas.
+            self._add(self.session.image_layer(Elements.HE.value))
         self.worker = create_worker(self._build, _start_thread=False)
         self.worker.yielded.connect(self._add)
         self.worker.finished.connect(self._on_finished)
