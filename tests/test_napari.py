@@ -161,6 +161,8 @@ def test_open_store_through_napari_spatialdata(make_napari_viewer, qtbot, rich_s
         if name in NUCLEUS_CLASS_COLORS:
             np.testing.assert_allclose(nuclei.colormap.map(value)[..., :3].ravel(), _rgb(NUCLEUS_CLASS_COLORS[name]))
     assert "SpatialData" in viewer.window.dock_widgets
+    legend = viewer.window.dock_widgets["Nuclei classes"].text()
+    assert all(name in legend and NUCLEUS_CLASS_COLORS[name] in legend for name in classes & set(NUCLEUS_CLASS_COLORS))
 
     # switching coordinate system moves napari-spatialdata's layers and ours together
     ps = he.metadata["sdata"].attrs["hest"]["pixel_size_um"]

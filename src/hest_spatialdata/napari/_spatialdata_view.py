@@ -13,6 +13,7 @@ layers or clears the viewer, opens another store in the same viewer, or closes t
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,9 +23,10 @@ from napari.layers import Layer
 from napari.qt.threading import create_worker
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
-from hest_spatialdata._palette import SPOTS_OPACITY
+from hest_spatialdata._palette import SPOTS_OPACITY, nucleus_color
 from hest_spatialdata.napari._layers import (
     MAX_NUCLEI_POLYGONS,
+    NUCLEI_OUTLINES,
     color_spots_by_gene,
     element_affine,
     most_expressed_gene,
@@ -38,9 +40,12 @@ from hest_spatialdata.napari._napari_spatialdata_adapter import SpatialDataSessi
 
 if TYPE_CHECKING:
     import napari
+    from qtpy.QtWidgets import QLabel
     from spatialdata import SpatialData
 
 log = logging.getLogger(__name__)
+#: Name of the dock widget of the nuclei class legend.
+LEGEND_NAME = "Nuclei classes"
 #: The load under way in each viewer (a new one cancels the previous).
 _LOADS: weakref.WeakKeyDictionary[Any, DefaultLayerLoader] = weakref.WeakKeyDictionary()
 
@@ -103,6 +108,7 @@ class DefaultLayerLoader:
         self.own_layers: list[Layer] = []
         self.cancelled = False
         self.finished = False
+        self.legend: Any = None
         self.worker: Any = None
 
     def plan(self) -> list[tuple[str, Callable[[], Layer]]]:
@@ -129,6 +135,7 @@ class DefaultLayerLoader:
         previous = _LOADS.get(self.viewer)
         if previous is not None:
             previous.cancel()
+            previous.remove_legend()
         _LOADS[self.viewer] = self
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.session.widget.destroyed.connect(self.cancel)  # the viewer's window was closed
@@ -178,6 +185,22 @@ class DefaultLayerLoader:
             return
         self.viewer.add_layer(layer)
         self.layers.append(layer)
+        if layer.name == NUCLEI_OUTLINES:
+            self._dock_legend(layer)
+
+    def _dock_legend(self, layer: Layer) -> None:
+        classes = layer.metadata.get("classes")
+        if classes is None:  # Shapes polygons: the categories of their class feature
+            classes = [str(c) for c in layer.features["class"].cat.categories]
+        self.legend = class_legend(classes)
+        self.viewer.window.add_dock_widget(self.legend, name=LEGEND_NAME, area="right")
+
+    def remove_legend(self) -> None:
+        """Undock the nuclei class legend of this load, if any."""
+        if self.legend is not None:
+            with contextlib.suppress(RuntimeError, KeyError, ValueError):  # already gone with the window
+                self.viewer.window.remove_dock_widget(self.legend)
+            self.legend = None
 
     def _on_layer_removed(self, event: Any) -> None:
         if any(event.value is layer for layer in self.layers) or not len(self.viewer.layers):
@@ -217,6 +240,18 @@ class DefaultLayerLoader:
             if hasattr(layer, "size"):
                 layer.size = layer.metadata["hest_base_size"] * _scale(affine)
             layer.visible = True
+
+
+def class_legend(classes: list[str]) -> QLabel:
+    """A legend of the nuclei classes: a square in each class' colour, then its name."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QLabel
+
+    rows = "".join(f'<span style="color:{nucleus_color(c)}">&#9632;</span> {html.escape(c)}<br>' for c in classes)
+    label = QLabel(f"<b>Nuclei by CellViT class</b><br>{rows}")
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+    return label
 
 
 def _element_names(sdata: SpatialData) -> set[str]:
