@@ -68,12 +68,12 @@ def read_store(path: str | list[str]) -> list[Any]:
     import spatialdata as sd
 
     from hest_spatialdata.napari._layers import sample_layers, use_compiled_triangulation
+    from hest_spatialdata.napari._napari_spatialdata_adapter import UnsupportedNapariSpatialData
 
     use_compiled_triangulation()
     single = _single_path(path)
     sdata = sd.read_zarr(single)
     try:
-        from hest_spatialdata.napari._napari_spatialdata_adapter import UnsupportedNapariSpatialData
         from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
 
         open_in_napari_spatialdata(sdata)
