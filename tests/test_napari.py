@@ -405,3 +405,14 @@ def test_screenshot_shows_annotations_over_the_slide(make_napari_viewer, qtbot, 
     shares = np.bincount(channel, minlength=3) / len(channel)
     assert (shares > 0.05).sum() >= 2, shares
     shot("all_zoomed", tuple(SAMPLE_LAYERS))
+
+
+def test_unsupported_napari_spatialdata_falls_back_to_plain_layers(rich_store: Path, monkeypatch) -> None:
+    from packaging.version import Version
+
+    from hest_spatialdata.napari import _napari_spatialdata_adapter as adapter
+    from hest_spatialdata.napari._reader import read_store
+
+    monkeypatch.setattr(adapter, "napari_spatialdata_version", lambda: Version("0.9.0"))
+    layers = read_store(str(rich_store))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == STORE_LAYERS
