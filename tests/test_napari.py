@@ -18,8 +18,9 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from hest_spatialdata._palette import NUCLEUS_CLASS_COLORS
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.napari._layers import NUCLEI_CENTROIDS, NUCLEUS_CLASS_COLORS, TRANSCRIPTS_SUBSAMPLE
+from hest_spatialdata.napari._layers import NUCLEI_OUTLINES, TISSUE_OUTLINE, TRANSCRIPTS_SUBSAMPLE
 from hest_spatialdata.napari._reader import find_hest_sample, get_hest_reader, get_store_reader
 
 
@@ -46,8 +47,12 @@ def _layer_names(viewer) -> list[str]:
 
 
 #: Layers of the example sample read from a HEST root: every element the converter reads from it, with the
-#: spots' transcripts absent (Visium) and its ~37k nuclei as centroids.
-SAMPLE_LAYERS = ["he", "tissue", "spots", NUCLEI_CENTROIDS]
+#: spots' transcripts absent (Visium) and its ~37k nuclei as outlines from a labels pyramid.
+SAMPLE_LAYERS = ["he", TISSUE_OUTLINE, "spots", NUCLEI_OUTLINES]
+#: The default layers of the rich store, bottom to top.
+STORE_LAYERS = [*SAMPLE_LAYERS, TRANSCRIPTS_SUBSAMPLE]
+#: The window size of a laptop screen: the canvas is what a user sees.
+WINDOW_SIZE = (1280, 900)
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:
@@ -93,14 +98,15 @@ def test_sample_layers(rich_store: Path) -> None:
     from hest_spatialdata.napari._layers import sample_layers, transcripts_layer
 
     sdata = sd.read_zarr(rich_store)
-    many = {kwargs["name"] for _, kwargs, _ in sample_layers(sdata, max_nuclei_polygons=len(sdata["nuclei"]) - 1)}
-    assert NUCLEI_CENTROIDS in many and "nuclei" not in many
+    few = len(sdata["nuclei"]) - 1
+    many = {kwargs["name"]: kind for _, kwargs, kind in sample_layers(sdata, max_nuclei_polygons=few)}
+    assert many[NUCLEI_OUTLINES] == "labels"  # outlines from a labels pyramid above max_nuclei_polygons
     subsample = transcripts_layer(sdata, n=1000)[0]
     assert 500 < len(subsample) < 2000
     sdata = _crop(sdata)  # a few hundred nuclei: polygons
     layers = {kwargs["name"]: (data, kwargs, kind) for data, kwargs, kind in sample_layers(sdata, gene="Slc17a7")}
-    assert list(layers) == ["he", "tissue", "spots", "nuclei", TRANSCRIPTS_SUBSAMPLE]
-    assert set(layers["nuclei"][1]["features"]["class"]) <= set(NUCLEUS_CLASS_COLORS)
+    assert list(layers) == STORE_LAYERS
+    assert set(layers[NUCLEI_OUTLINES][1]["features"]["class"]) - {"none"} <= set(NUCLEUS_CLASS_COLORS)
     he, kwargs, kind = layers["he"]
     assert (kind, kwargs["rgb"], kwargs["multiscale"]) == ("image", True, True)
     assert he[0].shape == (*sdata["he"]["scale0"]["image"].shape[1:], 3)
@@ -111,7 +117,7 @@ def test_sample_layers(rich_store: Path) -> None:
     assert np.unique(kwargs["face_color"], axis=0).shape[0] > 10  # coloured by expression
     assert len(layers[TRANSCRIPTS_SUBSAMPLE][0]) == len(sdata["transcripts"])  # fewer than MAX_TRANSCRIPTS
     tissue_rings = sum(1 + len(g.interiors) for g in sdata["tissue"].geometry)
-    assert len(layers["tissue"][0]) == tissue_rings
+    assert len(layers[TISSUE_OUTLINE][0]) == tissue_rings
 
     microns = {k["name"]: k for _, k, _ in sample_layers(sdata, coordinate_system="microns")}
     ps = sdata.attrs["hest"]["pixel_size_um"]
@@ -136,24 +142,38 @@ def _crop(sdata):
 
 @needs_display
 def test_open_store_through_napari_spatialdata(make_napari_viewer, qtbot, rich_store: Path) -> None:
+    from napari.layers import Labels
+
     viewer = make_napari_viewer()
-    assert viewer.open(rich_store, plugin=PLUGIN) == []  # layers come from napari-spatialdata's thread
-    # the example has ~37k nuclei: above MAX_NUCLEI_POLYGONS they are our own centroid layer
-    expected = ["he", "tissue", "spots", NUCLEI_CENTROIDS, TRANSCRIPTS_SUBSAMPLE]
-    qtbot.waitUntil(lambda: _layer_names(viewer) == expected, timeout=LOAD_TIMEOUT_MS)
-    he, spots, nuclei = viewer.layers["he"], viewer.layers["spots"], viewer.layers[NUCLEI_CENTROIDS]
+    assert viewer.open(rich_store, plugin=PLUGIN) == []  # layers come from our worker
+    qtbot.waitUntil(lambda: _layer_names(viewer) == STORE_LAYERS, timeout=LOAD_TIMEOUT_MS)
+    he, spots, nuclei = viewer.layers["he"], viewer.layers["spots"], viewer.layers[NUCLEI_OUTLINES]
     assert he.multiscale and he.rgb
     assert he.metadata["sdata"].path is not None  # backed by the store: napari-spatialdata can save into it
+    assert spots.metadata["adata"] is not None  # napari-spatialdata's own layer: its View widget colours it
     assert np.unique(spots.face_color, axis=0).shape[0] > 10
-    assert len(set(nuclei.features["class"])) > 1
+    assert spots.opacity * spots.face_color[:, 3].max() < 0.95  # the H&E shows through
+    # nuclei at any count: outlines by class from the labels pyramid
+    assert isinstance(nuclei, Labels) and nuclei.multiscale
+    classes = set(nuclei.features["class"]) - {"none"}
+    assert classes == set(viewer.layers[NUCLEI_OUTLINES].metadata["classes"]) and len(classes) > 1
+    for value, name in zip(nuclei.features["index"], nuclei.features["class"], strict=True):
+        if name in NUCLEUS_CLASS_COLORS:
+            np.testing.assert_allclose(nuclei.colormap.map(value)[..., :3].ravel(), _rgb(NUCLEUS_CLASS_COLORS[name]))
     assert "SpatialData" in viewer.window.dock_widgets
+    legend = viewer.window.dock_widgets["Nuclei classes"].text()
+    assert all(name in legend and NUCLEUS_CLASS_COLORS[name] in legend for name in classes & set(NUCLEUS_CLASS_COLORS))
 
     # switching coordinate system moves napari-spatialdata's layers and ours together
     ps = he.metadata["sdata"].attrs["hest"]["pixel_size_um"]
     napari_spatialdata_widget = viewer.window.dock_widgets["SpatialData"]
     napari_spatialdata_widget.coordinate_system_widget.setCurrentRow(1)  # microns
-    for name in ("he", "spots", TRANSCRIPTS_SUBSAMPLE):
+    for name in STORE_LAYERS:
         np.testing.assert_allclose(viewer.layers[name].affine.scale, [ps, ps], err_msg=name)
+
+
+def _rgb(color: str) -> np.ndarray:
+    return np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
 
 
 @needs_display
@@ -164,10 +184,10 @@ def test_nuclei_polygons_through_napari_spatialdata(make_napari_viewer, qtbot, r
 
     viewer = make_napari_viewer()
     sdata = _crop(sd.read_zarr(rich_store))
-    open_in_napari_spatialdata(sdata, gene="Gad1", max_nuclei_polygons=10**6)
-    expected = ["he", "tissue", "spots", "nuclei", TRANSCRIPTS_SUBSAMPLE]
-    qtbot.waitUntil(lambda: _layer_names(viewer) == expected, timeout=LOAD_TIMEOUT_MS)
-    nuclei = viewer.layers["nuclei"]
+    loader = open_in_napari_spatialdata(sdata, gene="Gad1", max_nuclei_polygons=10**6)
+    qtbot.waitUntil(lambda: loader.done, timeout=LOAD_TIMEOUT_MS)
+    assert _layer_names(viewer) == STORE_LAYERS
+    nuclei = viewer.layers[NUCLEI_OUTLINES]
     assert len(nuclei.data) == len(sdata["nuclei"])
     classes = nuclei.features["class"].astype(str).to_numpy()
     first = np.flatnonzero(classes == classes[0])
@@ -175,6 +195,64 @@ def test_nuclei_polygons_through_napari_spatialdata(make_napari_viewer, qtbot, r
     assert np.allclose(nuclei.edge_color[first], nuclei.edge_color[first[0]])
     assert not np.allclose(nuclei.edge_color[other[0]], nuclei.edge_color[first[0]])
     assert list(viewer.layers["spots"].features.columns) == ["Gad1"]
+
+
+@needs_display
+def test_clearing_layers_while_loading_cancels_the_load(make_napari_viewer, qtbot, rich_store: Path) -> None:
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+
+    viewer = make_napari_viewer()
+    loader = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+    qtbot.waitUntil(lambda: "he" in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
+    assert len(viewer.layers) < len(STORE_LAYERS)  # still loading
+    viewer.layers.clear()
+    qtbot.waitUntil(lambda: not loader.worker.is_running, timeout=LOAD_TIMEOUT_MS)
+    qtbot.wait(200)  # layers the worker handed over just before stopping are delivered by now
+    assert loader.cancelled and _layer_names(viewer) == []
+
+    # another store opened while the first loads: only the second's layers appear
+    first = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+    qtbot.waitUntil(lambda: "he" in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
+    viewer.layers.clear()
+    second = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+    qtbot.waitUntil(lambda: second.done and not first.worker.is_running, timeout=LOAD_TIMEOUT_MS)
+    qtbot.wait(200)
+    assert first.cancelled and _layer_names(viewer) == STORE_LAYERS
+    assert all(layer in second.layers for layer in viewer.layers)
+
+
+@needs_display
+def test_closing_the_viewer_while_loading_cancels_the_load(qtbot, rich_store: Path) -> None:
+    import napari
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+
+    viewer = napari.Viewer(show=False)
+    loader = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+    qtbot.waitUntil(lambda: "he" in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
+    viewer.close()
+    qtbot.waitUntil(lambda: loader.cancelled, timeout=10_000)
+    qtbot.waitUntil(lambda: loader.finished, timeout=LOAD_TIMEOUT_MS)
+    assert len(loader.layers) < len(STORE_LAYERS)
+
+
+def test_napari_spatialdata_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails loudly when a napari-spatialdata release changes what the adapter uses (then: update the adapter)."""
+    from packaging.version import Version
+
+    from hest_spatialdata.napari import _napari_spatialdata_adapter as adapter
+
+    adapter.check_internals()  # the installed release is supported and has every internal used
+    monkeypatch.setattr(adapter, "napari_spatialdata_version", lambda: Version("0.8.0"))
+    with pytest.raises(adapter.UnsupportedNapariSpatialData, match="0.8.0"):
+        adapter.check_internals()
+    monkeypatch.undo()
+    monkeypatch.setitem(adapter.INTERNALS, "SpatialDataViewer", ("get_sdata_image", "get_sdata_renamed"))
+    with pytest.raises(adapter.UnsupportedNapariSpatialData, match="get_sdata_renamed"):
+        adapter.check_internals()
 
 
 @needs_display
@@ -284,24 +362,65 @@ def test_browser_opens_hub_samples_remotely(make_napari_viewer, qtbot, hest_root
 
 
 @needs_display
-def test_screenshot_shows_the_slide(make_napari_viewer, qtbot, rich_store: Path, tmp_path: Path) -> None:
+def test_screenshot_shows_annotations_over_the_slide(make_napari_viewer, qtbot, rich_store: Path, tmp_path) -> None:
     import imageio.v3 as iio
 
     viewer = make_napari_viewer(show=True)  # show=False renders a black canvas
-    viewer.window._qt_window.resize(1200, 900)
+    viewer.window._qt_window.resize(*WINDOW_SIZE)
     viewer.open(rich_store, plugin=PLUGIN)
-    qtbot.waitUntil(lambda: TRANSCRIPTS_SUBSAMPLE in _layer_names(viewer), timeout=LOAD_TIMEOUT_MS)
-    for name in (NUCLEI_CENTROIDS, TRANSCRIPTS_SUBSAMPLE):
-        viewer.layers[name].visible = False
+    qtbot.waitUntil(lambda: _layer_names(viewer) == STORE_LAYERS, timeout=LOAD_TIMEOUT_MS)
+    viewer.layers[TRANSCRIPTS_SUBSAMPLE].visible = False
     viewer.reset_view()
-    qtbot.wait(500)
-    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
     out = Path(os.environ.get("HEST_SCREENSHOT_DIR", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out / "napari_store.png", shot)
 
-    assert shot.std() > 20, "blank canvas"
-    slide = shot[shot.sum(axis=-1) > 60].astype(float)  # drop the black canvas around the slide
-    assert len(slide) > 0.2 * shot.shape[0] * shot.shape[1]
+    def shot(name: str, visible: tuple[str, ...]) -> np.ndarray:
+        for layer in viewer.layers:
+            layer.visible = layer.name in visible
+        qtbot.wait(700)
+        image = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+        iio.imwrite(out / f"napari_{name}.png", image)
+        return image.astype(float)
+
+    he = shot("he", ("he",))
+    assert he.std() > 20, "blank canvas"
+    slide = he[he.sum(axis=-1) > 60]  # drop the black canvas around the slide
+    assert len(slide) > 0.2 * he.shape[0] * he.shape[1]
     r, g, b = slide.mean(axis=0)
     assert r > g and b > g, f"not H&E-like (pink/purple): mean RGB {r:.0f}, {g:.0f}, {b:.0f}"
+    assert viewer.canvas.size[0] > 600 and viewer.canvas.size[1] > 600  # a real window's canvas
+
+    tissue = shot("tissue", ("he", TISSUE_OUTLINE))
+    changed = np.abs(tissue - he).sum(axis=-1) > 30
+    assert 0.002 < changed.mean() < 0.2, "the tissue outline should be a thin line"
+    assert (tissue[changed][:, 2] > tissue[changed][:, 0]).mean() > 0.8  # cyan over pink
+
+    spots = shot("spots", ("he", "spots"))
+    under = np.abs(spots - he).sum(axis=-1) > 30
+    assert under.mean() > 0.05, "spots not visible"
+    # translucent: where the slide is darker under a spot, the spot is darker too (the H&E shows through)
+    dark, light = he.sum(axis=-1) < np.percentile(he.sum(axis=-1)[under], 30), he.sum(axis=-1) > 500
+    assert spots[under & dark].sum(axis=-1).mean() < spots[under & light].sum(axis=-1).mean()
+
+    viewer.camera.zoom *= 6  # the middle of the slide, where the nuclei are a few pixels wide
+    he_zoomed = shot("he_zoomed", ("he",))
+    nuclei = shot("nuclei_zoomed", ("he", NUCLEI_OUTLINES))
+    outlined = np.abs(nuclei - he_zoomed).sum(axis=-1) > 60
+    assert outlined.mean() > 0.02, "nuclei outlines not visible"
+    # coloured by class: the outlines push the H&E towards red (Neoplastic, Epithelial), green (Inflammatory) and
+    # blue (Connective), each in a good share of the outline pixels
+    channel = np.argmax((nuclei - he_zoomed)[outlined], axis=-1)
+    shares = np.bincount(channel, minlength=3) / len(channel)
+    assert (shares > 0.05).sum() >= 2, shares
+    shot("all_zoomed", tuple(SAMPLE_LAYERS))
+
+
+def test_unsupported_napari_spatialdata_falls_back_to_plain_layers(rich_store: Path, monkeypatch) -> None:
+    from packaging.version import Version
+
+    from hest_spatialdata.napari import _napari_spatialdata_adapter as adapter
+    from hest_spatialdata.napari._reader import read_store
+
+    monkeypatch.setattr(adapter, "napari_spatialdata_version", lambda: Version("0.9.0"))
+    layers = read_store(str(rich_store))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == STORE_LAYERS

@@ -60,3 +60,16 @@ def test_cli_plot(visium_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     bad = CliRunner().invoke(main, ["plot", str(visium_store), "-o", "bad.png", "--gene", "NOPE"])
     assert bad.exit_code == 1
     assert "NOPE" in bad.output
+
+
+def test_plot_and_napari_share_the_gene_scale_and_nucleus_colours(sdata) -> None:
+    from hest_spatialdata import plot
+    from hest_spatialdata._palette import NUCLEUS_CLASS_COLORS, gene_scale
+
+    table = sdata["table"]
+    gene = "Gad1"
+    counts = np.asarray(table[:, gene].X.todense()).ravel()
+    np.testing.assert_allclose(np.asarray(plot._gene_norm(table, gene)(counts)), gene_scale(counts), atol=1e-9)
+    # robust: the 1% brightest spots no longer squeeze the others into the darkest colour
+    assert np.median(gene_scale(counts)[counts > 0]) > 0.2
+    assert plot.NUCLEUS_PALETTE is NUCLEUS_CLASS_COLORS

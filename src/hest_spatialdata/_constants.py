@@ -12,6 +12,7 @@ class Elements(StrEnum):
     SPOTS = "spots"
     TABLE = "table"
     NUCLEI = "nuclei"
+    NUCLEI_LABELS = "nuclei_labels"  # the nuclei rasterised, label id = row position in nuclei + 1
     TISSUE = "tissue"
     PATCHES = "patches"
     XENIUM_CELLS = "xenium_cells"

@@ -122,7 +122,7 @@ PARTS: dict[Part, PartSpec] = {
         ),
         hub_globs=("{id}_cellvit_seg.*",),
         reader="cellvit",
-        elements=(Elements.NUCLEI,),
+        elements=(Elements.NUCLEI, Elements.NUCLEI_LABELS),
     ),
     Part.TISSUE: PartSpec(
         "tissue_seg", ("{id}_contours.geojson",), hub_globs=("{id}_*",), reader="tissue", elements=(Elements.TISSUE,)

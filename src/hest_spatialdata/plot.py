@@ -12,6 +12,7 @@ import numpy as np
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
 from hest_spatialdata._expression import most_expressed_gene, resolve_gene
+from hest_spatialdata._palette import GENE_COLORMAP, NUCLEUS_CLASS_COLORS, SPOTS_OPACITY, gene_limits, nucleus_color
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -20,16 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
-GENE_COLORMAP = "viridis"
-
-#: CellViT (PanNuke) classes in CellViT's colours, as in the napari plugin.
-NUCLEUS_PALETTE = {
-    "Neoplastic": "#ff0000",
-    "Inflammatory": "#22dd4c",
-    "Connective": "#235cec",
-    "Dead": "#feff00",
-    "Epithelial": "#ff9f44",
-}
+NUCLEUS_PALETTE = NUCLEUS_CLASS_COLORS  # the napari plugin's colours
 
 
 def quicklook(
@@ -150,20 +142,24 @@ def _spots_panel(sdata: SpatialData, gene: str | None) -> tuple[SpatialData, str
         table_name=Elements.TABLE.value,
         cmap=GENE_COLORMAP,
         norm=_gene_norm(table, gene),
-        fill_alpha=0.8,
+        fill_alpha=SPOTS_OPACITY,
         colorbar=False,  # spatialdata-plot's lands on the next panel; ours is attached to this one
     )
     return colored, f"spots: {gene}"
 
 
 def _gene_norm(table: ad.AnnData, gene: str) -> Normalize:
-    from matplotlib.colors import Normalize
+    """log1p of the counts between their 1st and 99th percentiles: the napari plugin's scale."""
+    from matplotlib.colors import FuncNorm
 
     values = table[:, gene].X
-    values = np.asarray(values.todense() if hasattr(values, "todense") else values, float)
-    return Normalize(
-        float(values.min()), float(values.max()) if values.max() > values.min() else float(values.min()) + 1
-    )
+    values = np.asarray(values.todense() if hasattr(values, "todense") else values, float).ravel()
+    low, high = gene_limits(values)
+    return FuncNorm((_log1p, np.expm1), vmin=low, vmax=high, clip=True)
+
+
+def _log1p(values: np.ndarray) -> np.ndarray:
+    return np.log1p(np.clip(values, 0.0, None))
 
 
 def _add_colorbar(figure: Figure, ax: Axes, norm: Normalize, label: str) -> None:
@@ -174,6 +170,6 @@ def _add_colorbar(figure: Figure, ax: Axes, norm: Normalize, label: str) -> None
 
 def _nuclei_panel(sdata: SpatialData) -> tuple[SpatialData, str]:
     classes = sdata.shapes[Elements.NUCLEI]["class"].astype(str).unique()
-    palette = {c: NUCLEUS_PALETTE.get(c, "#7f7f7f") for c in classes}
+    palette = {c: nucleus_color(c) for c in classes}
     plot = _background(sdata).pl.render_shapes(Elements.NUCLEI.value, color="class", palette=palette, fill_alpha=0.9)
     return plot, "nuclei by class"

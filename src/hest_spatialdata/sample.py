@@ -15,6 +15,7 @@ from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts, sa
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers import reader_module
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
+from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE
 from hest_spatialdata.readers.wsi import slide_levels
 
 
@@ -73,6 +74,8 @@ def read_hest(
         for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
             sdata[name] = element
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
+    if Elements.NUCLEI_LABELS in sdata.labels:
+        sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
     return sdata
 
 

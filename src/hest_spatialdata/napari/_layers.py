@@ -7,13 +7,24 @@ chosen coordinate system, and helpers colouring spots by a gene and nuclei by cl
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import shapely
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata._expression import gene_values, genes_by_expression, most_expressed_gene, resolve_gene
+from hest_spatialdata._palette import (
+    GENE_COLORMAP,
+    NUCLEUS_CLASS_COLORS,
+    PALETTE,
+    SPOTS_OPACITY,
+    TISSUE_COLOR,
+    gene_scale,
+    nucleus_color,
+)
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -22,30 +33,20 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-__all__ = ["genes_by_expression", "most_expressed_gene", "sample_layers"]
+__all__ = ["NUCLEUS_CLASS_COLORS", "TISSUE_COLOR", "genes_by_expression", "most_expressed_gene", "sample_layers"]
 
-#: Above this many nuclei, nuclei are drawn as centroid points: napari builds Shapes at ~0.5 ms per polygon.
-MAX_NUCLEI_POLYGONS = 10_000
+#: Up to this many nuclei, they are editable Shapes polygons; above, outlines drawn from a labels pyramid (napari
+#: builds Shapes at ~0.5 ms per polygon, a labels pyramid in the time it takes to read the tiles on screen).
+MAX_NUCLEI_POLYGONS = 2_000
 #: Transcripts drawn: a uniform random subsample (whole Xenium runs hold tens of millions).
 MAX_TRANSCRIPTS = 100_000
-#: Spots colormap for gene expression.
-GENE_COLORMAP = "viridis"
-#: CellViT (PanNuke) classes, in CellViT's own colours.
-NUCLEUS_CLASS_COLORS = {
-    "Neoplastic": "#ff0000",
-    "Inflammatory": "#22dd4c",
-    "Connective": "#235cec",
-    "Dead": "#feff00",
-    "Epithelial": "#ff9f44",
-}
-TISSUE_COLOR = "#00e5ff"
-#: tab20, for categories without a fixed colour (other nucleus classes, transcript features).
-PALETTE = (
-    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
-    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
-)  # fmt: skip
-NUCLEI_CENTROIDS = "nuclei (centroids)"
+#: Contours are drawn simplified to this fraction of the slide's longer side (the store keeps every vertex): a
+#: pixel of a 4k screen showing the whole slide.
+CONTOUR_DISPLAY_TOLERANCE = 1 / 4000
 TRANSCRIPTS_SUBSAMPLE = "transcripts (subsample)"
+#: Names of our own layers: not an element's name, which napari-spatialdata reserves for the layers it links.
+TISSUE_OUTLINE = "tissue outline"
+NUCLEI_OUTLINES = "nuclei outlines"
 
 
 def sample_layers(
@@ -89,6 +90,30 @@ def sample_layers(
     return layers
 
 
+def use_compiled_triangulation() -> str:
+    """Select napari's compiled ``bermuda`` triangulation for Shapes (napari's setting), when it is installed.
+
+    napari's pure-Python triangulation takes ~70 s for a real 25k-vertex tissue contour; bermuda, under a second.
+
+    Returns
+    -------
+    The triangulation backend in use.
+    """
+    from napari.settings import get_settings
+    from napari.utils.triangulation_backend import TriangulationBackend
+
+    experimental = get_settings().experimental
+    try:
+        import bermuda  # noqa: F401
+    except ImportError:
+        backend = experimental.triangulation_backend
+        logging.getLogger(__name__).info("bermuda is not installed: napari triangulates Shapes with %s", backend)
+        return str(experimental.triangulation_backend)
+    if experimental.triangulation_backend != TriangulationBackend.bermuda:
+        experimental.triangulation_backend = TriangulationBackend.bermuda
+    return str(experimental.triangulation_backend)
+
+
 def element_affine(element: Any, coordinate_system: str) -> np.ndarray:
     """The 3 x 3 (y, x) affine from the element's intrinsic frame to ``coordinate_system``."""
     from spatialdata.transformations import get_transformation
@@ -128,7 +153,7 @@ def spots_layer(
         "size": diameters * _scale_factor(affine),
         "symbol": "square" if square else "disc",
         "border_width": 0.0,
-        "opacity": 0.9,
+        "opacity": SPOTS_OPACITY,
         "affine": affine,
         "metadata": metadata,
     }
@@ -143,31 +168,76 @@ def spots_layer(
 def nuclei_layer(
     sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL, *, max_polygons: int = MAX_NUCLEI_POLYGONS
 ) -> LayerDataTuple:
-    """Nuclei outlined (or, when many, dotted at their centroids) in the colour of their class."""
+    """Nuclei outlined in the colour of their class, at any count.
+
+    Up to ``max_polygons`` nuclei: Shapes polygons. Above: a labels layer of the outlines, drawn from the
+    ``nuclei_labels`` pyramid when the store has it, else from the polygons rasterised lazily tile by tile (see
+    :mod:`hest_spatialdata.readers.nuclei_labels`); its values are classes (hover shows the class).
+    """
     nuclei = sdata.shapes[Elements.NUCLEI]
-    affine = element_affine(nuclei, coordinate_system)
     classes = nucleus_classes(nuclei)
+    if len(nuclei) > max_polygons:
+        return nuclei_outlines_layer(sdata, coordinate_system)
+    affine = element_affine(nuclei, coordinate_system)
     colors = category_rgba(classes, NUCLEUS_CLASS_COLORS)
     metadata = _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"indices": nuclei.index.to_list()}
-    features = pd.DataFrame({"class": classes})
-    if len(nuclei) > max_polygons:
-        centroids = nuclei.geometry.centroid
-        yx = np.column_stack([centroids.y.to_numpy(), centroids.x.to_numpy()])
-        diameters = 2 * np.sqrt(nuclei.geometry.area.to_numpy() / np.pi) * _scale_factor(affine)
-        kwargs = {"name": NUCLEI_CENTROIDS, "size": diameters, "face_color": colors, "border_width": 0.0}
-        return (yx, kwargs | {"features": features, "affine": affine, "metadata": metadata}, "points")
     polygons = [_ring_yx(polygon.exterior) for polygon in _largest_polygons(nuclei.geometry)]
     kwargs = {
-        "name": Elements.NUCLEI.value,
+        "name": NUCLEI_OUTLINES,
         "shape_type": "polygon",
         "edge_color": colors,
         "face_color": _with_alpha(colors, 0.25),
         "edge_width": max(1.0, 0.08 * float(np.median(np.sqrt(nuclei.geometry.area.to_numpy())))),
-        "features": features,
+        "features": pd.DataFrame({"class": classes}),
         "affine": affine,
         "metadata": metadata,
     }
     return (polygons, kwargs, "shapes")
+
+
+def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
+    """The nuclei as a multiscale labels layer of their outlines, valued and coloured by class (lazy)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from hest_spatialdata.readers.nuclei_labels import class_outlines, label_ids
+
+    nuclei = sdata.shapes[Elements.NUCLEI]
+    classes = nucleus_classes(nuclei)
+    levels, affine = nuclei_label_levels(sdata, coordinate_system)
+    ids = label_ids(nuclei)
+    label_classes = np.zeros(int(ids.max(initial=0)) + 1, np.uint8)  # label id -> class code + 1; 0 elsewhere
+    label_classes[ids] = np.asarray(classes.codes) + 1
+    outlines = [class_outlines(level, label_classes) for level in levels]
+    names = [str(c) for c in classes.categories]
+    transparent = np.zeros(4, np.float32)
+    color_dict: dict[int | None, Any] = {None: transparent, 0: transparent}
+    color_dict |= {k + 1: nucleus_color(name) for k, name in enumerate(names)}
+    kwargs = {
+        "name": NUCLEI_OUTLINES,
+        "multiscale": len(outlines) > 1,
+        "colormap": DirectLabelColormap(color_dict=color_dict),
+        "features": pd.DataFrame({"index": np.arange(len(names) + 1), "class": ["none", *names]}),
+        "affine": affine,
+        "metadata": _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"classes": names},
+    }
+    return (outlines if len(outlines) > 1 else outlines[0], kwargs, "labels")
+
+
+def nuclei_label_levels(sdata: SpatialData, coordinate_system: str) -> tuple[list[Any], np.ndarray]:
+    """The levels of ``nuclei_labels`` (rasterised lazily from ``nuclei`` when absent) and their affine."""
+    from spatialdata import get_pyramid_levels
+
+    from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE
+    from hest_spatialdata.readers.nuclei_labels import label_ids
+    from hest_spatialdata.readers.nuclei_labels import nuclei_label_levels as rasterised_levels
+
+    if Elements.NUCLEI_LABELS in sdata.labels:
+        labels = sdata.labels[Elements.NUCLEI_LABELS]
+        levels = get_pyramid_levels(labels, attr="data") if hasattr(labels, "children") else [labels.data]
+        return levels, element_affine(labels, coordinate_system)
+    nuclei = sdata.shapes[Elements.NUCLEI]
+    levels = rasterised_levels(nuclei.geometry.to_numpy(), label_ids(nuclei), _slide_shape(sdata), DEFAULT_CHUNK_SIZE)
+    return levels, element_affine(nuclei, coordinate_system)
 
 
 def tissue_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
@@ -175,14 +245,15 @@ def tissue_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.
     tissue = sdata.shapes[Elements.TISSUE]
     affine = element_affine(tissue, coordinate_system)
     paths, tissue_ids = [], []
+    tolerance = CONTOUR_DISPLAY_TOLERANCE * _extent(tissue)
     tissue_id = tissue["tissue_id"] if "tissue_id" in tissue.columns else pd.Series(tissue.index, index=tissue.index)
     for geom, tid in zip(tissue.geometry, tissue_id.to_numpy(), strict=True):
         for polygon in getattr(geom, "geoms", [geom]):
             for ring in (polygon.exterior, *polygon.interiors):
-                paths.append(_ring_yx(ring, closed=True))
+                paths.append(_ring_yx(shapely.simplify(ring, tolerance), closed=True))
                 tissue_ids.append(tid)
     kwargs = {
-        "name": Elements.TISSUE.value,
+        "name": TISSUE_OUTLINE,
         "shape_type": "path",
         "edge_color": TISSUE_COLOR,
         "edge_width": max(2.0, 0.002 * _extent(tissue)),
@@ -221,12 +292,10 @@ def transcripts_layer(
 
 
 def values_to_rgba(values: np.ndarray, colormap: str = GENE_COLORMAP) -> np.ndarray:
-    """RGBA (n, 4) of ``values`` scaled to [min, max] on a napari colormap."""
+    """RGBA (n, 4) of gene counts on a napari colormap, on the robust scale of :func:`_palette.gene_scale`."""
     from napari.utils.colormaps import ensure_colormap
 
-    values = np.asarray(values, float)
-    low, high = (np.nanmin(values), np.nanmax(values)) if len(values) else (0.0, 1.0)
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    scaled = gene_scale(values)
     return np.asarray(ensure_colormap(colormap).map(scaled), np.float32).reshape(-1, 4)
 
 
@@ -280,16 +349,6 @@ def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMA
     return gene
 
 
-def color_nuclei_by_class(layer: Layer) -> None:
-    """Colour a nuclei layer (napari-spatialdata's polygons) by the ``class`` column, outlines and faces."""
-    nuclei = layer.metadata["sdata"].shapes[layer.metadata["name"]]
-    classes = pd.Categorical(nucleus_classes(nuclei)[nuclei.index.get_indexer(layer.metadata["indices"])])
-    colors = category_rgba(classes, NUCLEUS_CLASS_COLORS)
-    layer.features = pd.DataFrame({"class": classes})
-    layer.edge_color = colors
-    layer.face_color = _with_alpha(colors, 0.25)
-
-
 def spots_table(layer: Layer) -> ad.AnnData | None:
     """The expression table behind a spots layer (ours: ``metadata["hest_table"]``; napari-spatialdata's: sdata)."""
     metadata = layer.metadata
@@ -338,6 +397,19 @@ def _scale_factor(affine: np.ndarray) -> float:
 def _pixel_size_um(sdata: SpatialData) -> float:
     value = sdata.attrs.get(ATTRS_KEY, {}).get("pixel_size_um")
     return float(value) if value else 1.0
+
+
+def _slide_shape(sdata: SpatialData) -> tuple[int, int]:
+    """Level-0 ``(height, width)``: of the H&E, else from ``attrs["hest"]``, else the nuclei's extent."""
+    if Elements.HE in sdata.images:
+        image = sdata.images[Elements.HE]
+        level = image["scale0"]["image"] if hasattr(image, "children") else image
+        return int(level.shape[-2]), int(level.shape[-1])
+    shape = sdata.attrs.get(ATTRS_KEY, {}).get("slide_shape")
+    if shape:
+        return int(shape[0]), int(shape[1])
+    x0, y0, x1, y1 = sdata.shapes[Elements.NUCLEI].total_bounds
+    return int(np.ceil(y1)) + 1, int(np.ceil(x1)) + 1
 
 
 def _extent(shapes: gpd.GeoDataFrame) -> float:

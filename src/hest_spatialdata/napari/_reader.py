@@ -68,15 +68,18 @@ def read_store(path: str | list[str]) -> list[Any]:
     """
     import spatialdata as sd
 
+    from hest_spatialdata.napari._layers import sample_layers, use_compiled_triangulation
+    from hest_spatialdata.napari._napari_spatialdata_adapter import UnsupportedNapariSpatialData
+
+    use_compiled_triangulation()
     single = _single_path(path)
     sdata = sd.read_zarr(single)
     try:
         from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
-    except ImportError:  # napari-spatialdata not installed
-        from hest_spatialdata.napari._layers import sample_layers
 
+        open_in_napari_spatialdata(sdata)
+    except (ImportError, UnsupportedNapariSpatialData):  # napari-spatialdata not installed, or another release
         return sample_layers(sdata)
-    open_in_napari_spatialdata(sdata)
     return [(None,)]
 
 
@@ -116,6 +119,9 @@ def read_hest_path(path: str | list[str]) -> list[Any]:
     -------
     Layer data tuples, or ``[(None,)]`` when the browser was docked instead.
     """
+    from hest_spatialdata.napari._layers import use_compiled_triangulation
+
+    use_compiled_triangulation()
     single = _single_path(path)
     found = find_hest_sample(single) if single is not None else None
     if found is None:

@@ -45,9 +45,20 @@ EDGE_TOLERANCE_PX = 2.0
 _WHITESPACE = re.compile(r"\s*")
 
 
-def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame]:
-    """Reader contract (see :mod:`hest_spatialdata.readers`): ``nuclei`` from ``cellvit_seg/``."""
-    return {Elements.NUCLEI.value: read_cellvit(path, ctx)}
+def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, Any]:
+    """Reader contract (see :mod:`hest_spatialdata.readers`): ``nuclei`` and ``nuclei_labels`` from ``cellvit_seg/``.
+
+    ``nuclei_labels`` (:mod:`hest_spatialdata.readers.nuclei_labels`) is the ``nuclei`` polygons rasterised lazily.
+    """
+    from hest_spatialdata.readers.nuclei_labels import rasterise_nuclei
+
+    nuclei = read_cellvit(path, ctx)
+    found: dict[str, Any] = {}
+    if Elements.NUCLEI in elements:
+        found[Elements.NUCLEI.value] = nuclei
+    if Elements.NUCLEI_LABELS in elements:
+        found[Elements.NUCLEI_LABELS.value] = rasterise_nuclei(nuclei, ctx)
+    return found
 
 
 def read_cellvit(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:

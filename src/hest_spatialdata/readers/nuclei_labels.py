@@ -1,0 +1,185 @@
+"""The ``nuclei_labels`` element: the CellViT nuclei rasterised as a multiscale labels image.
+
+napari draws a labels pyramid (outlines with ``contour``) at any nucleus count in the time it takes to read the
+tiles on screen, where a Shapes layer of 300k polygons takes minutes to build; squidpy and napari-spatialdata use
+labels too. The labels are made from the ``nuclei`` polygons, never stored instead of them:
+
+- label id = the nucleus' ``cell_id`` (the index of ``nuclei``, ``0..n-1`` in HEST) + 1, ``0`` being background
+  (:data:`LABEL_ID_RULE`, also in ``attrs["hest"]["nuclei_labels"]``; :func:`label_ids`), so a nucleus keeps its
+  label in any crop of the store; a non-integer index falls back to the row position + 1;
+- level 0 covers the slide pixel for pixel (``global`` = level-0 px), each further level halves it, down to one
+  chunk; every level is rasterised from the polygons at its own scale (no nearest-neighbour subsampling, so small
+  nuclei stay visible as dots on the overview), where overlapping nuclei, later rows win;
+- lazily, one dask task per chunk drawing only the nuclei whose bounds meet the chunk (scikit-image's polygon
+  fill: the pixels whose centre is inside), so memory stays at a few chunks whatever the slide size.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from spatialdata.models import Labels2DModel
+from spatialdata.models.pyramids_utils import dask_arrays_to_datatree
+from spatialdata.transformations import set_transformation
+from xarray import DataTree
+
+from hest_spatialdata.readers._context import SampleContext
+
+#: How label ids map to the rows of ``nuclei`` (written into ``attrs["hest"]["nuclei_labels"]``).
+LABEL_ID_RULE = "cell_id (the index of nuclei) + 1; 0 is background"
+#: Levels are added until the coarsest fits in this many pixels on its longer side.
+COARSEST_LEVEL_PX = 1024
+
+
+def rasterise_nuclei(nuclei: gpd.GeoDataFrame, ctx: SampleContext) -> DataTree:
+    """The nuclei as a lazy multiscale ``nuclei_labels`` element.
+
+    Parameters
+    ----------
+    nuclei
+        The ``nuclei`` element (polygons in level-0 px).
+    ctx
+        The sample's context (slide shape, chunk size, transformations).
+
+    Returns
+    -------
+    A Labels2DModel DataTree ``scale0..scaleN``, uint32, dims ``(y, x)``, in ``global`` and ``microns``.
+    """
+    levels = nuclei_label_levels(nuclei.geometry.to_numpy(), label_ids(nuclei), ctx.slide_shape, ctx.chunk_size)
+    labels = dask_arrays_to_datatree(levels, dims=("y", "x"))
+    set_transformation(labels, ctx.transformations(), set_all=True)
+    Labels2DModel().validate(labels)
+    return labels
+
+
+def label_ids(nuclei: gpd.GeoDataFrame) -> np.ndarray:
+    """The label id of each nucleus: its ``cell_id`` + 1 (its row position + 1 for a non-integer index)."""
+    index = nuclei.index
+    if pd.api.types.is_integer_dtype(index.dtype) and (len(index) == 0 or index.min() >= 0):
+        return index.to_numpy(np.int64) + 1
+    return np.arange(1, len(nuclei) + 1)
+
+
+def nuclei_label_levels(
+    geometry: np.ndarray, ids: np.ndarray, slide_shape: tuple[int, int], chunk_size: int
+) -> list[da.Array]:
+    """The levels of the labels pyramid of ``geometry`` (polygons in level-0 px), lazy, level 0 first.
+
+    Parameters
+    ----------
+    geometry
+        The nuclei polygons (or multipolygons: the largest part is drawn), in row order.
+    ids
+        Their label ids (:func:`label_ids`).
+    slide_shape
+        ``(height, width)`` of level 0.
+    chunk_size
+        Chunk side in pixels.
+
+    Returns
+    -------
+    One uint32 dask array per level of :func:`level_shapes`.
+    """
+    rings = _outer_rings(geometry)
+    tree = shapely.STRtree(shapely.box(*shapely.bounds(rings).T))
+    coords, owner = shapely.get_coordinates(rings, return_index=True)
+    starts = np.searchsorted(owner, np.arange(len(rings) + 1))
+    polygons = _Polygons(tree, coords, starts, np.asarray(ids, np.uint32))
+    return [_level(polygons, shape, 2**k, chunk_size) for k, shape in enumerate(level_shapes(slide_shape))]
+
+
+def level_shapes(slide_shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(height, width)`` of each level: level 0 is the slide, each next one half of it (rounded down)."""
+    shapes = [tuple(int(s) for s in slide_shape)]
+    while max(shapes[-1]) > COARSEST_LEVEL_PX and min(shapes[-1]) >= 2:
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    return shapes  # type: ignore[return-value]
+
+
+class _Polygons:
+    """The outer rings as flat coordinates, with a spatial index of their bounds."""
+
+    def __init__(self, tree: shapely.STRtree, coords: np.ndarray, starts: np.ndarray, ids: np.ndarray) -> None:
+        self.ids = ids
+        self.tree = tree
+        self.coords = coords
+        self.starts = starts
+
+    def draw(self, y0: int, x0: int, height: int, width: int, factor: int) -> np.ndarray:
+        from skimage.draw import polygon
+
+        window = shapely.box(x0 * factor, y0 * factor, (x0 + width) * factor, (y0 + height) * factor)
+        hits = np.sort(self.tree.query(window))  # later rows drawn last: they win where nuclei overlap
+        canvas = np.zeros((height, width), np.uint32)
+        origin = np.array([x0, y0], float) + 0.5  # pixel (i, j) covers [i, i + 1): drawn if its centre is inside
+        for index in hits:
+            ring = self.coords[self.starts[index] : self.starts[index + 1]] / factor - origin
+            rows, cols = polygon(ring[:, 1], ring[:, 0], (height, width))
+            if len(rows):
+                canvas[rows, cols] = self.ids[index]
+            else:  # smaller than a pixel at this level: a dot, so the overview still shows it
+                x, y = np.clip(np.round(ring.mean(axis=0)).astype(int), 0, [width - 1, height - 1])
+                canvas[y, x] = self.ids[index]
+        return canvas
+
+
+def _level(polygons: _Polygons, shape: tuple[int, int], factor: int, chunk_size: int) -> da.Array:
+    template = da.empty(shape, dtype=np.uint32, chunks=chunk_size)
+    # a name of our own: dask would otherwise tokenize (pickle) every polygon to name the task
+    name = f"nuclei-labels-{factor}-{uuid.uuid4().hex}"
+    meta = np.empty((0, 0), np.uint32)
+    return template.map_blocks(_draw_block, polygons, factor, dtype=np.uint32, meta=meta, name=name)
+
+
+def _draw_block(block: np.ndarray, polygons: _Polygons, factor: int, block_info: dict[Any, Any] | None = None) -> Any:
+    (y0, _), (x0, _) = block_info[0]["array-location"] if block_info else ((0, 0), (0, 0))
+    return polygons.draw(y0, x0, block.shape[0], block.shape[1], factor)
+
+
+def _outer_rings(geometry: np.ndarray) -> np.ndarray:
+    """Each nucleus' outer ring (a MultiPolygon's largest part): holes are not drawn."""
+    parts, owner = shapely.get_parts(geometry, return_index=True)
+    if len(parts) == len(geometry):
+        return shapely.get_exterior_ring(parts)
+    area = shapely.area(parts)
+    order = np.lexsort((-area, owner))
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+    return shapely.get_exterior_ring(parts[first])
+
+
+def class_outlines(labels: da.Array, label_classes: np.ndarray) -> da.Array:
+    """The outline of each nucleus of a labels level, valued by its class (for display).
+
+    Parameters
+    ----------
+    labels
+        One level of ``nuclei_labels`` (or of :func:`rasterise_nuclei`).
+    label_classes
+        uint8 lookup: the value shown for each label id (``label_classes[0] == 0``, background).
+
+    Returns
+    -------
+    A lazy uint8 array: ``label_classes[id]`` on the pixels of a nucleus that touch another label (4-neighbours),
+    0 elsewhere. A colormap of a few entries then colours hundreds of thousands of nuclei by class.
+    """
+    meta = np.empty((0, 0), np.uint8)
+    # one pixel of overlap: a nucleus touching another across a chunk edge keeps its outline there
+    return da.map_overlap(
+        _outline_block, labels, depth=1, boundary="none", dtype=np.uint8, meta=meta, label_classes=label_classes
+    )
+
+
+def _outline_block(block: np.ndarray, label_classes: np.ndarray) -> np.ndarray:
+    padded = np.pad(block, 1, mode="edge")  # the slide's edge is no outline
+    inner = padded[1:-1, 1:-1]
+    edge = (
+        (inner != padded[:-2, 1:-1]) | (inner != padded[2:, 1:-1]) | (inner != padded[1:-1, :-2])
+        | (inner != padded[1:-1, 2:])
+    )  # fmt: skip
+    return np.where(edge & (inner > 0), label_classes[np.minimum(inner, len(label_classes) - 1)], 0).astype(np.uint8)
