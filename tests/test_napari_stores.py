@@ -30,10 +30,10 @@ def test_browser_lists_and_opens_local_stores(make_napari_viewer, qtbot, visium_
     browser.set_filter("technology", "Visium")
     browser.select_sample(EXAMPLE_SAMPLE_ID)
     assert browser.open_selected() is None  # opened by the store reader, not a HEST-sample worker
-    from hest_spatialdata.napari._layers import NUCLEI_CENTROIDS
+    from hest_spatialdata.napari._layers import NUCLEI_OUTLINES, TISSUE_OUTLINE
 
-    # napari-spatialdata and our readers load in threads: wait for all of them before the viewer closes
-    expected = {"he", "tissue", "spots", NUCLEI_CENTROIDS}
+    # the default layers load in a worker: wait for all of them before the viewer closes
+    expected = {"he", TISSUE_OUTLINE, "spots", NUCLEI_OUTLINES}
     qtbot.waitUntil(lambda: expected <= {layer.name for layer in viewer.layers}, timeout=180_000)
     qtbot.wait(500)
     assert viewer.layers["he"].metadata["sdata"].path is not None  # backed by the store (napari-spatialdata)
