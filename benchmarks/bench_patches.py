@@ -60,13 +60,14 @@ MODES = {
 }
 
 
-def sample_dir(pixel_size: float) -> Path:
-    return WORK / f"patches_ps{pixel_size}_v{INPUT_VERSION}"
+def sample_dir(pixel_size: float, chunk_size: int = 0) -> Path:
+    suffix = f"_chunk{chunk_size}" if chunk_size else ""
+    return WORK / f"patches_ps{pixel_size}_v{INPUT_VERSION}{suffix}"
 
 
-def ensure_sample(pixel_size: float) -> None:
-    """Build (once) the HEST root and its converted store."""
-    folder = sample_dir(pixel_size)
+def ensure_sample(pixel_size: float, chunk_size: int = 0) -> None:
+    """Build (once) the HEST root and its store (image chunks of ``chunk_size`` px; 0: the converter's default)."""
+    folder = sample_dir(pixel_size, chunk_size)
     if (folder / "done").is_file():
         return
     from hest_spatialdata.example import write_visium_sample
@@ -75,14 +76,14 @@ def ensure_sample(pixel_size: float) -> None:
     print(f"building {folder} ...", flush=True)
     t0 = time.perf_counter()
     write_visium_sample(folder / "hest", SAMPLE_ID, pixel_size_um=pixel_size)
-    convert_sample(folder / "hest", SAMPLE_ID, folder / "stores", overwrite=True)
+    convert_sample(folder / "hest", SAMPLE_ID, folder / "stores", overwrite=True, chunk_size=chunk_size or None)
     (folder / "done").write_text(f"{time.perf_counter() - t0:.1f} s\n")
 
 
 # --------------------------------------------------------------------------------------------- child process
 
 
-def child(mode: str, pixel_size: float) -> dict[str, Any]:
+def child(mode: str, pixel_size: float, chunk_size: int = 0) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     import h5py
     import numpy as np
@@ -93,7 +94,7 @@ def child(mode: str, pixel_size: float) -> dict[str, Any]:
 
         from hest_spatialdata.loaders import PatchDataset
         from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
-    folder = sample_dir(pixel_size)
+    folder = sample_dir(pixel_size, chunk_size)
     h5_path = folder / "hest" / "patches" / f"{SAMPLE_ID}.h5"
     with _harness.Stopwatch() as setup:
         if options["source"] == "h5":
@@ -116,7 +117,7 @@ def child(mode: str, pixel_size: float) -> dict[str, Any]:
         order = np.random.default_rng(0).permutation(n)
     elif options["order"] == "spatial":  # bands of store chunks, left to right: each chunk decoded once
         x, y = dataset.centres_px[:, 0], dataset.centres_px[:, 1]
-        order = np.lexsort((x, y // DEFAULT_CHUNK_SIZE))
+        order = np.lexsort((x, y // (chunk_size or DEFAULT_CHUNK_SIZE)))
     else:
         order = np.arange(n)
     for _ in range(options.get("epochs", 1)):  # only the last epoch is timed
@@ -129,9 +130,9 @@ def child(mode: str, pixel_size: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- driver
 
 
-def measure(mode: str, pixel_size: float) -> dict[str, Any]:
+def measure(mode: str, pixel_size: float, chunk_size: int = 0) -> dict[str, Any]:
     """One measurement in a fresh subprocess: its result, peak RSS and the load around it."""
-    run = _harness.run_script(__file__, "--child", mode, pixel_size)
+    run = _harness.run_script(__file__, "--child", mode, pixel_size, chunk_size)
     return run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after)}
 
 
@@ -140,14 +141,15 @@ def main() -> None:
     parser.add_argument("--pixel-size", type=float, default=0.5, help="µm per level-0 px of the slide")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--chunk-size", type=int, default=0, help="store image chunk side (0: the default)")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     # built in a subprocess: a child's ru_maxrss starts at its parent's, so the driver must stay small
-    _harness.run_script(__file__, "--build", args.pixel_size, capture=False)
+    _harness.run_script(__file__, "--build", args.pixel_size, args.chunk_size, capture=False)
     print(_harness.machine_text(), flush=True)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
     for r, mode in _harness.rounds(args.modes, args.repeat):  # alternate the order: load hits all alike
-        res = measure(mode, args.pixel_size)
+        res = measure(mode, args.pixel_size, args.chunk_size)
         runs[mode].append(res)
         print(f"  {mode:>24} run {r}: {json.dumps(res)}", flush=True)
     print_table(runs)
@@ -168,8 +170,8 @@ def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _harness.emit(child(sys.argv[2], float(sys.argv[3])))
+        _harness.emit(child(sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
     elif len(sys.argv) > 1 and sys.argv[1] == "--build":
-        ensure_sample(float(sys.argv[2]))
+        ensure_sample(float(sys.argv[2]), int(sys.argv[3]))
     else:
         main()

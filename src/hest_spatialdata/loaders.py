@@ -31,7 +31,7 @@ from hest_spatialdata._zarr_chunks import open_level
 
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
-#: Decoded image chunks kept per dataset (a 512 x 512 RGB chunk is 0.75 MB): bounded, whatever the slide size.
+#: Decoded image chunks kept per dataset (a 1024 x 1024 RGB chunk is 3 MB): bounded, whatever the slide size.
 DEFAULT_CACHE_BYTES = 256 * 1024**2
 #: Pyramid levels are halved with rounding, so a level may be this much coarser than a power of two and still count.
 LEVEL_TOLERANCE = 0.01

@@ -123,7 +123,7 @@ convert_options = stack(
         "--chunk-size",
         type=click.IntRange(256),
         default=None,
-        help="Image chunk side in pixels, a multiple of 256. [default: 512]",
+        help="Image chunk side in pixels, a multiple of 256. [default: 1024]",
     ),
     quiet_option,
     filter_options,

@@ -12,10 +12,10 @@ from hest_spatialdata._constants import CoordinateSystems, Technology
 if TYPE_CHECKING:
     from hest_spatialdata.layout import SampleFiles
 
-#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 512 px rather than 2048: a 224-px
-#: patch then decodes ~2 chunks of 0.75 MB instead of 1-4 of 12 MB (patch loaders), for ~1.2x the conversion CPU and
-#: a store no larger (benchmarks/bench_wsi.py --chunk-size, bench_patches.py; docs/scaling.md 2.4).
-DEFAULT_CHUNK_SIZE = 512
+#: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 1024 px: the patch loaders read
+#: 2,650 patches/s from it (2,870 at 512 px, 2,200-2,300 at 2048) while the conversion stays at the plain
+#: decode-and-encode limit of 2048-px chunks (512 px costs 1.4x it); docs/scaling.md section 2.4.
+DEFAULT_CHUNK_SIZE = 1024
 
 
 @dataclass(frozen=True)
