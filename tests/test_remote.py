@@ -226,7 +226,7 @@ def test_a_gated_remote_root_gives_the_download_message(fake_hub, monkeypatch, t
 
 def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path):
     out = tmp_path / "ZEN61.png"
-    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(out)])
+    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(out), "--min-side", "0"])
     assert result.exit_code == 0, result.output
     slide = PARTS[Part.WSI].path(hub_repo, "ZEN61")
     levels = _levels(slide)
@@ -242,6 +242,18 @@ def test_thumbnail_fetches_only_the_coarsest_level(fake_hub, hub_repo, tmp_path)
     assert sum(n for _, n in tiles) >= coarsest_bytes
     header_blocks = len(levels) + 1  # libvips writes each level's IFD after its tiles: one block each, and block 0
     assert fake_hub.sent("wsis/ZEN61.tif") <= coarsest_bytes + header_blocks * remote.BLOCK_SIZE
+
+
+def test_thumbnail_draws_the_coarsest_level_big_enough(fake_hub, hub_repo, tmp_path):
+    out = tmp_path / "ZEN61.png"
+    levels = _levels(PARTS[Part.WSI].path(hub_repo, "ZEN61"))
+    side = max(levels[1].shape[:2])  # level 1 is the coarsest with at least this side
+    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(out), "--min-side", str(side)])
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(out).convert("RGB")).shape == levels[1].shape
+    result = CliRunner().invoke(main, ["thumbnail", "ZEN61", "-o", str(out), "--min-side", str(10**6), "--no-spots"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), levels[0])  # none as big: level 0
 
 
 def test_the_napari_hest_reader_takes_hub_paths(fake_hub, hub_repo):

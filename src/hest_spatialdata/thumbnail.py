@@ -1,6 +1,6 @@
-"""``slide_thumbnail()``: a sample's coarsest slide level with its spots drawn, reading nothing else of the slide.
+"""``slide_thumbnail()``: a coarse level of a sample's slide with its spots drawn, reading nothing else of it.
 
-From a remote root (``hf://datasets/MahmoodLab/hest``) this fetches the TIFF header, the coarsest level's tiles,
+From a remote root (``hf://datasets/MahmoodLab/hest``) this fetches the TIFF header, that level's tiles,
 the metadata JSON and the st h5ad: a look at a sample before downloading it.
 """
 
@@ -23,8 +23,17 @@ SPOT_COLOUR = (20, 220, 60)
 SPOT_LINE_PX = 1
 
 
-def slide_thumbnail(hest_dir: str | Path, sample_id: str, out: str | Path, *, spots: bool = True) -> Path:
-    """Write the coarsest level of a sample's slide as a PNG, with its spots (or pseudo-spots) outlined.
+#: Default smallest longer side of the level drawn: HEST pyramids go down to one tile (~200 px), too small to see.
+MIN_SIDE_PX = 1000
+
+
+def slide_thumbnail(
+    hest_dir: str | Path, sample_id: str, out: str | Path, *, spots: bool = True, min_side: int = MIN_SIDE_PX
+) -> Path:
+    """Write a coarse level of a sample's slide as a PNG, with its spots (or pseudo-spots) outlined.
+
+    The level drawn is the coarsest whose longer side has at least ``min_side`` px (level 0 if none has); only its
+    tiles are read.
 
     Parameters
     ----------
@@ -36,6 +45,8 @@ def slide_thumbnail(hest_dir: str | Path, sample_id: str, out: str | Path, *, sp
         The PNG to write.
     spots
         Draw the spots of the st h5ad (when the sample has one).
+    min_side
+        Smallest longer side of the level drawn, in px; ``0``: the coarsest level.
 
     Returns
     -------
@@ -57,8 +68,10 @@ def slide_thumbnail(hest_dir: str | Path, sample_id: str, out: str | Path, *, sp
         raise HestInputError(sample_id, PARTS[Part.WSI].relative_paths(sample_id)[0], "the sample has no slide")
     tree = sdata[Elements.HE.value]
     level0 = tree["scale0"]["image"].shape[1:]
-    coarsest = tree[f"scale{len(tree) - 1}"]["image"].values  # only this level's tiles are read
-    image = Image.fromarray(np.ascontiguousarray(coarsest.transpose(1, 2, 0)))
+    levels = [tree[f"scale{k}"]["image"] for k in range(len(tree))]
+    big_enough = [level for level in levels if max(level.shape[1:]) >= min_side] or levels[:1]
+    pixels = big_enough[-1].values  # only this level's tiles are read
+    image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
     if spots and Elements.SPOTS.value in sdata.shapes:
         _draw_spots(image, sdata[Elements.SPOTS.value], image.height / level0[0], image.width / level0[1])
     out = Path(out)

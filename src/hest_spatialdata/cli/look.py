@@ -1,4 +1,4 @@
-"""``thumbnail``: the coarsest level of a sample's slide with its spots, from the hub (or any HEST root)."""
+"""``thumbnail``: a coarse level of a sample's slide with its spots, from the hub (or any HEST root)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,15 @@ DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
     help="HEST root: hf://datasets/MahmoodLab/hest[@REVISION], another fsspec URL, or a local folder.",
 )
 @click.option("--no-spots", is_flag=True, help="The slide alone.")
-def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots: bool) -> None:
-    """PNG of SAMPLE_ID's slide at its coarsest level, with the spots drawn.
+@click.option(
+    "--min-side",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="Draw the coarsest level at least this many px on its longer side (0: the coarsest level).",
+)
+def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots: bool, min_side: int) -> None:
+    """PNG of SAMPLE_ID's slide at a coarse level (see --min-side), with the spots drawn.
 
     From the hub only the TIFF header, that level's tiles, the metadata and the st h5ad are fetched.
     """
@@ -34,7 +41,7 @@ def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots:
     from hest_spatialdata.thumbnail import slide_thumbnail
 
     try:
-        path = slide_thumbnail(hest_dir, sample_id, out, spots=not no_spots)
+        path = slide_thumbnail(hest_dir, sample_id, out, spots=not no_spots, min_side=min_side)
     except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
     click.echo(f"wrote {path}")
