@@ -67,6 +67,9 @@ class PartSpec:
         The elements the reader yields.
     joins
         Other parts some element needs as well, by element (the Xenium cell table needs the cell boundaries).
+    ranged
+        Whether its reader reads a remote file by byte ranges (large parts); other parts of a remote root are copied
+        locally (through the hub cache) before they are read.
     """
 
     folder: str
@@ -76,6 +79,7 @@ class PartSpec:
     reader: str | None = None
     elements: tuple[Elements, ...] = ()
     joins: Mapping[Elements, tuple[Part, ...]] = field(default_factory=dict)
+    ranged: bool = False
 
     def relative_paths(self, sample_id: str) -> tuple[str, ...]:
         """Every path (relative to a HEST root) the part of ``sample_id`` may have, preferred first."""
@@ -108,9 +112,11 @@ class PartSpec:
 
 PARTS: dict[Part, PartSpec] = {
     Part.METADATA: PartSpec("metadata", ("{id}.json",), required=True),
-    Part.WSI: PartSpec("wsis", ("{id}.tif", "{id}.tiff"), required=True, reader="wsi", elements=(Elements.HE,)),
+    Part.WSI: PartSpec(
+        "wsis", ("{id}.tif", "{id}.tiff"), required=True, reader="wsi", elements=(Elements.HE,), ranged=True
+    ),
     Part.ST: PartSpec("st", ("{id}.h5ad",), required=True, reader="spots", elements=(Elements.SPOTS, Elements.TABLE)),
-    Part.PATCHES: PartSpec("patches", ("{id}.h5",), reader="patches", elements=(Elements.PATCHES,)),
+    Part.PATCHES: PartSpec("patches", ("{id}.h5",), reader="patches", elements=(Elements.PATCHES,), ranged=True),
     Part.CELLVIT: PartSpec(
         "cellvit_seg",
         # parquet (2025), zipped and plain GeoJSON, the June 2024 zip
@@ -147,6 +153,7 @@ PARTS: dict[Part, PartSpec] = {
         reader="transcripts",
         elements=(Elements.TRANSCRIPTS, Elements.XENIUM_CELL_TABLE),
         joins={Elements.XENIUM_CELL_TABLE: (Part.XENIUM_CELLS,)},
+        ranged=True,
     ),
     Part.THUMBNAIL: PartSpec("thumbnails", ("{id}_downscaled_fullres.jpeg",), hub_globs=("{id}_*",)),
     Part.SPATIAL_PLOT: PartSpec("spatial_plots", ("{id}_spatial_plots.png",), hub_globs=("{id}_*",)),

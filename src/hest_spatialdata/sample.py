@@ -79,14 +79,10 @@ def read_hest(
     return sdata
 
 
-#: Parts whose readers read a remote file by byte ranges; the others get a local copy (the hub cache).
-REMOTE_READERS = frozenset({Part.WSI, Part.PATCHES, Part.TRANSCRIPTS})
-
-
 def _readable_files(files: SampleFiles, plan: dict[Part, Any], wanted: set[Elements]) -> SampleFiles:
     """The files the readers get: those of a local root as they are.
 
-    In a remote root the parts read by byte ranges (:data:`REMOTE_READERS`) stay remote, and the others to read (and
+    In a remote root the parts read by byte ranges (``PartSpec.ranged``) stay remote, and the others to read (and
     the parts they join) are copied locally, through the hub cache.
     """
     if not files.remote:
@@ -96,7 +92,7 @@ def _readable_files(files: SampleFiles, plan: dict[Part, Any], wanted: set[Eleme
         for element in wanted & set(PARTS[part].elements):
             needed |= set(PARTS[part].joins.get(element, ()))
     paths = {
-        part: path if part in REMOTE_READERS or part not in needed else path.local_copy()
+        part: path if PARTS[part].ranged or part not in needed else path.local_copy()
         for part, path in files.paths.items()
     }
     return SampleFiles(root=files.root, sample_id=files.sample_id, paths=paths)
