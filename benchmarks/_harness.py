@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,30 +74,45 @@ def current_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-class RssSampler:
-    """Sample this process's resident memory every ``interval`` s in a thread; :attr:`peak` is the largest seen.
+class PeakSampler:
+    """Sample ``measure()`` every ``interval`` s in a thread; :attr:`peak` is the largest value seen.
 
-    Complements :func:`peak_rss`, which cannot be reset: the sampler sees the peak of one block only.
+    Parameters
+    ----------
+    measure
+        What to sample (e.g. resident memory, bytes on disk).
+    interval
+        Seconds between samples.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak = current_rss()
+    def __init__(self, measure: Callable[[], int], interval: float = 0.05) -> None:
+        self.measure, self.interval = measure, interval
+        self.peak = measure()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, current_rss())
+            self.peak = max(self.peak, self.measure())
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> PeakSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, current_rss())
+        self.peak = max(self.peak, self.measure())
+
+
+class RssSampler(PeakSampler):
+    """This process's peak resident memory within a block, sampled in a thread.
+
+    Complements :func:`peak_rss`, which cannot be reset: the sampler sees the peak of one block only.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(current_rss, interval)
 
 
 # --------------------------------------------------------------------------------------------- timing

@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -77,27 +76,10 @@ def window_tile_bytes(tif: Path) -> int:
         return sum(page.databytecounts[r * across + c] for r in rows for c in cols)
 
 
-class DiskWatch:
-    """The largest total size of files under some folders, sampled every 0.2 s in a thread."""
-
-    def __init__(self, *folders: Path) -> None:
-        self.folders, self.peak = folders, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            files = (p for f in self.folders for p in f.rglob("*") if p.is_file() and not p.is_symlink())
-            total = sum(p.stat().st_size for p in files)  # the hub cache's snapshots are links to its blobs
-            self.peak = max(self.peak, total)
-
-    def __enter__(self) -> DiskWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def disk_bytes(*folders: Path) -> int:
+    """Total size of the files under some folders (links not counted: the hub cache's snapshots link its blobs)."""
+    files = (p for f in folders for p in f.rglob("*") if p.is_file() and not p.is_symlink())
+    return sum(p.stat().st_size for p in files)
 
 
 def main() -> None:
@@ -131,7 +113,7 @@ def main() -> None:
             for where, source in (("local", str(root)), ("remote", HF_ROOT)):
                 out = scratch / f"out_{where}"
                 hub.reset_log()
-                with DiskWatch(cache, tmp) as disk:
+                with _harness.PeakSampler(lambda: disk_bytes(cache, tmp), interval=0.2) as disk:
                     run = _harness.run_child(
                         [sys.executable, __file__, "--child", operation, source, sample_id, str(out)], env=env
                     )
