@@ -14,7 +14,7 @@ import pandas as pd
 from hest_spatialdata import filters as filters_module
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.layout import PARTS, Part, list_sample_ids, natural_key
-from hest_spatialdata.metadata import read_metadata, technology
+from hest_spatialdata.metadata import read_metadata, technology_name
 
 #: Columns of a browser catalog (index: sample id).
 COLUMNS = ("organ", "species", "technology", "oncotree_code", "local")
@@ -173,10 +173,7 @@ def technology_label(raw: Any) -> str | None:
     """Normalised ``st_technology`` (``"Visium HD 3'"`` → ``"Visium HD"``); unknown values as given."""
     if raw is None or (isinstance(raw, float) and np.isnan(raw)):
         return None
-    try:
-        return technology({"st_technology": raw}).value
-    except HestInputError:
-        return str(raw).strip() or None
+    return technology_name(raw) or None
 
 
 def _smallest_level(root: Path, sample_id: str) -> np.ndarray | None:
