@@ -161,9 +161,10 @@ def summarize_store(store: Path) -> str:
 
     sdata = sd.read_zarr(store)
     lines = [f"\nSpatialData store: {store}", ""]
-    for kind, elements in (("images", sdata.images), ("shapes", sdata.shapes), ("points", sdata.points)):
+    kinds = (("images", sdata.images), ("labels", sdata.labels), ("shapes", sdata.shapes), ("points", sdata.points))
+    for kind, elements in kinds:
         for name, element in elements.items():
-            lines.append(f"  {kind[:-1]:6s} {name:18s} {_describe(element)}")
+            lines.append(f"  {kind.rstrip('s'):6s} {name:18s} {_describe(element)}")
     for name, table in sdata.tables.items():
         lines.append(f"  table  {name:18s} {table.n_obs} x {table.n_vars} (obs x var)")
     lines.append(f"  coordinate systems: {', '.join(sdata.coordinate_systems)}")
@@ -177,9 +178,9 @@ def summarize_store(store: Path) -> str:
 
 
 def _describe(element: object) -> str:
-    if hasattr(element, "children"):  # multiscale image
-        shapes = [tuple(element[k]["image"].shape) for k in element.children]
-        return f"{len(shapes)} levels, level 0 {shapes[0]} (c, y, x)"
+    if hasattr(element, "children"):  # multiscale image or labels
+        levels = [next(iter(element[k].data_vars.values())) for k in element.children]
+        return f"{len(levels)} levels, level 0 {tuple(levels[0].shape)} ({', '.join(map(str, levels[0].dims))})"
     if hasattr(element, "geom_type"):
         kinds = ", ".join(sorted(set(element.geom_type)))
         return f"{len(element)} {kinds}"
