@@ -108,7 +108,7 @@ def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> 
     try:
         _checked_level_shapes(tif, path, sample_id)
         tif.filehandle.set_lock(True)  # reader threads seek + read the one file handle
-        slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None)
+        slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None, sample_id)
         # The TiffFile stays open while the levels (which hold the slide) live, and no longer.
         weakref.finalize(slide, tif.close)
         return [TiffLevel(slide, k) for k in range(len(tif.series[0].levels))]
@@ -127,9 +127,10 @@ class _OpenSlide:
     one chunk that neighbour each other in the file in one request (:meth:`RemoteFile.fetch_ranges`).
     """
 
-    def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None) -> None:
+    def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None, sample_id: str | None = None) -> None:
         self.tif = tif
         self.remote = remote
+        self.sample_id = sample_id
 
     def segments(self, offsets: list[int], counts: list[int], indices: list[int]) -> Iterator[tuple[bytes, int]]:
         """``(compressed tile, tile index)`` for each tile."""
@@ -201,7 +202,10 @@ class TiffLevel:
         except Exception as e:
             remote = self._slide.remote
             if remote is None:
-                raise
+                path = self._slide.tif.filehandle.path
+                raise HestInputError(
+                    self._slide.sample_id, path, f"slide damaged: tile {index} cannot be decoded ({e})"
+                )
             # The bytes came with the right length, so a failed decode is a damaged file, or (rarely) a bad body:
             # read the tile once more before saying so.
             offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
