@@ -202,10 +202,8 @@ class TiffLevel:
         except Exception as e:
             remote = self._slide.remote
             if remote is None:
-                path = self._slide.tif.filehandle.path
-                raise HestInputError(
-                    self._slide.sample_id, path, f"slide damaged: tile {index} cannot be decoded ({e})"
-                )
+                problem = f"slide damaged: tile {index} cannot be decoded ({e})"
+                raise HestInputError(self._slide.sample_id, self._slide.tif.filehandle.path, problem) from e
             # The bytes came with the right length, so a failed decode is a damaged file, or (rarely) a bad body:
             # read the tile once more before saying so.
             offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
