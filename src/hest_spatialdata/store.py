@@ -157,6 +157,7 @@ def _start_slide(
     raster_compressor: dict[str, int] | None,
     threads: int,
 ) -> ImageWrite:
+    from hest_spatialdata._progress import current_bar
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK, open_levels
     from hest_spatialdata.remote import RemoteFile
 
@@ -165,8 +166,17 @@ def _start_slide(
     # a remote slide is read in blocks of whole rows of tiles (one request per row), cut into the store's chunks
     block = max(chunk_size, REMOTE_BLOCK // chunk_size * chunk_size) if isinstance(slide, RemoteFile) else chunk_size
     group = root.require_group("images").create_group(Elements.HE.value)
+    bar = current_bar.get()
+    if bar is not None:  # the CLI's bar counts the slide's blocks beside the other elements' dask tasks
+        bar.add_tasks(sum(-(-h // block) * -(-w // block) for h, w, _ in (level.shape for level in levels)))
     return start_image_write(
-        group, levels, chunk_size=chunk_size, raster_compressor=raster_compressor, threads=threads, block_size=block
+        group,
+        levels,
+        chunk_size=chunk_size,
+        raster_compressor=raster_compressor,
+        threads=threads,
+        block_size=block,
+        on_block=None if bar is None else bar.advance,
     )
 
 

@@ -100,7 +100,7 @@ def start_image_write(
     raster_compressor: Mapping[str, int] | None = None,
     threads: int | None = None,
     block_size: int | None = None,
-    on_chunk: Callable[[], None] | None = None,
+    on_block: Callable[[], None] | None = None,
 ) -> ImageWrite:
     """Create the arrays ``s0..sN`` of an image group and start writing them, every level at once, in threads.
 
@@ -119,7 +119,7 @@ def start_image_write(
     block_size
         Side of the blocks one task reads at once (a multiple of ``chunk_size``), e.g. larger for a remote slide
         read by byte ranges, so that a block's rows of tiles are one request each; default ``chunk_size``.
-    on_chunk
+    on_block
         Called (from a writer thread) after each block is written, e.g. to advance a progress bar.
 
     Returns
@@ -151,8 +151,8 @@ def start_image_write(
             return
         block = level[y0 : y0 + block_size, x0 : x0 + block_size]
         array[:, y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block.transpose(2, 0, 1)
-        if on_chunk is not None:
-            on_chunk()
+        if on_block is not None:
+            on_block()
 
     try:
         futures = [executor.submit(write_block, *task) for task in tasks]
