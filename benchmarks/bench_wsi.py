@@ -1,29 +1,34 @@
-"""Benchmark: a HEST slide's image path (TIFF pyramid -> SpatialData Zarr) against the plain decode-and-encode limit.
+"""Benchmark: a HEST slide's conversion (TIFF pyramid -> SpatialData Zarr) against the plain loop and naive spatialdata.
 
 For synthetic HEST-style slides (libvips pyramidal tiled TIFF, 256-px tiles, LZW with predictor, RGB uint8; real H&E
-texture rotated/mirrored at random, ~half glass background, gaussian sensor noise sigma 1.5) this prints, per size:
+texture rotated/mirrored at random, ~half glass background, gaussian sensor noise sigma 1.5) this measures, per size,
+each as a whole process (interpreter start and imports included):
 
-- ``baseline``: every tile of every TIFF level decoded with tifffile and written into a zarr v3 array ``(c, y, x)``
-  chunked like the converter, with zarr's default codec (bytes + zstd level 0), over a pool of threads (one per core)
-  and no framework: the honest best case.
-- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, timed
-  after spatialdata is imported (the import is paid once per process, not per sample).
+- ``baseline``: the plain loop, the limit: every tile of every TIFF level decoded with tifffile and written into a
+  zarr v3 array ``(c, y, x)`` chunked like the converter, with the converter's codec (zstd level 1), over a pool of
+  ``--threads`` threads and no framework.
+- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, as
+  the CLI runs it (same threads: one per core).
+- ``naive``: what a spatialdata user would write: level 0 through tifffile's zarr store,
+  ``Image2DModel.parse(level0, scale_factors=[2, ...], chunks=...)`` and ``SpatialData.write`` (same codec).
 
-Each measurement runs in a fresh subprocess (``_harness.py``), so its peak RSS (``ru_maxrss``, imports included) does
-not leak into the next one; baseline and converter runs alternate so that load from other users of the machine hits
-both alike. The 1-minute load average is recorded around every run. Slides are cached in ``benchmarks/_work/``
-(git-ignored).
+It prints every run, a table per size, then each figure of issue 14 beside its limit, as ratios of medians measured in
+the same run: converter / loop (<= 1.25x), naive / converter (>= 2.3x), the converter's peak RSS (<= 1.5 GiB), with
+the 1-minute load average. Runs of the three kinds alternate so that load from other users hits all alike; on a
+loaded machine compare the CPU ratios. Slides are built once (pyvips; about 2 min for 16k, 4 min for 32k) and cached
+in ``benchmarks/_work/`` (git-ignored).
 
 Usage::
 
-    python benchmarks/bench_wsi.py --sizes 16384 32768 --repeat 3
-    python benchmarks/bench_wsi.py --sizes 16384 --chunk-size 1024 --compressor zstd:5
+    python benchmarks/bench_wsi.py                        # 16k slide, 3 runs of each (a few minutes)
+    python benchmarks/bench_wsi.py --sizes 32768          # the issue's 32k slide (about 4x longer)
+    python benchmarks/bench_wsi.py --sizes 16384 --repeat 1 --only baseline converter
+    python benchmarks/bench_wsi.py --sizes 16384 --chunk-size 512 --compressor lz4:5
     python benchmarks/bench_wsi.py --sizes 16384 --verify   # also check the store's pixels against the TIFF
 
-``--compressor`` sets the converter's codec: ``default`` (``store.DEFAULT_RASTER_COMPRESSOR``), ``none`` (zarr's
-default, zstd level 3), ``zstd:LEVEL`` or ``lz4:LEVEL`` (spatialdata's ``raster_compressor``: plain zstd, or
-blosc-lz4 with bitshuffle). The baseline keeps zarr's default codec (the reference) unless ``--baseline-compressor``
-says otherwise (``same`` = the converter's).
+``--compressor`` sets the codec of the converter and of the naive run: ``default`` (``store.DEFAULT_RASTER_COMPRESSOR``,
+zstd 1), ``none`` (zarr's default), ``zstd:LEVEL`` or ``lz4:LEVEL`` (spatialdata's ``raster_compressor``). The loop
+uses the same codec unless ``--baseline-compressor`` says otherwise.
 """
 
 from __future__ import annotations
