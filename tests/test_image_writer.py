@@ -116,3 +116,23 @@ def test_a_full_disk_leaves_nothing(hest_root, tmp_path):
     )
     assert run.returncode == 0 and run.stdout.startswith("failed"), run.stdout + run.stderr
     assert list(out.iterdir()) == []
+
+
+_SLIDE_ALONE = """
+import sys
+from hest_spatialdata.store import convert_sample
+convert_sample(sys.argv[1], sys.argv[2], sys.argv[3], elements=["he"])
+print(sorted(m for m in ("spatialdata", "anndata", "geopandas", "xarray") if m in sys.modules))
+"""
+
+
+def test_a_slide_alone_is_written_without_importing_spatialdata(hest_root, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", _SLIDE_ALONE, str(hest_root), EXAMPLE_SAMPLE_ID, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    assert sd.read_zarr(tmp_path / f"{EXAMPLE_SAMPLE_ID}.zarr").attrs["hest"]["elements"] == {"images": ["he"]}

@@ -493,8 +493,7 @@ def _run_in_process(
     on_result: Callable[[SampleResult], None] | None,
     progress: Progress | None,
 ) -> None:
-    if jobs:
-        warm_up()
+    # No warm-up here: the first sample encodes its slide while spatialdata is imported (store.convert_sample).
     for job in jobs:
         if progress is None or job.hub is not None:
             _record(summary, convert_one(job), on_result)

@@ -16,13 +16,16 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import zarr
+from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.layout import Part, sample_files
-from hest_spatialdata.writer.image import ImageWrite, start_image_write, write_image_metadata
+
+if TYPE_CHECKING:
+    import zarr
+    from spatialdata import SpatialData
+
+    from hest_spatialdata.writer.image import ImageWrite
 
 #: Image codec: plain zstd (zarr's own ``ZstdCodec``, as zarr's default) at level 1 rather than zarr's default level
 #: 3. On noisy H&E pixels level 1 encodes 2-3x faster (it was half the converter's CPU at level 3) for a store of
@@ -108,6 +111,8 @@ def convert_sample(
     HestInputError
         If a source file is missing or bad (nothing is written).
     """
+    import zarr
+
     out_dir = Path(out_dir)
     final = store_path(out_dir, sample_id)
     if final.exists() and not overwrite:
@@ -160,6 +165,7 @@ def _start_slide(
     from hest_spatialdata._progress import current_bar
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK, open_levels
     from hest_spatialdata.remote import RemoteFile
+    from hest_spatialdata.writer.image import start_image_write
 
     chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
     levels = open_levels(slide, sample_id)
@@ -188,19 +194,49 @@ def _write_elements(
     image: ImageWrite | None,
     running: ExitStack,
 ) -> None:
-    """Read and write every element but the slide with spatialdata, then the slide's metadata and the store's."""
+    """Write every element but the slide with spatialdata (if any is wanted), then the slide's metadata and the root's.
+
+    A store of the slide alone is written without importing spatialdata (:mod:`hest_spatialdata.writer.root`).
+    """
+    import zarr
+
+    from hest_spatialdata.readers.wsi import CHANNELS
+    from hest_spatialdata.sample import sample_source_attrs
+    from hest_spatialdata.writer.image import write_image_metadata
+    from hest_spatialdata.writer.root import write_root_attrs
+
+    wanted = [e.value for e in Elements] if how.elements is None else how.elements
+    others = [e for e in wanted if e != Elements.HE.value]
+    sdata = _write_others(hest_dir, sample_id, partial, how, others, running) if others else None
+    hest = sdata.attrs[ATTRS_KEY] if sdata is not None else sample_source_attrs(hest_dir, sample_id)
+    root = zarr.open_group(zarr.storage.LocalStore(partial), mode="r+")
+    if image is not None:
+        image.result()
+        group = root[f"images/{Elements.HE.value}"]
+        shapes = [group[f"s{k}"].shape for k in range(len(list(group.array_keys())))]
+        ps = hest["pixel_size_um"]
+        systems = {CoordinateSystems.GLOBAL.value: None, CoordinateSystems.MICRONS.value: (ps, ps)}
+        write_image_metadata(group, shapes, channels=CHANNELS, coordinate_systems=systems)
+        hest["elements"] = {"images": [Elements.HE.value]} | hest["elements"]
+    if sdata is not None:
+        sdata.write_attrs()
+        sdata.write_consolidated_metadata()
+    else:
+        write_root_attrs(root, {ATTRS_KEY: hest})
+
+
+def _write_others(
+    hest_dir: str | Path, sample_id: str, partial: Path, how: _Others, others: list[str], running: ExitStack
+) -> SpatialData:
+    """Read the elements ``others`` and write them into the store at ``partial`` with spatialdata."""
     from concurrent.futures import ThreadPoolExecutor
 
     import dask
 
-    from hest_spatialdata.readers.wsi import CHANNELS, DEFAULT_CHUNK_SIZE
+    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
     from hest_spatialdata.sample import read_hest
 
-    wanted = [e.value for e in Elements] if how.elements is None else how.elements
-    chunk_size = how.chunk_size or DEFAULT_CHUNK_SIZE
-    sdata = read_hest(
-        hest_dir, sample_id, elements=[e for e in wanted if e != Elements.HE.value], chunk_size=chunk_size
-    )
+    sdata = read_hest(hest_dir, sample_id, elements=others, chunk_size=how.chunk_size or DEFAULT_CHUNK_SIZE)
     sdata.path = partial
     # dask's own pool would outlive a failure; this one is shut down (its tasks awaited) before the clean-up
     pool = ThreadPoolExecutor(how.threads, thread_name_prefix="element-writer")
@@ -208,17 +244,7 @@ def _write_elements(
     with dask.config.set(pool=pool):
         for _, name, _ in sdata.gen_elements():
             sdata.write_element(name, raster_compressor=how.raster_compressor)
-    hest = sdata.attrs[ATTRS_KEY]
-    if image is not None:
-        image.result()
-        group = zarr.open_group(zarr.storage.LocalStore(partial), path=f"images/{Elements.HE.value}", mode="r+")
-        shapes = [group[f"s{k}"].shape for k in range(len(list(group.array_keys())))]
-        ps = hest["pixel_size_um"]
-        systems = {CoordinateSystems.GLOBAL.value: None, CoordinateSystems.MICRONS.value: (ps, ps)}
-        write_image_metadata(group, shapes, channels=CHANNELS, coordinate_systems=systems)
-        hest["elements"] = {"images": [Elements.HE.value]} | hest["elements"]
-    sdata.write_attrs()
-    sdata.write_consolidated_metadata()
+    return sdata
 
 
 def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
