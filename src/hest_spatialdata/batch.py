@@ -363,6 +363,8 @@ def describe_error(error: BaseException) -> str:
 
 def warm_up() -> None:
     """Import spatialdata and the readers (seconds), once per worker process, before the first sample."""
+    import spatialdata  # noqa: F401  # sample.py and store.py import it only when a store is written
+
     import hest_spatialdata.sample
     import hest_spatialdata.store  # noqa: F401
 

@@ -4,6 +4,9 @@ The HEST slide is a pyramidal tiled (Big)TIFF written by libvips (256-px tiles, 
 page per level). Its levels are reused as they are (level k of the store is level k of the TIFF, pixel for
 pixel) and read lazily, tile by tile: nothing is decoded until a chunk is computed, so memory does not grow with
 the slide. Each dask chunk reads and decodes its own tiles (tifffile's decoder) in the dask worker thread.
+
+The converter does not write this lazy image through spatialdata: it hands the same :class:`TiffLevel` readers
+(:func:`open_levels`) to :mod:`hest_spatialdata.writer.image`, which writes every level with a thread pool.
 """
 
 from __future__ import annotations
