@@ -1,29 +1,34 @@
-"""Benchmark: a HEST slide's image path (TIFF pyramid -> SpatialData Zarr) against the plain decode-and-encode limit.
+"""Benchmark: a HEST slide's conversion (TIFF pyramid -> SpatialData Zarr) against the plain loop and naive spatialdata.
 
 For synthetic HEST-style slides (libvips pyramidal tiled TIFF, 256-px tiles, LZW with predictor, RGB uint8; real H&E
-texture rotated/mirrored at random, ~half glass background, gaussian sensor noise sigma 1.5) this prints, per size:
+texture rotated/mirrored at random, ~half glass background, gaussian sensor noise sigma 1.5) this measures, per size,
+each as a whole process (interpreter start and imports included):
 
-- ``baseline``: every tile of every TIFF level decoded with tifffile and written into a zarr v3 array ``(c, y, x)``
-  chunked like the converter, with zarr's default codec (bytes + zstd level 0), over a pool of threads (one per core)
-  and no framework: the honest best case.
-- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, timed
-  after spatialdata is imported (the import is paid once per process, not per sample).
+- ``baseline``: the plain loop, the limit: every tile of every TIFF level decoded with tifffile and written into a
+  zarr v3 array ``(c, y, x)`` chunked like the converter, with the converter's codec (zstd level 1), over a pool of
+  ``--threads`` threads and no framework.
+- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, as
+  the CLI runs it (same threads: one per core).
+- ``naive``: what a spatialdata user would write: level 0 through tifffile's zarr store,
+  ``Image2DModel.parse(level0, scale_factors=[2, ...], chunks=...)`` and ``SpatialData.write`` (same codec).
 
-Each measurement runs in a fresh subprocess (``_harness.py``), so its peak RSS (``ru_maxrss``, imports included) does
-not leak into the next one; baseline and converter runs alternate so that load from other users of the machine hits
-both alike. The 1-minute load average is recorded around every run. Slides are cached in ``benchmarks/_work/``
-(git-ignored).
+It prints every run, a table per size, then each figure of issue 14 beside its limit, as ratios of medians measured in
+the same run: converter / loop (<= 1.25x), naive / converter (>= 2.3x), the converter's peak RSS (<= 1.5 GiB), with
+the 1-minute load average. Runs of the three kinds alternate so that load from other users hits all alike; on a
+loaded machine compare the CPU ratios. Slides are built once (pyvips; about 2 min for 16k, 4 min for 32k) and cached
+in ``benchmarks/_work/`` (git-ignored).
 
 Usage::
 
-    python benchmarks/bench_wsi.py --sizes 16384 32768 --repeat 3
-    python benchmarks/bench_wsi.py --sizes 16384 --chunk-size 1024 --compressor zstd:5
+    python benchmarks/bench_wsi.py                        # 16k slide, 3 runs of each (a few minutes)
+    python benchmarks/bench_wsi.py --sizes 32768          # the issue's 32k slide (about 4x longer)
+    python benchmarks/bench_wsi.py --sizes 16384 --repeat 1 --only baseline converter
+    python benchmarks/bench_wsi.py --sizes 16384 --chunk-size 512 --compressor lz4:5
     python benchmarks/bench_wsi.py --sizes 16384 --verify   # also check the store's pixels against the TIFF
 
-``--compressor`` sets the converter's codec: ``default`` (``store.DEFAULT_RASTER_COMPRESSOR``), ``none`` (zarr's
-default, zstd level 3), ``zstd:LEVEL`` or ``lz4:LEVEL`` (spatialdata's ``raster_compressor``: plain zstd, or
-blosc-lz4 with bitshuffle). The baseline keeps zarr's default codec (the reference) unless ``--baseline-compressor``
-says otherwise (``same`` = the converter's).
+``--compressor`` sets the codec of the converter and of the naive run: ``default`` (``store.DEFAULT_RASTER_COMPRESSOR``,
+zstd 1), ``none`` (zarr's default), ``zstd:LEVEL`` or ``lz4:LEVEL`` (spatialdata's ``raster_compressor``). The loop
+uses the same codec unless ``--baseline-compressor`` says otherwise.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ import _harness
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 PIXEL_SIZE_UM = 0.5
+#: Where each mode writes (the converter: ``{id}.zarr`` in the output folder).
+STORES = {"baseline": "baseline.zarr", "naive": "naive.zarr"}
+MODES = ("baseline", "converter", "naive")
+#: The limits of issue 14, checked in the same run: converter <= 1.25x the loop, naive >= 2.3x the converter.
+MAX_CONVERTER_OVER_LOOP = 1.25
+MIN_NAIVE_OVER_CONVERTER = 2.3
+MAX_PEAK_RSS_GIB = 1.5
 #: Bump when the synthetic slide changes, so cached slides are rebuilt.
 SLIDE_VERSION = 1
 
@@ -214,27 +226,49 @@ def run_converter(
     )
 
 
+def run_naive(tif_path: Path, out: Path, chunk: int, raster_compressor: dict[str, int] | None) -> None:
+    """What a spatialdata user would write: level 0 through tifffile's zarr store, spatialdata builds the pyramid.
+
+    ``Image2DModel.parse(level0, scale_factors=[2, ...], chunks=...)`` (as many levels as the TIFF) + ``write``.
+    Its lower levels are spatialdata's own downsampling, not the TIFF's (so not pixel-identical).
+    """
+    import dask.array as da
+    import spatialdata as sd
+    import tifffile
+    import zarr
+    from spatialdata.models import Image2DModel
+
+    with tifffile.TiffFile(tif_path) as tif:
+        n_levels = len(tif.series[0].levels)
+        level0 = da.from_zarr(zarr.open(tif.series[0].aszarr(level=0), mode="r"), chunks=(chunk, chunk, 3))
+        image = Image2DModel.parse(
+            level0, dims=("y", "x", "c"), scale_factors=[2] * (n_levels - 1), chunks=(3, chunk, chunk), rgb=None
+        )
+        sd.SpatialData(images={"he": image}).write(out, raster_compressor=raster_compressor)
+
+
 def worker(args: argparse.Namespace) -> None:
-    """Entry point of the measuring subprocess: import, time one run, emit one JSON line (peak RSS: the driver's)."""
+    """Entry point of the measuring subprocess: one run, imports included, then one JSON line.
+
+    ``cpu`` is the whole process's CPU (``process_time`` since it started: interpreter, imports and the run), to set
+    beside the driver's whole-process wall time.
+    """
     import psutil
 
     proc = psutil.Process()
     raster_compressor = parse_compressor(args.compressor)
-    if args.mode == "converter":
-        import spatialdata  # noqa: F401  # the one-off import, outside the timing
-
-        from hest_spatialdata import sample, store  # noqa: F401
-    else:
-        import numpy  # noqa: F401
-        import tifffile  # noqa: F401
-        import zarr  # noqa: F401
-    rss_before = _harness.current_rss()
     with _harness.RssSampler() as sampler:
+        if args.mode == "baseline":
+            import numpy  # noqa: F401  # the imports the loop needs, timed like the converter's
+            import tifffile  # noqa: F401
+            import zarr  # noqa: F401
         pool = ThreadPoolExecutor(args.threads)  # shut down after the per-thread CPU times are read
         threads0, machine0 = thread_cpu(proc), busy_cpu()
         with _harness.Stopwatch() as clock:
             if args.mode == "baseline":
                 run_baseline(Path(args.tif), Path(args.out), args.chunk_size, raster_compressor, pool)
+            elif args.mode == "naive":
+                run_naive(Path(args.tif), Path(args.out), args.chunk_size, raster_compressor)
             else:
                 run_converter(Path(args.root), args.sample_id, Path(args.out), args.chunk_size, raster_compressor)
         threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(proc).items()}
@@ -243,10 +277,9 @@ def worker(args: argparse.Namespace) -> None:
     busiest = max(threads, key=threads.get)
     _harness.emit(
         {
-            "wall": clock.wall,
-            "cpu": clock.cpu,
+            "run_wall": clock.wall,
+            "cpu": time.process_time(),
             "sampled_peak": sampler.peak,
-            "rss_before": rss_before,
             "busiest_thread": busiest.rsplit(":", 1)[0],
             "busiest_cpu": threads[busiest],
             "others_share": others / (clock.wall * (os.cpu_count() or 1)),
@@ -281,15 +314,16 @@ def measure(mode: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True)
     run = _harness.run_script(
         __file__, "_worker", mode, "--chunk-size", args.chunk_size,
-        "--compressor", args.compressor if mode == "converter" else args.baseline_compressor,
+        "--compressor", args.baseline_compressor if mode == "baseline" else args.compressor,
         "--threads", args.threads, "--tif", tif, "--root", root, "--sample-id", sample_id,
-        "--out", out / ("baseline.zarr" if mode == "baseline" else ""),
+        "--out", out / STORES.get(mode, ""),
     )  # fmt: skip
     result = run.result
-    store = out / "baseline.zarr" if mode == "baseline" else out / f"{sample_id}.zarr"
+    store = out / STORES.get(mode, f"{sample_id}.zarr")
     if args.verify and mode == "converter":
         verify_store(store, tif)
     result |= {
+        "wall": run.wall,  # the whole process: interpreter start, imports, the run
         "maxrss": run.peak_rss,
         "store_bytes": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()),
         "tif_bytes": tif.stat().st_size,
@@ -333,16 +367,16 @@ def verify_store(store: Path, tif_path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[16384, 32768], help="slide sides in px")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16384], help="slide sides in px")
     parser.add_argument("--chunk-size", type=int, default=None, help="image chunk side (default: the converter's)")
     parser.add_argument("--repeat", type=int, default=3, help="measurements of each kind per size")
     parser.add_argument("--compressor", default="default", help="converter codec: default | none | zstd:L | lz4:L")
     parser.add_argument(
-        "--baseline-compressor", default="none",
-        help="baseline codec: none (zarr's default, the reference), same (as --compressor), zstd:LEVEL, lz4:LEVEL",
+        "--baseline-compressor", default="same",
+        help="loop codec: same (as --compressor, the reference), none (zarr's default), zstd:LEVEL, lz4:LEVEL",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="baseline thread pool size")
-    parser.add_argument("--only", choices=["baseline", "converter"], help="measure only one of the two")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="loop thread pool size")
+    parser.add_argument("--only", choices=MODES, nargs="+", help="measure only these")
     parser.add_argument("--verify", action="store_true", help="check the converted store's pixels against the TIFF")
     parser.add_argument("--json", type=Path, help="also write every raw measurement to this JSON file")
     args = parser.parse_args()
@@ -358,72 +392,84 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     print(subprocess.run(["df", "-h", str(WORK)], capture_output=True, text=True).stdout.strip())
     print(
-        f"cores: {os.cpu_count()}, chunk: {args.chunk_size}, converter codec: {args.compressor}, "
-        f"baseline codec: {args.baseline_compressor}, repeat: {args.repeat}"
+        f"cores: {os.cpu_count()}, threads: {args.threads}, chunk: {args.chunk_size}, converter/naive codec: "
+        f"{args.compressor}, loop codec: {args.baseline_compressor}, repeat: {args.repeat}"
     )
     print(f"python {sys.version.split()[0]}, {_versions()}", flush=True)
     print(_harness.machine_text() + "\n", flush=True)
-    modes = [args.only] if args.only else ["baseline", "converter"]
+    modes = list(args.only or MODES)
     raw: dict[str, Any] = {}
-    rows = []
     for size in args.sizes:
         ensure_slide(size)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-        for r, mode in _harness.rounds(modes, args.repeat):  # alternate the order: load hits both alike
+        for r, mode in _harness.rounds(modes, args.repeat):  # alternate the order: load hits all alike
             res = measure(mode, size, args)
             runs[mode].append(res)
             print(
                 f"  {size:>6} {mode:<9} run {r + 1}: {res['wall']:6.1f} s wall, {res['cpu']:6.1f} s cpu "
                 f"(busiest thread {res['busiest_thread']} {res['busiest_cpu']:.1f} s), "
-                f"peak RSS {_harness.gib(res['maxrss']):.2f} GiB "
-                f"(after imports {_harness.gib(res['rss_before']):.2f}), "
+                f"peak RSS {_harness.gib(res['maxrss']):.2f} GiB, "
                 f"store/TIFF {res['store_bytes'] / res['tif_bytes']:.3f}, "
                 f"load {_harness.load_text(*res['load_range'])}, others took {res['others_share']:.0%} of the cores",
                 flush=True,
             )
         raw[str(size)] = runs
-        rows.append((size, runs))
-    print_table(rows, modes)
+        print_table(size, runs)
+        print_limits(size, runs)
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))
 
 
-def print_table(rows: list[tuple[int, dict[str, list[dict[str, Any]]]]], modes: list[str]) -> None:
-    """Markdown table: min / median over the repeats; ``idle bound`` = max(CPU / cores, busiest thread's CPU)."""
-    cores = os.cpu_count() or 1
+def print_table(size: int, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Markdown table of one size: min / median over the repeats of every mode."""
     header = [
-        "size", "what", "wall s min / median (runs)", "CPU s min / median", "idle bound s", "MPix/s", "peak RSS GiB",
-        "store/TIFF", "TIFF GiB", "load 1-min", "others' CPU", "conv/base wall min / median", "conv/base CPU median",
+        "size", "what", "wall s min / median (runs)", "CPU s min / median", "MPix/s", "peak RSS GiB", "store/TIFF",
+        "TIFF GiB", "load 1-min", "others' CPU",
     ]  # fmt: skip
     table = []
-    for size, runs in rows:
-        stats: dict[str, dict[str, _harness.Stats]] = {}
-        for mode in modes:
-            wall = _harness.Stats.of(r["wall"] for r in runs[mode])
-            cpu = _harness.Stats.of(r["cpu"] for r in runs[mode])
-            bounds = _harness.Stats.of(max(r["cpu"] / cores, r["busiest_cpu"]) for r in runs[mode])
-            stats[mode] = {"wall": wall, "cpu": cpu}
-            ratio = cpu_ratio = ""
-            if mode == "converter" and "baseline" in stats:
-                b, c = stats["baseline"], stats["converter"]
-                ratio = f"{c['wall'].min / b['wall'].min:.2f} / {c['wall'].median / b['wall'].median:.2f}"
-                cpu_ratio = f"{c['cpu'].median / b['cpu'].median:.2f}"
-            r0 = runs[mode][0]
-            others = [r.get("others_share", float("nan")) for r in runs[mode]]
-            table.append([
-                f"{size // 1024}k", mode, wall.text(runs=True), cpu.text(), f"{bounds.min:.1f}",
-                f"{size * size / 1e6 / wall.min:.0f}", f"{_harness.gib(max(r['maxrss'] for r in runs[mode])):.2f}",
-                f"{r0['store_bytes'] / r0['tif_bytes']:.3f}", f"{_harness.gib(r0['tif_bytes']):.2f}",
-                _harness.load_range_text(r["load"] for r in runs[mode]), f"{min(others):.0%}-{max(others):.0%}",
-                ratio, cpu_ratio,
-            ])  # fmt: skip
+    for mode, results in runs.items():
+        wall = _harness.Stats.of(r["wall"] for r in results)
+        others = [r.get("others_share", float("nan")) for r in results]
+        r0 = results[0]
+        table.append([
+            f"{size // 1024}k", mode, wall.text(runs=True), _harness.Stats.of(r["cpu"] for r in results).text(),
+            f"{size * size / 1e6 / wall.min:.0f}", f"{_harness.gib(max(r['maxrss'] for r in results)):.2f}",
+            f"{r0['store_bytes'] / r0['tif_bytes']:.3f}", f"{_harness.gib(r0['tif_bytes']):.2f}",
+            _harness.load_range_text(r["load"] for r in results), f"{min(others):.0%}-{max(others):.0%}",
+        ])  # fmt: skip
     _harness.print_table(
         header,
         table,
-        note="MPix/s: level-0 pixels / min wall. Peak RSS: ru_maxrss of the measuring process, imports included. Idle "
-        "bound: what the run would take with the cores to itself (total CPU / cores, or the busiest thread's CPU). "
-        "Others' CPU: share of the cores other processes used during the timed runs (the noise).",
+        note="Wall and CPU: the whole process (interpreter, imports, run). MPix/s: level-0 pixels / min wall. Peak "
+        "RSS: ru_maxrss of the measuring process. Others' CPU: share of the cores other processes used (the noise).",
     )
+
+
+def print_limits(size: int, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Each figure of issue 14 beside its limit, as ratios of medians measured in this run."""
+    med = {m: (_harness.Stats.of(r["wall"] for r in rs).median, _harness.Stats.of(r["cpu"] for r in rs).median)
+           for m, rs in runs.items()}  # fmt: skip
+    load = _harness.load_range_text(r["load"] for rs in runs.values() for r in rs)
+    print(f"\n{size // 1024}k limits (medians of this run, load {load}):")
+    if {"converter", "baseline"} <= set(med):
+        (cw, cc), (bw, bc) = med["converter"], med["baseline"]
+        ok = "ok" if cw / bw <= MAX_CONVERTER_OVER_LOOP else "OVER"
+        print(
+            f"  converter / plain loop: {cw / bw:.2f}x wall, {cc / bc:.2f}x CPU "
+            f"(limit <= {MAX_CONVERTER_OVER_LOOP}x) {ok}"
+        )
+    if {"converter", "naive"} <= set(med):
+        (cw, cc), (nw, nc) = med["converter"], med["naive"]
+        ok = "ok" if nw / cw >= MIN_NAIVE_OVER_CONVERTER else "UNDER"
+        print(
+            f"  naive / converter: {nw / cw:.2f}x wall, {nc / cc:.2f}x CPU (limit >= {MIN_NAIVE_OVER_CONVERTER}x) {ok}"
+        )
+    if "converter" in runs:
+        peak = _harness.gib(max(r["maxrss"] for r in runs["converter"]))
+        print(
+            f"  converter peak RSS: {peak:.2f} GiB (limit <= {MAX_PEAK_RSS_GIB} GiB) {'ok' if peak <= 1.5 else 'OVER'}"
+        )
+    print(flush=True)
 
 
 def _versions() -> str:
@@ -436,7 +482,7 @@ def _versions() -> str:
 
 def _worker_main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["baseline", "converter"])
+    parser.add_argument("mode", choices=MODES)
     parser.add_argument("--chunk-size", type=int, required=True)
     parser.add_argument("--compressor", default="none")
     parser.add_argument("--threads", type=int, default=2)

@@ -55,13 +55,13 @@ def test_existing_store_is_untouched_without_overwrite(hest_root, tmp_path):
 def test_failed_write_leaves_no_store_and_keeps_the_old_one(hest_root, tmp_path, monkeypatch):
     store = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots", "table"])
     before = _snapshot(store)
-    original = SpatialData.write
+    original = SpatialData.write_consolidated_metadata  # the last step of a write: every element is written
 
-    def write_then_crash(self, file_path, **kwargs):
-        original(self, file_path, **kwargs)
-        raise KeyboardInterrupt  # e.g. Ctrl-C after most chunks were written
+    def write_then_crash(self):
+        original(self)
+        raise KeyboardInterrupt  # e.g. Ctrl-C once all chunks were written
 
-    monkeypatch.setattr(SpatialData, "write", write_then_crash)
+    monkeypatch.setattr(SpatialData, "write_consolidated_metadata", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, overwrite=True)
     assert _snapshot(store) == before

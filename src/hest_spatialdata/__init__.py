@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from hest_spatialdata._logging import quiet_ome_zarr
 from hest_spatialdata._version import __version__
 
 # Eager (the module is light): a submodule named like the function would otherwise shadow it once imported.
 from hest_spatialdata.validate import validate
+
+quiet_ome_zarr()
 
 if TYPE_CHECKING:
     from hest_spatialdata.batch import ConvertOptions

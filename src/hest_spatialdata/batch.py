@@ -363,6 +363,8 @@ def describe_error(error: BaseException) -> str:
 
 def warm_up() -> None:
     """Import spatialdata and the readers (seconds), once per worker process, before the first sample."""
+    import spatialdata  # noqa: F401  # sample.py and store.py import it only when a store is written
+
     import hest_spatialdata.sample
     import hest_spatialdata.store  # noqa: F401
 
@@ -493,8 +495,7 @@ def _run_in_process(
     on_result: Callable[[SampleResult], None] | None,
     progress: Progress | None,
 ) -> None:
-    if jobs:
-        warm_up()
+    # No warm-up here: the first sample encodes its slide while spatialdata is imported (store.convert_sample).
     for job in jobs:
         if progress is None or job.hub is not None:
             _record(summary, convert_one(job), on_result)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from spatialdata import SpatialData
+from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ATTRS_KEY, Elements
 from hest_spatialdata._version import __version__
@@ -15,8 +13,10 @@ from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts, sa
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers import reader_module
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
-from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE
 from hest_spatialdata.readers.wsi import slide_levels
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
 def read_hest(
@@ -52,22 +52,15 @@ def read_hest(
     HestInputError
         For any missing, truncated or inconsistent source file; the message names the sample and the file.
     """
+    from spatialdata import SpatialData
+
+    from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE
+
     wanted = _wanted_elements(elements)
     files = sample_files(hest_dir, sample_id)
-    metadata_path = files.require(Part.METADATA)
-    if files.remote:
-        metadata_path = metadata_path.local_copy()
+    files.require(Part.METADATA)
     plan = _reading_plan(files, wanted)
-    meta = read_metadata(metadata_path, sample_id)
-    ctx = SampleContext(
-        sample_id=sample_id,
-        pixel_size_um=pixel_size_um(meta, sample_id, metadata_path),
-        technology=technology(meta, sample_id, metadata_path),
-        slide_shape=_slide_shape(files, meta),
-        metadata=meta,
-        files=_readable_files(files, plan, wanted),
-        chunk_size=chunk_size,
-    )
+    ctx = _sample_context(files, _readable_files(files, plan, wanted), chunk_size)
     sdata = SpatialData()
     for part, (_, want) in plan.items():
         path = ctx.files.paths[part]  # in a remote root, a small part's local copy
@@ -77,6 +70,38 @@ def read_hest(
     if Elements.NUCLEI_LABELS in sdata.labels:
         sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
     return sdata
+
+
+def sample_source_attrs(hest_dir: str | Path, sample_id: str) -> dict[str, Any]:
+    """``attrs["hest"]`` of the sample's store (``elements`` left empty), without reading any element.
+
+    For writers that write the elements themselves (:func:`hest_spatialdata.store.convert_sample` writes a slide
+    alone without importing spatialdata).
+
+    Raises
+    ------
+    HestInputError
+        If the metadata JSON (or the slide, for its size) is missing or bad.
+    """
+    files = sample_files(hest_dir, sample_id)
+    files.require(Part.METADATA)
+    return source_attrs(files, _sample_context(files, files, DEFAULT_CHUNK_SIZE)) | {"elements": {}}
+
+
+def _sample_context(files: SampleFiles, readable: SampleFiles, chunk_size: int) -> SampleContext:
+    metadata_path = files.require(Part.METADATA)
+    if files.remote:
+        metadata_path = metadata_path.local_copy()
+    meta = read_metadata(metadata_path, files.sample_id)
+    return SampleContext(
+        sample_id=files.sample_id,
+        pixel_size_um=pixel_size_um(meta, files.sample_id, metadata_path),
+        technology=technology(meta, files.sample_id, metadata_path),
+        slide_shape=_slide_shape(files, meta),
+        metadata=meta,
+        files=readable,
+        chunk_size=chunk_size,
+    )
 
 
 def _readable_files(files: SampleFiles, plan: dict[Part, Any], wanted: set[Elements]) -> SampleFiles:

@@ -13,10 +13,19 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata._constants import ATTRS_KEY
+from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
+from hest_spatialdata.layout import Part, sample_files
+
+if TYPE_CHECKING:
+    import zarr
+    from spatialdata import SpatialData
+
+    from hest_spatialdata.writer.image import ImageWrite
 
 #: Image codec: plain zstd (zarr's own ``ZstdCodec``, as zarr's default) at level 1 rather than zarr's default level
 #: 3. On noisy H&E pixels level 1 encodes 2-3x faster (it was half the converter's CPU at level 3) for a store of
@@ -102,23 +111,140 @@ def convert_sample(
     HestInputError
         If a source file is missing or bad (nothing is written).
     """
-    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
-    from hest_spatialdata.sample import read_hest
+    import zarr
 
     out_dir = Path(out_dir)
     final = store_path(out_dir, sample_id)
     if final.exists() and not overwrite:
         raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
-    sdata = read_hest(hest_dir, sample_id, elements=elements, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+    elements = None if elements is None else list(elements)
+    files = sample_files(hest_dir, sample_id)
+    files.require(Part.METADATA)
+    with_image = elements is None or Elements.HE.value in elements
+    slide = files.require(Part.WSI) if with_image else None
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out_dir, sample_id)
     partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        sdata.write(partial, raster_compressor=raster_compressor)
-        _replace(partial, final, overwrite=overwrite)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    threads = _threads()
+    with ExitStack() as running:  # on the way out, every writer thread is stopped and awaited ...
+        try:
+            root = zarr.create_group(zarr.storage.LocalStore(partial), zarr_format=3)
+            image = None
+            if slide is not None:
+                # The slide is encoded in threads (the codecs release the GIL) while spatialdata is imported and
+                # the other elements are read and written: most of the import then costs no wall time.
+                image = _start_slide(root, slide, sample_id, chunk_size, raster_compressor, threads)
+                running.callback(image.cancel)
+            others = _Others(elements, chunk_size, raster_compressor, threads)
+            _write_elements(hest_dir, sample_id, partial, others, image, running)
+            _replace(partial, final, overwrite=overwrite)
+        finally:
+            running.close()  # ... before the partial store is removed: nothing of it may remain after a failure
+            shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+@dataclass(frozen=True)
+class _Others:
+    """How to write the elements other than the slide."""
+
+    elements: list[str] | None
+    chunk_size: int | None
+    raster_compressor: dict[str, int] | None
+    threads: int
+
+
+def _start_slide(
+    root: zarr.Group,
+    slide: Path,
+    sample_id: str,
+    chunk_size: int | None,
+    raster_compressor: dict[str, int] | None,
+    threads: int,
+) -> ImageWrite:
+    from hest_spatialdata._progress import current_bar
+    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK, open_levels
+    from hest_spatialdata.remote import RemoteFile
+    from hest_spatialdata.writer.image import start_image_write
+
+    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+    levels = open_levels(slide, sample_id)
+    # a remote slide is read in blocks of whole rows of tiles (one request per row), cut into the store's chunks
+    block = max(chunk_size, REMOTE_BLOCK // chunk_size * chunk_size) if isinstance(slide, RemoteFile) else chunk_size
+    group = root.require_group("images").create_group(Elements.HE.value)
+    bar = current_bar.get()
+    if bar is not None:  # the CLI's bar counts the slide's blocks beside the other elements' dask tasks
+        bar.add_tasks(sum(-(-h // block) * -(-w // block) for h, w, _ in (level.shape for level in levels)))
+    return start_image_write(
+        group,
+        levels,
+        chunk_size=chunk_size,
+        raster_compressor=raster_compressor,
+        threads=threads,
+        block_size=block,
+        on_block=None if bar is None else bar.advance,
+    )
+
+
+def _write_elements(
+    hest_dir: str | Path,
+    sample_id: str,
+    partial: Path,
+    how: _Others,
+    image: ImageWrite | None,
+    running: ExitStack,
+) -> None:
+    """Write every element but the slide with spatialdata (if any is wanted), then the slide's metadata and the root's.
+
+    A store of the slide alone is written without importing spatialdata (:mod:`hest_spatialdata.writer.root`).
+    """
+    import zarr
+
+    from hest_spatialdata.readers.wsi import CHANNELS
+    from hest_spatialdata.sample import sample_source_attrs
+    from hest_spatialdata.writer.image import write_image_metadata
+    from hest_spatialdata.writer.root import write_root_attrs
+
+    wanted = [e.value for e in Elements] if how.elements is None else how.elements
+    others = [e for e in wanted if e != Elements.HE.value]
+    sdata = _write_others(hest_dir, sample_id, partial, how, others, running) if others else None
+    hest = sdata.attrs[ATTRS_KEY] if sdata is not None else sample_source_attrs(hest_dir, sample_id)
+    root = zarr.open_group(zarr.storage.LocalStore(partial), mode="r+")
+    if image is not None:
+        image.result()
+        group = root[f"images/{Elements.HE.value}"]
+        shapes = [group[f"s{k}"].shape for k in range(len(list(group.array_keys())))]
+        ps = hest["pixel_size_um"]
+        systems = {CoordinateSystems.GLOBAL.value: None, CoordinateSystems.MICRONS.value: (ps, ps)}
+        write_image_metadata(group, shapes, channels=CHANNELS, coordinate_systems=systems)
+        hest["elements"] = {"images": [Elements.HE.value]} | hest["elements"]
+    if sdata is not None:
+        sdata.write_attrs()
+        sdata.write_consolidated_metadata()
+    else:
+        write_root_attrs(root, {ATTRS_KEY: hest})
+
+
+def _write_others(
+    hest_dir: str | Path, sample_id: str, partial: Path, how: _Others, others: list[str], running: ExitStack
+) -> SpatialData:
+    """Read the elements ``others`` and write them into the store at ``partial`` with spatialdata."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+
+    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
+    from hest_spatialdata.sample import read_hest
+
+    sdata = read_hest(hest_dir, sample_id, elements=others, chunk_size=how.chunk_size or DEFAULT_CHUNK_SIZE)
+    sdata.path = partial
+    # dask's own pool would outlive a failure; this one is shut down (its tasks awaited) before the clean-up
+    pool = ThreadPoolExecutor(how.threads, thread_name_prefix="element-writer")
+    running.callback(pool.shutdown, wait=True, cancel_futures=True)
+    with dask.config.set(pool=pool):
+        for _, name, _ in sdata.gen_elements():
+            sdata.write_element(name, raster_compressor=how.raster_compressor)
+    return sdata
 
 
 def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
@@ -139,6 +265,13 @@ def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
     final.rename(old)
     partial.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _threads() -> int:
+    """Writer threads: dask's ``num_workers`` where set (a batch's threads per sample), else one per core."""
+    import dask
+
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
 
 
 def _process_alive(pid: int) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spatialdata.transformations import BaseTransformation, Identity, Scale
-
 from hest_spatialdata._constants import CoordinateSystems, Technology
 
 if TYPE_CHECKING:
+    from spatialdata.transformations import BaseTransformation
+
     from hest_spatialdata.layout import SampleFiles
 
 #: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 1024 px: the patch loaders read
@@ -53,6 +53,8 @@ class SampleContext:
 
     def transformations(self) -> dict[str, BaseTransformation]:
         """Fresh transformations from level-0 pixels to the ``global`` and ``microns`` coordinate systems."""
+        from spatialdata.transformations import Identity, Scale
+
         ps = self.pixel_size_um
         return {
             CoordinateSystems.GLOBAL.value: Identity(),

@@ -4,6 +4,9 @@ The HEST slide is a pyramidal tiled (Big)TIFF written by libvips (256-px tiles, 
 page per level). Its levels are reused as they are (level k of the store is level k of the TIFF, pixel for
 pixel) and read lazily, tile by tile: nothing is decoded until a chunk is computed, so memory does not grow with
 the slide. Each dask chunk reads and decodes its own tiles (tifffile's decoder) in the dask worker thread.
+
+The converter does not write this lazy image through spatialdata: it hands the same :class:`TiffLevel` readers
+(:func:`open_levels`) to :mod:`hest_spatialdata.writer.image`, which writes every level with a thread pool.
 """
 
 from __future__ import annotations
@@ -12,22 +15,21 @@ import struct
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import tifffile
-from spatialdata.models import Image2DModel
-from spatialdata.models.pyramids_utils import dask_arrays_to_datatree
-from spatialdata.transformations import set_transformation
-from xarray import DataTree
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 from hest_spatialdata.remote import RemoteFile, RemoteReadError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "read", "read_wsi", "slide_levels"]
+if TYPE_CHECKING:
+    import dask.array as da
+    from xarray import DataTree
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "TiffLevel", "open_levels", "read", "read_wsi", "slide_levels"]
 
 #: Side of the blocks a remote slide is read in (px): a 2048-px block is 8 requests, one per row of tiles.
 REMOTE_BLOCK = 2048
@@ -68,28 +70,57 @@ def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: i
     -------
     A DataTree with ``scale0..scaleN`` = the TIFF's levels, dims ``(c, y, x)``, ``c = r, g, b``, uint8.
     """
-    tif = _open_tiff(path, ctx.sample_id)
+    from spatialdata.models import Image2DModel
+    from spatialdata.models.pyramids_utils import dask_arrays_to_datatree
+    from spatialdata.transformations import set_transformation
+
+    tiff_levels = open_levels(path, ctx.sample_id)
+    # Remotely, each request costs a round trip: read blocks of REMOTE_BLOCK px (one request per row of tiles),
+    # then split them into the store's chunks.
+    read_size = max(chunk_size, REMOTE_BLOCK) if isinstance(path, RemoteFile) else chunk_size
+    levels = [_level_array(level, read_size) for level in tiff_levels]
+    levels = [level.rechunk((3, chunk_size, chunk_size)) if read_size != chunk_size else level for level in levels]
+    tree = dask_arrays_to_datatree(levels, dims=("c", "y", "x"), channels=CHANNELS)
+    set_transformation(tree, ctx.transformations(), set_all=True)
+    Image2DModel().validate(tree)
+    return tree
+
+
+def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> list[TiffLevel]:
+    """The pyramid levels of a HEST slide as :class:`TiffLevel` readers (the file stays open while they live).
+
+    Only the header is read (and checked: RGB uint8, no truncated tile or page), not the pixels.
+
+    Parameters
+    ----------
+    path
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`).
+    sample_id
+        The sample, for error messages.
+
+    Returns
+    -------
+    Level 0 (full resolution) first.
+
+    Raises
+    ------
+    HestInputError
+        If the file is missing, not a readable TIFF, not RGB uint8, or truncated.
+    """
+    tif = _open_tiff(path, sample_id)
     try:
-        _checked_level_shapes(tif, path, ctx.sample_id)
-        tif.filehandle.set_lock(True)  # dask threads seek + read the one file handle
-        slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None)
-        # The TiffFile stays open while the lazy arrays (which hold the levels) live, and no longer.
+        _checked_level_shapes(tif, path, sample_id)
+        tif.filehandle.set_lock(True)  # reader threads seek + read the one file handle
+        slide = _OpenSlide(tif, path if isinstance(path, RemoteFile) else None, sample_id)
+        # The TiffFile stays open while the levels (which hold the slide) live, and no longer.
         weakref.finalize(slide, tif.close)
-        # Remotely, each request costs a round trip: read blocks of REMOTE_BLOCK px (one request per row of
-        # tiles), then split them into the store's chunks.
-        read_size = max(chunk_size, REMOTE_BLOCK) if slide.remote is not None else chunk_size
-        levels = [_level_array(TiffLevel(slide, k), read_size) for k in range(len(tif.series[0].levels))]
-        levels = [level.rechunk((3, chunk_size, chunk_size)) if read_size != chunk_size else level for level in levels]
+        return [TiffLevel(slide, k) for k in range(len(tif.series[0].levels))]
     except (HestInputError, RemoteReadError):
         tif.close()
         raise
     except Exception as e:  # tifffile raises many types for corrupt files
         tif.close()
-        raise HestInputError(ctx.sample_id, path, f"slide unreadable: {e}") from e
-    tree = dask_arrays_to_datatree(levels, dims=("c", "y", "x"), channels=CHANNELS)
-    set_transformation(tree, ctx.transformations(), set_all=True)
-    Image2DModel().validate(tree)
-    return tree
+        raise HestInputError(sample_id, path, f"slide unreadable: {e}") from e
 
 
 class _OpenSlide:
@@ -99,9 +130,10 @@ class _OpenSlide:
     one chunk that neighbour each other in the file in one request (:meth:`RemoteFile.fetch_ranges`).
     """
 
-    def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None) -> None:
+    def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None, sample_id: str | None = None) -> None:
         self.tif = tif
         self.remote = remote
+        self.sample_id = sample_id
 
     def segments(self, offsets: list[int], counts: list[int], indices: list[int]) -> Iterator[tuple[bytes, int]]:
         """``(compressed tile, tile index)`` for each tile."""
@@ -173,7 +205,8 @@ class TiffLevel:
         except Exception as e:
             remote = self._slide.remote
             if remote is None:
-                raise
+                problem = f"slide damaged: tile {index} cannot be decoded ({e})"
+                raise HestInputError(self._slide.sample_id, self._slide.tif.filehandle.path, problem) from e
             # The bytes came with the right length, so a failed decode is a damaged file, or (rarely) a bad body:
             # read the tile once more before saying so.
             offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
@@ -184,6 +217,8 @@ class TiffLevel:
 
 
 def _level_array(level: TiffLevel, chunk_size: int) -> da.Array:
+    import dask.array as da
+
     # from_array reads each chunk as one slice of the TIFF level: exactly the tiles it covers are decoded.
     chunks = (chunk_size, chunk_size, level.shape[2])
     array = da.from_array(level, chunks=chunks, lock=False, asarray=True, meta=np.empty((0, 0, 0), level.dtype))
