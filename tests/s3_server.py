@@ -49,8 +49,11 @@ class LoopbackS3:
     """
 
     def __init__(self, *, fail_every: int = 0, cut_every: int = 0, fault_methods: tuple[str, ...] = ("GET", "PUT")):
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         self.fail_every, self.cut_every, self.fault_methods = fail_every, cut_every, fault_methods
         self.faults = {"503": 0, "cut": 0}
         self.log: list[tuple[str, str, int, int]] = []  # (method, bucket/key, bytes received, bytes sent)
@@ -266,10 +269,11 @@ def _handler(s3: LoopbackS3) -> type[BaseHTTPRequestHandler]:
                 return
             status, reason, headers, payload = self._ask_moto(method, body)
             self.send_response(status, reason)
-            for name, value in headers:
-                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length":
+            for name, value in headers:  # a HEAD keeps moto's Content-Length (the object's size)
+                if name.lower() not in _HOP_HEADERS and (method == "HEAD" or name.lower() != "content-length"):
                     self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
+            if method != "HEAD":
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if method == "HEAD":
                 payload = b""
