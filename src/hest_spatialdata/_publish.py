@@ -109,7 +109,8 @@ def _claim(fs: Any, root: str, sample_id: str) -> str:
     body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token, "created": time.time()})
     for _ in range(2):
         try:
-            with_retries(f"{root}/{CLAIM_NAME}", lambda: fs.pipe_file(f"{root}/{CLAIM_NAME}", body.encode(), mode="create"))
+            key = f"{root}/{CLAIM_NAME}"
+            with_retries(key, lambda: fs.pipe_file(key, body.encode(), mode="create"))
             return token
         except FileExistsError:
             claim = _read_claim(fs, root)

@@ -30,9 +30,9 @@ from hest_spatialdata.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:
     from distributed import Client
-    from upath import UPath
     from rich.progress import Progress
     from rich.table import Table
+    from upath import UPath
 
 Status = Literal["done", "skipped", "failed"]
 

@@ -63,7 +63,7 @@ def read_json(location: Path | UPath) -> dict[str, Any] | None:
 
 
 def zarr_store(location: Path | UPath, *, read_only: bool = True) -> Store:
-    """zarr's own store for ``location``: ``LocalStore`` for a folder, ``FsspecStore`` for a URL."""
+    """Zarr's own store for ``location``: ``LocalStore`` for a folder, ``FsspecStore`` for a URL."""
     from zarr.storage import FsspecStore, LocalStore
 
     if isinstance(location, Path):

@@ -77,14 +77,14 @@ def convert_sample(
     elements: Iterable[str] | None = None,
     chunk_size: int | None = None,
     raster_compressor: dict[str, int] | None = DEFAULT_RASTER_COMPRESSOR,
-) -> Path:
+) -> Path | UPath:
     """Convert one sample into ``out_dir/{sample_id}.zarr`` (the task :func:`hest_spatialdata.convert` runs).
 
     The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
     conversion never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
     URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
-    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing store is replaced only with ``overwrite=True``,
-    and only once the new one is complete.
+    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing
+    store is replaced only with ``overwrite=True``, and only once the new one is complete.
 
     Parameters
     ----------
@@ -171,6 +171,7 @@ def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (an unreadable one counts as running)."""
     if pid == os.getpid():
         return True
     try:

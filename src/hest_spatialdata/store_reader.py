@@ -92,9 +92,7 @@ def _mirror(store: UPath, mirror: Path, kinds: tuple[str, ...]) -> None:
     for key in fs.find(root):
         relative = key[len(root) + 1 :]
         kind = relative.split("/", 1)[0]
-        if relative == "zarr.json" or (kind in kinds and relative.endswith("zarr.json")):
-            wanted.append(relative)
-        elif kind in kinds and kind in _EAGER:
+        if relative == "zarr.json" or (kind in kinds and (relative.endswith("zarr.json") or kind in _EAGER)):
             wanted.append(relative)
         elif kind == "points" and kind in kinds and relative.endswith(".parquet"):
             parquet_parts.append(relative)

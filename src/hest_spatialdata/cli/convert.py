@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hest_spatialdata.cli._options import (
+    check_writable,
     convert_options,
     convert_options_of,
-    check_writable,
     fail,
     filters_of,
     hest_root_argument,
