@@ -107,9 +107,9 @@ def remove_partial(target: UPath) -> bool:
 def _claim(fs: Any, root: str, sample_id: str) -> str:
     token = uuid.uuid4().hex
     body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token, "created": time.time()})
+    key = f"{root}/{CLAIM_NAME}"
     for _ in range(2):
         try:
-            key = f"{root}/{CLAIM_NAME}"
             with_retries(key, lambda: fs.pipe_file(key, body.encode(), mode="create"))
             return token
         except FileExistsError:
