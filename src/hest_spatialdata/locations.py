@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from upath import UPath
     from zarr.abc.store import Store
 
+
 def is_url(location: object) -> bool:
     """Whether ``location`` is a URL of an fsspec filesystem other than the local one (``file://``)."""
     if type(location).__name__ in ("PosixUPath", "WindowsUPath", "LocalPath", "FilePath"):
