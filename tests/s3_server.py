@@ -7,7 +7,9 @@ requests whose method is in ``fault_methods`` (GET and PUT by default):
 
 - every ``fail_every``-th one is answered ``503 SlowDown`` (the request is not forwarded);
 - every ``cut_every``-th one loses its body in the middle and the connection is closed: a GET's response body is
-  cut after half its bytes, a PUT's request body is read half-way and dropped (moto never sees it).
+  cut after half its bytes, a PUT's request body is read half-way and dropped (moto never sees it);
+- every PUT to a key containing ``refuse`` is answered 503 (a write that fails whatever the retries);
+- every PUT waits ``put_delay_s`` first (a slow upload, to kill a converter in the middle of it).
 
 Counters per object key (``bucket/key``): requests (``requests``), response body bytes sent (``sent``) and request
 body bytes received (``received``). ``restricted`` turns on moto's IAM checks and yields keys of a user allowed on
@@ -24,6 +26,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +58,8 @@ class LoopbackS3:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         self.fail_every, self.cut_every, self.fault_methods = fail_every, cut_every, fault_methods
+        self.refuse = ""  # every PUT to a key containing this (non-empty) text is answered 503: a write that fails
+        self.put_delay_s = 0.0  # each PUT waits this long before being forwarded (to kill a converter mid-upload)
         self.faults = {"503": 0, "cut": 0}
         self.log: list[tuple[str, str, int, int]] = []  # (method, bucket/key, bytes received, bytes sent)
         self._count = 0
@@ -131,14 +136,27 @@ class LoopbackS3:
 
     # ------------------------------------------------------------------ faults and counters
 
-    def set_faults(self, *, fail_every: int = 0, cut_every: int = 0, methods: tuple[str, ...] = ("GET", "PUT")) -> None:
-        """Change the fault injection (and restart its request count)."""
+    def set_faults(
+        self,
+        *,
+        fail_every: int = 0,
+        cut_every: int = 0,
+        methods: tuple[str, ...] = ("GET", "PUT"),
+        refuse: str = "",
+        put_delay_s: float = 0.0,
+    ) -> None:
+        """Change the fault injection (and restart its request count); no argument: no faults."""
         with self._lock:
             self.fail_every, self.cut_every, self.fault_methods = fail_every, cut_every, methods
+            self.refuse, self.put_delay_s = refuse, put_delay_s
             self._count = 0
 
-    def next_fault(self, method: str) -> str | None:
-        """The fault to inject into the next request of ``method``, if any."""
+    def next_fault(self, method: str, key: str = "") -> str | None:
+        """The fault to inject into the next request of ``method`` to ``key``, if any."""
+        if method == "PUT" and self.refuse and self.refuse in key:
+            with self._lock:
+                self.faults["503"] += 1
+            return "503"
         if method not in self.fault_methods:
             return None
         with self._lock:
@@ -255,7 +273,9 @@ def _handler(s3: LoopbackS3) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, method: str) -> None:
             key = unquote(urlsplit(self.path).path).lstrip("/")
-            fault = s3.next_fault(method)
+            if method == "PUT" and s3.put_delay_s:
+                time.sleep(s3.put_delay_s)
+            fault = s3.next_fault(method, key)
             if fault == "cut" and method != "GET":  # the upload dies half-way: moto never sees it
                 self._read_body(half=True)
                 s3.record(method, key, 0, 0)
@@ -353,3 +373,8 @@ class Bucket:
 
     def objects(self, prefix: str = "") -> dict[str, bytes]:
         return self.server.objects(self.name, prefix)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The object keys under ``prefix`` (a listing, from moto directly)."""
+        pages = self.server.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return [entry["Key"] for page in pages for entry in page.get("Contents", [])]

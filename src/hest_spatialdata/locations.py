@@ -53,7 +53,7 @@ def locate(location: str | Path | UPath, storage_options: Mapping[str, Any] | No
 def read_json(location: Path | UPath) -> dict[str, Any] | None:
     """The JSON object at ``location``, ``None`` if it is missing or not JSON (access refusals propagate)."""
     try:
-        value = json.loads(location.read_bytes())
+        value = json.loads(location.read_bytes() if isinstance(location, Path) else _cat(location))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
         return None
     except OSError as e:
@@ -61,6 +61,13 @@ def read_json(location: Path | UPath) -> dict[str, Any] | None:
             raise
         return None
     return value if isinstance(value, dict) else None
+
+
+def _cat(location: UPath) -> bytes:
+    """A whole object in one GET: s3fs otherwise asks for its size first, to split large ones into parallel GETs."""
+    fs = location.fs
+    single = {"max_concurrency": 1} if hasattr(fs, "max_concurrency") else {}
+    return fs.cat_file(location.path, **single)
 
 
 def zarr_store(location: Path | UPath, *, read_only: bool = True) -> Store:

@@ -48,12 +48,13 @@ def store_paths(
 ) -> list[Path | UPath]:
     """The stores named by ``source``: a folder of stores, a glob pattern, one store, or a list of store paths.
 
-    Any of them may be a URL (``s3://bucket/prefix``), read with ``storage_options``.
+    Any of them may be a URL (``s3://bucket/prefix``), read with ``storage_options``. Whether each is a store of
+    this package is checked by :func:`cohort_table`, which reads their attributes anyway.
 
     Raises
     ------
     HestInputError
-        For a path that is not a store written by this package, or a source naming no store.
+        For a source naming no store.
     """
     if isinstance(source, str | Path) or is_url(source):
         location = locate(source, storage_options)
@@ -69,10 +70,7 @@ def store_paths(
             raise HestInputError(None, source, "no .zarr store found")
     else:
         paths = [locate(p, storage_options) for p in source]
-    for path in paths:
-        if store_attrs(path) is None:
-            raise HestInputError(None, path, "not a store written by hest-spatialdata (no attrs['hest'] in zarr.json)")
-    return paths
+    return paths  # cohort_table refuses those without attrs["hest"] (reading each root zarr.json once)
 
 
 def _glob(location: Path | UPath, pattern: str, storage_options: Mapping[str, Any] | None) -> list[Path | UPath]:
@@ -88,12 +86,14 @@ def cohort_table(paths: Iterable[Path | UPath], filters: Mapping[str, Any]) -> p
     Raises
     ------
     HestInputError
-        If two stores hold the same sample id.
+        If two stores hold the same sample id, or a path is not a store of this package.
     """
     wanted = normalise_filters(**filters)
     rows = {}
     for path in paths:
-        hest = store_attrs(path) or {}
+        hest = store_attrs(path)
+        if hest is None:
+            raise HestInputError(None, path, "not a store written by hest-spatialdata (no attrs['hest'] in zarr.json)")
         meta = hest.get("metadata", {}) or {}
         record = {**meta, **{k: v for k, v in hest.items() if k != "metadata" and v is not None}}
         record.setdefault("id", hest.get("sample_id"))
@@ -136,15 +136,16 @@ def _text(value: Any) -> str | None:
 
 
 def _parquet_rows(folder: Path | UPath) -> int | None:
-    """Rows of a shapes element, from its Parquet footer(s) (in object storage: two range requests a file)."""
+    """Rows of a shapes element, from its Parquet footer(s) (in object storage: one listing, a footer read a file)."""
     import pyarrow.parquet as pq
 
-    files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet"), key=str)
     if isinstance(folder, Path):
+        files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet"))
         return sum(pq.read_metadata(f).num_rows for f in files) if files else None
-    rows = 0
-    for file in files:  # small blocks: a footer, not the default 5 MB read-ahead
-        with folder.fs.open(file.path, "rb", block_size=FOOTER_BLOCK, cache_type="bytes") as handle:
+    fs, rows = folder.fs, 0
+    files = sorted(key for key in fs.find(folder.path) if key.endswith(".parquet"))
+    for key in files:  # small blocks: a footer, not the default 5 MB read-ahead
+        with fs.open(key, "rb", block_size=FOOTER_BLOCK, cache_type="bytes") as handle:
             rows += pq.read_metadata(handle).num_rows
     return rows if files else None
 
