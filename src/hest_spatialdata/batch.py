@@ -393,6 +393,8 @@ def _source_bytes(store: Path | UPath) -> int:
 
 
 def _tree_bytes(path: Path | UPath) -> int:
+    if not isinstance(path, Path):  # one listing, not a request per object
+        return int(path.fs.du(path.path))
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
