@@ -191,6 +191,30 @@ def test_a_live_claim_keeps_a_second_converter_out(visium_store: Path, s3_bucket
     assert list(s3_bucket.objects("stores/")) == [f"stores/{visium_store.name}/{CLAIM_NAME}"]
 
 
+def test_two_converters_of_one_sample_leave_one_whole_store(visium_store: Path, s3_bucket) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hest_spatialdata._publish import StoreBusyError
+    from hest_spatialdata.store import StoreExistsError
+
+    url = s3_bucket.url("stores", visium_store.name)
+    s3_bucket.server.set_faults(put_delay_s=0.01)  # long enough for the two to overlap
+
+    def publish(_: int) -> str:
+        try:
+            _upload(visium_store, url)
+        except (StoreBusyError, StoreExistsError) as e:
+            return type(e).__name__
+        return "published"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(publish, range(2)))
+    assert outcomes[0] in ("StoreBusyError", "StoreExistsError") and outcomes[1] == "published", outcomes
+    files = {p.relative_to(visium_store).as_posix(): p.read_bytes() for p in visium_store.rglob("*") if p.is_file()}
+    prefix = f"stores/{visium_store.name}/"
+    assert {k[len(prefix) :]: v for k, v in s3_bucket.objects(prefix).items()} == files
+
+
 # --------------------------------------------------------------------------------------------- faults
 
 
