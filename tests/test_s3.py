@@ -213,6 +213,9 @@ def test_two_converters_of_one_sample_leave_one_whole_store(visium_store: Path, 
     files = {p.relative_to(visium_store).as_posix(): p.read_bytes() for p in visium_store.rglob("*") if p.is_file()}
     prefix = f"stores/{visium_store.name}/"
     assert {k[len(prefix) :]: v for k, v in s3_bucket.objects(prefix).items()} == files
+    with pytest.raises(StoreExistsError):  # a third one later: the complete store is left exactly as it is
+        _upload(visium_store, url)
+    assert {k[len(prefix) :]: v for k, v in s3_bucket.objects(prefix).items()} == files
 
 
 # --------------------------------------------------------------------------------------------- faults

@@ -71,10 +71,19 @@ def publish_store(local: Path, target: UPath, *, sample_id: str, overwrite: bool
     fs, root = target.fs, target.path.rstrip("/")
     token = _claim(fs, root, sample_id)
     try:
+        fs.invalidate_cache(root)  # a listing cached before the claim could hide a store finished meanwhile
         if fs.exists(f"{root}/{ROOT_METADATA}"):
-            if not overwrite:
+            if not overwrite:  # someone else's complete store: left exactly as it is
                 raise StoreExistsError(f"sample {sample_id}: {target} exists; pass --overwrite to replace it")
             fs.rm_file(f"{root}/{ROOT_METADATA}")  # the old store stops being complete before anything changes
+        _upload(fs, local, root)
+    finally:
+        _release(fs, root, token)
+
+
+def _upload(fs: Any, local: Path, root: str) -> None:
+    """Clean ``root``, upload every file of ``local`` under it, the root ``zarr.json`` last; on failure clean up."""
+    try:
         _clean(fs, root)
         files = sorted(p for p in local.rglob("*") if p.is_file() and p.relative_to(local).as_posix() != ROOT_METADATA)
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -83,8 +92,6 @@ def publish_store(local: Path, target: UPath, *, sample_id: str, overwrite: bool
     except BaseException:
         _clean(fs, root, quiet=True)  # never complete-looking (no root), and no debris where possible
         raise
-    finally:
-        _release(fs, root, token)
 
 
 def remove_partial(target: UPath) -> bool:
