@@ -146,6 +146,38 @@ def test_convert_three_samples_with_two_workers_then_validate(hest_root: Path, t
     assert json.loads(summary.read_text())["counts"] == {"done": 0, "skipped": 3, "failed": 0}
 
 
+def test_storage_options_on_the_command_line_are_used_and_never_shown(
+    hest_root: Path, tmp_path: Path, s3_bucket, monkeypatch
+) -> None:
+    server = s3_bucket.server
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # the endpoint and keys only from --storage-option
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
+    secret = "a-secret-never-printed"
+    options = [
+        "--storage-option", f"client_kwargs.endpoint_url={server.endpoint}",
+        "--storage-option", "key=testing-key", "--storage-option", f"secret={secret}",
+    ]  # fmt: skip
+    out, summary = s3_bucket.url("stores"), tmp_path / "summary.json"
+    code, output = _cli("convert", str(hest_root), "-o", out, "--quiet", "--summary", str(summary), *options)
+    assert code == 0, output
+    code, shown = _cli("cohort", out, "--format", "json", *options)
+    assert code == 0 and json.loads(shown)[0]["sample_id"] == EXAMPLE_SAMPLE_ID, shown
+    code, checked = _cli("validate", f"{out}/{EXAMPLE_SAMPLE_ID}.zarr", *options)
+    assert code == 0, checked
+    for text in (output, shown, checked, summary.read_text()):
+        assert secret not in text
+    assert all(secret.encode() not in body for body in s3_bucket.objects().values())
+
+
+def test_parse_storage_options() -> None:
+    from hest_spatialdata.locations import parse_storage_options
+
+    parsed = parse_storage_options(["anon=true", "client_kwargs.endpoint_url=http://h:1", "profile=lab", "n=3"])
+    assert parsed == {"anon": True, "client_kwargs": {"endpoint_url": "http://h:1"}, "profile": "lab", "n": 3}
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_storage_options(["anon"])
+
+
 def test_a_killed_remote_conversion_resumes_to_the_same_objects(hest_root: Path, tmp_path: Path, s3_bucket) -> None:
     from hest_spatialdata.store import convert_sample
 
