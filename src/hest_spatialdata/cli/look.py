@@ -47,6 +47,7 @@ def thumbnail_command(
     """
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.hub import HubError
+    from hest_spatialdata.locations import access_message
     from hest_spatialdata.remote import RemoteReadError
     from hest_spatialdata.thumbnail import slide_thumbnail
 
@@ -56,4 +57,6 @@ def thumbnail_command(
         )
     except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
+    except PermissionError as e:  # a bucket without permission
+        fail(access_message(e, hest_dir) or str(e))
     click.echo(f"wrote {path}")

@@ -34,12 +34,16 @@ def validate_command(
     """
     from rich.console import Console
 
+    from hest_spatialdata.locations import access_message
     from hest_spatialdata.validate import validate
 
     console = Console()
     reports = []
     for store in stores:
-        report = validate(store, hest_dir, storage_options=storage_options)
+        try:
+            report = validate(store, hest_dir, storage_options=storage_options)
+        except PermissionError as e:  # a bucket without permission: one line, not a traceback
+            fail(access_message(e, store) or str(e))
         reports.append(report)
         console.print(report.table())
     if json_path is not None:
