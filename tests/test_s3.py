@@ -310,6 +310,14 @@ def test_napari_reader_and_thumbnail_read_a_remote_store(visium_store: Path, s3_
     assert names and names == [kwargs["name"] for _, kwargs, _ in read_store(str(visium_store))]
     assert store_catalog(s3_bucket.url("stores"))["store"].tolist() == [url]
 
+    import npe2
+    from napari.components import ViewerModel
+
+    npe2.PluginManager.instance().discover()  # as `napari URL --plugin hest-spatialdata` does at start
+    viewer = ViewerModel()
+    viewer.open(url, plugin="hest-spatialdata")
+    assert [layer.name for layer in viewer.layers] == names
+
     png = tmp_path / "thumb.png"
     code, output = _cli("thumbnail", EXAMPLE_SAMPLE_ID, "-o", str(png), "--root", s3_bucket.url("stores"))
     assert code == 0, output
