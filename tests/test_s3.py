@@ -77,6 +77,18 @@ def test_read_store_is_lazy_and_equals_the_local_store(visium_store: Path, sdata
     assert server.requests(chunks) > 0  # the pixels compared above came from the bucket
 
 
+def test_read_store_points_stay_lazy_and_equal(rich_store: Path, s3_bucket) -> None:
+    import spatialdata as sd
+
+    import hest_spatialdata as hs
+
+    url = _upload(rich_store, s3_bucket.url(rich_store.name))
+    remote, local = hs.read_store(url, selection=("points",)), sd.read_zarr(rich_store, selection=("points",))
+    assert list(remote.points) == ["transcripts"]
+    assert remote.points["transcripts"].npartitions == local.points["transcripts"].npartitions
+    _assert_same_sdata(remote, local)
+
+
 def test_spatialdata_still_cannot_read_remote_stores(visium_store: Path, s3_bucket) -> None:
     """Pins the reasons for store_reader.py; when this fails, spatialdata changed: re-check whether
     ``spatialdata.read_zarr`` now reads a remote store and the adapter can go."""
