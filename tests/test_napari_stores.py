@@ -37,3 +37,23 @@ def test_browser_lists_and_opens_local_stores(make_napari_viewer, qtbot, visium_
     qtbot.waitUntil(lambda: expected <= {layer.name for layer in viewer.layers}, timeout=180_000)
     qtbot.wait(500)
     assert viewer.layers["he"].metadata["sdata"].path is not None  # backed by the store (napari-spatialdata)
+
+
+@pytest.mark.skipif(not HAS_DISPLAY or OFFSCREEN, reason="needs a display with OpenGL (Xvfb through pytest-xvfb)")
+def test_browser_lists_and_opens_stores_in_a_bucket(make_napari_viewer, qtbot, visium_store: Path, s3_bucket) -> None:
+    from hest_spatialdata._publish import publish_store
+    from hest_spatialdata.locations import locate
+    from hest_spatialdata.napari._widget import HestBrowser
+
+    url = s3_bucket.url("stores", visium_store.name)
+    publish_store(visium_store, locate(url), sample_id=EXAMPLE_SAMPLE_ID, overwrite=False)
+    viewer = make_napari_viewer()
+    browser = HestBrowser(viewer)
+    qtbot.addWidget(browser)
+    browser.set_hest_dir(s3_bucket.url("stores"))  # a folder URL of stores
+    assert browser.visible_samples() == [EXAMPLE_SAMPLE_ID]
+    assert browser.catalog.loc[EXAMPLE_SAMPLE_ID, "store"] == url
+    browser.select_sample(EXAMPLE_SAMPLE_ID)
+    assert browser.open_selected() is None  # opened by the store reader
+    qtbot.waitUntil(lambda: "he" in {layer.name for layer in viewer.layers}, timeout=180_000)
+    qtbot.wait(500)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from hest_spatialdata.hub import catalog, download
     from hest_spatialdata.legacy import to_legacy_anndata
     from hest_spatialdata.sample import read_hest
+    from hest_spatialdata.store_reader import read_store
 
 _LAZY_IMPORTS = {
     "read_hest": "hest_spatialdata.sample",
@@ -38,6 +39,7 @@ _LAZY_IMPORTS = {
     "open_cohort": "hest_spatialdata.cohort",
     "Cohort": "hest_spatialdata.cohort",
     "to_legacy_anndata": "hest_spatialdata.legacy",
+    "read_store": "hest_spatialdata.store_reader",
 }
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "example_sample",
     "open_cohort",
     "read_hest",
+    "read_store",
     "to_legacy_anndata",
     "validate",
 ]

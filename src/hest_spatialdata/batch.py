@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.layout import sample_files
+from hest_spatialdata.locations import is_url, locate
 from hest_spatialdata.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:
     from distributed import Client
     from rich.progress import Progress
     from rich.table import Table
+    from upath import UPath
 
 Status = Literal["done", "skipped", "failed"]
 
@@ -102,6 +104,8 @@ class ConvertOptions:
         With ``from_hub``: delete each sample's downloaded files once its store is written.
     catalog_source
         Local catalog CSV for the filters with ``from_hub`` (default: the hub's newest).
+    storage_options
+        fsspec options of a URL output (``s3://...``): endpoint, credentials ... (never printed).
     """
 
     overwrite: bool = False
@@ -114,6 +118,7 @@ class ConvertOptions:
     from_hub: bool = False
     delete_downloaded: bool = False
     catalog_source: str | Path | None = None
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.elements is not None:
@@ -152,6 +157,8 @@ class SampleJob:
         Threads writing the image; dask's default (one per core) when ``None``.
     hub
         Download the sample from the hub first.
+    storage_options
+        fsspec options of a URL ``out_dir`` (never printed: left out of the repr).
     """
 
     sample_id: str
@@ -162,6 +169,7 @@ class SampleJob:
     chunk_size: int | None = None
     threads: int | None = None
     hub: HubFiles | None = None
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -336,7 +344,7 @@ def _run_job(job: SampleJob, result: SampleResult) -> None:
         path = convert_sample(
             job.hest_dir,
             job.sample_id,
-            job.out_dir,
+            locate(job.out_dir, job.storage_options),
             overwrite=job.overwrite,
             elements=job.elements,
             chunk_size=job.chunk_size,
@@ -381,12 +389,14 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _source_bytes(store: Path) -> int:
+def _source_bytes(store: Path | UPath) -> int:
     sources = (store_attrs(store) or {}).get("source_files", {})
     return sum(int(info.get("size", 0)) for info in sources.values() if isinstance(info, dict))
 
 
-def _tree_bytes(path: Path) -> int:
+def _tree_bytes(path: Path | UPath) -> int:
+    if not isinstance(path, Path):  # one listing, not a request per object
+        return int(path.fs.du(path.path))
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -438,7 +448,9 @@ def run_batch(
         "elements": options.elements,
         "chunk_size": options.chunk_size,
         "threads": options.threads_per_sample(),
+        "storage_options": options.storage_options,
     }
+    out_dir = locate(out_dir, options.storage_options)
     for sample_id in dict.fromkeys(sample_ids):
         result = _precheck(sample_id, out_dir, options.overwrite, hub_plan)
         if result is not None:
@@ -464,10 +476,14 @@ def run_batch(
     return summary
 
 
-def _precheck(sample_id: str, out_dir: str | Path, overwrite: bool, hub_plan: HubPlan | None) -> SampleResult | None:
+def _precheck(sample_id: str, out_dir: Path | UPath, overwrite: bool, hub_plan: HubPlan | None) -> SampleResult | None:
     path = store_path(out_dir, sample_id)
     if not overwrite and store_is_complete(path):
         return SampleResult(sample_id, "skipped", "store already complete", store=str(path))
+    if is_url(path):
+        from hest_spatialdata._publish import remove_partial
+
+        remove_partial(path)  # an abandoned upload (its converter is gone): the objects go before reconverting
     if hub_plan is not None and not hub_plan.files.get(sample_id):
         return SampleResult(sample_id, "failed", "no file of this sample on the hub (unknown id?)")
     return None

@@ -8,7 +8,6 @@ no more than reading a few JSON files.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -20,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.layout import Part, sample_files
+from hest_spatialdata.locations import is_url, locate, read_json
 
 if TYPE_CHECKING:
     import zarr
     from spatialdata import SpatialData
+    from upath import UPath
 
     from hest_spatialdata.writer.image import ImageWrite
 
@@ -40,31 +41,38 @@ class StoreExistsError(FileExistsError):
     """The output store exists and ``overwrite`` was not given."""
 
 
-def store_path(out_dir: str | Path, sample_id: str) -> Path:
-    """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr``."""
-    return Path(out_dir) / f"{sample_id}.zarr"
+def store_path(out_dir: str | Path | UPath, sample_id: str) -> Path | UPath:
+    """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr`` (a ``UPath`` for a URL)."""
+    return locate(out_dir) / f"{sample_id}.zarr"
 
 
-def store_attrs(path: str | Path) -> dict[str, Any] | None:
+def store_attrs(path: str | Path | UPath) -> dict[str, Any] | None:
     """``attrs["hest"]`` of a store, read from its root ``zarr.json`` without importing spatialdata.
+
+    The one reader of a store's attributes: the cohort, napari, validate and the resume all use it. ``path`` is a
+    folder or a ``UPath`` from :func:`hest_spatialdata.locations.locate` (object storage).
 
     Returns ``None`` if the path is not a readable SpatialData store written by this package.
     """
-    try:
-        root = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    attrs = root.get("attributes", {})
+    root = read_json(locate(path) / "zarr.json")
+    attrs = (root or {}).get("attributes", {})
     hest = attrs.get(ATTRS_KEY)
     if "spatialdata_attrs" not in attrs or not isinstance(hest, dict):
         return None
     return hest
 
 
-def store_is_complete(path: str | Path) -> bool:
-    """Whether a finished store of this package is at ``path`` (stores only appear there once complete)."""
-    hest = store_attrs(path)
-    return hest is not None and all((Path(path) / kind / name).is_dir() for kind, name in _written_elements(hest))
+def store_is_complete(path: str | Path | UPath) -> bool:
+    """Whether a finished store of this package is at ``path``.
+
+    Locally stores only appear once complete (renamed into place); in object storage a store is complete once its
+    root ``zarr.json`` exists, since it is the object written last (see :mod:`hest_spatialdata._publish`).
+    """
+    location = locate(path)
+    hest = store_attrs(location)
+    if hest is None or is_url(location):
+        return hest is not None
+    return all((location / kind / name).is_dir() for kind, name in _written_elements(hest))
 
 
 def convert_sample(
@@ -76,12 +84,14 @@ def convert_sample(
     elements: Iterable[str] | None = None,
     chunk_size: int | None = None,
     raster_compressor: dict[str, int] | None = DEFAULT_RASTER_COMPRESSOR,
-) -> Path:
+) -> Path | UPath:
     """Convert one sample into ``out_dir/{sample_id}.zarr`` (the task :func:`hest_spatialdata.convert` runs).
 
     The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
-    conversion never leaves a partial ``{id}.zarr``. An existing store is replaced only with ``overwrite=True``,
-    and only once the new one is complete.
+    conversion never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
+    URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
+    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing
+    store is replaced only with ``overwrite=True``, and only once the new one is complete.
 
     Parameters
     ----------
@@ -90,7 +100,7 @@ def convert_sample(
     sample_id
         The sample id.
     out_dir
-        Output folder (created if needed).
+        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.locations.locate`).
     overwrite
         Replace an existing store.
     elements
@@ -113,8 +123,13 @@ def convert_sample(
     """
     import zarr
 
-    out_dir = Path(out_dir)
     final = store_path(out_dir, sample_id)
+    if is_url(final):
+        if store_is_complete(final) and not overwrite:
+            raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
+        options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
+        return _convert_to_url(hest_dir, sample_id, final, overwrite=overwrite, **options)
+    out_dir = Path(out_dir)
     if final.exists() and not overwrite:
         raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
     elements = None if elements is None else list(elements)
@@ -247,11 +262,23 @@ def _write_others(
     return sdata
 
 
+def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overwrite: bool, **options: Any) -> UPath:
+    """Write the store into a local temporary folder (one sample's disk), then publish it to ``final``."""
+    import tempfile
+
+    from hest_spatialdata._publish import publish_store
+
+    with tempfile.TemporaryDirectory(prefix=f"hest-{sample_id}-", dir=os.environ.get("HEST_TMPDIR")) as scratch:
+        local = convert_sample(hest_dir, sample_id, scratch, **options)
+        publish_store(local, final, sample_id=sample_id, overwrite=overwrite)
+    return final
+
+
 def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
     """Delete temporary stores of ``sample_id`` left by converters that are no longer running."""
     for partial in out_dir.glob(f".{sample_id}.zarr{PARTIAL_MARK}*"):
         pid = partial.name.split(PARTIAL_MARK, 1)[1].split("-", 1)[0]
-        if not (pid.isdigit() and _process_alive(int(pid))):
+        if not (pid.isdigit() and process_alive(int(pid))):
             shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -274,7 +301,8 @@ def _threads() -> int:
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (an unreadable one counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -1,13 +1,14 @@
 """``slide_thumbnail()``: a coarse level of a sample's slide with its spots drawn, reading nothing else of it.
 
 From a remote root (``hf://datasets/MahmoodLab/hest``) this fetches the TIFF header, that level's tiles,
-the metadata JSON and the st h5ad: a look at a sample before downloading it.
+the metadata JSON and the st h5ad: a look at a sample before downloading it. Given a converted store (or its
+folder), local or in object storage, it reads that level's chunks of the store instead.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -16,7 +17,10 @@ from hest_spatialdata._constants import Elements
 from hest_spatialdata.layout import Part
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import geopandas as gpd
+    from spatialdata import SpatialData
 
 #: Outline of the drawn spots (RGB) and its width in pixels.
 SPOT_COLOUR = (20, 220, 60)
@@ -28,7 +32,13 @@ MIN_SIDE_PX = 1000
 
 
 def slide_thumbnail(
-    hest_dir: str | Path, sample_id: str, out: str | Path, *, spots: bool = True, min_side: int = MIN_SIDE_PX
+    hest_dir: str | Path,
+    sample_id: str,
+    out: str | Path,
+    *,
+    spots: bool = True,
+    min_side: int = MIN_SIDE_PX,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a coarse level of a sample's slide as a PNG, with its spots (or pseudo-spots) outlined.
 
@@ -38,7 +48,8 @@ def slide_thumbnail(
     Parameters
     ----------
     hest_dir
-        A HEST root, local or remote (``hf://datasets/MahmoodLab/hest[@revision]``).
+        A HEST root, local or remote (``hf://datasets/MahmoodLab/hest[@revision]``), or a converted store / folder
+        of stores, local or in object storage (``s3://bucket/prefix``).
     sample_id
         The sample id.
     out
@@ -47,6 +58,8 @@ def slide_thumbnail(
         Draw the spots of the st h5ad (when the sample has one).
     min_side
         Smallest longer side of the level drawn, in px; ``0``: the coarsest level.
+    storage_options
+        fsspec options of a store URL.
 
     Returns
     -------
@@ -57,10 +70,8 @@ def slide_thumbnail(
     HestInputError
         If the sample has no slide, or a file is bad.
     """
-    from hest_spatialdata.sample import read_hest
-
     wanted = [Elements.HE.value] + ([Elements.SPOTS.value] if spots else [])
-    sdata = read_hest(hest_dir, sample_id, elements=wanted)
+    sdata = _read_sample(hest_dir, sample_id, wanted, storage_options)
     if Elements.HE.value not in sdata.images:
         from hest_spatialdata.errors import HestInputError
         from hest_spatialdata.layout import PARTS
@@ -78,6 +89,25 @@ def slide_thumbnail(
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     return out
+
+
+def _read_sample(
+    root: str | Path, sample_id: str, wanted: list[str], storage_options: Mapping[str, Any] | None
+) -> SpatialData:
+    """The sample from a converted store (``root`` is the store or its folder), else from the HEST root."""
+    from hest_spatialdata.locations import locate
+    from hest_spatialdata.store import store_attrs
+
+    if not str(root).startswith("hf://"):
+        location = locate(root, storage_options)
+        for store in (location, location / f"{sample_id}.zarr"):
+            if store_attrs(store) is not None:
+                from hest_spatialdata.store_reader import read_store
+
+                return read_store(store, selection=("images", "shapes"))
+    from hest_spatialdata.sample import read_hest
+
+    return read_hest(root, sample_id, elements=wanted)
 
 
 def _draw_spots(image: Image.Image, shapes: gpd.GeoDataFrame, sy: float, sx: float) -> None:

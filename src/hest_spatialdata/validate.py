@@ -14,12 +14,13 @@ Importing this module is cheap; spatialdata is imported when a store is validate
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import METADATA_UNS_KEY, CoordinateSystems
+from hest_spatialdata.locations import locate
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
     from rich.table import Table
     from spatialdata import SpatialData
+    from upath import UPath
 
 #: Largest coordinate difference (level-0 px) accepted between the store's spot centres and ``obsm['spatial']``.
 CENTRE_TOLERANCE_PX = 1e-6
@@ -68,7 +70,7 @@ class ValidationReport:
         Every check, in order.
     """
 
-    store: Path
+    store: Path | UPath
     against: Path | None = None
     sample_id: str | None = None
     checks: list[Check] = field(default_factory=list)
@@ -118,15 +120,22 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def validate(store: str | Path, against: str | Path | None = None) -> ValidationReport:
+def validate(
+    store: str | Path | UPath,
+    against: str | Path | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ValidationReport:
     """Validate a store written by hest-spatialdata, optionally against its HEST source.
 
     Parameters
     ----------
     store
-        The ``{id}.zarr`` store.
+        The ``{id}.zarr`` store: a folder or a URL (``s3://bucket/prefix/ID.zarr``).
     against
         The HEST folder the store was converted from: also check that the store's content equals the source.
+    storage_options
+        fsspec options of a URL store.
 
     Returns
     -------
@@ -134,8 +143,8 @@ def validate(store: str | Path, against: str | Path | None = None) -> Validation
     """
     from hest_spatialdata.store import store_attrs
 
-    report = ValidationReport(Path(store), None if against is None else Path(against))
-    hest = store_attrs(store)
+    report = ValidationReport(locate(store, storage_options), None if against is None else Path(against))
+    hest = store_attrs(report.store)
     if not report.add("attrs['hest']", hest is not None, "" if hest else "missing from zarr.json: not a store of ours"):
         hest = {}
     report.sample_id = hest.get("sample_id")
@@ -153,20 +162,20 @@ def validate(store: str | Path, against: str | Path | None = None) -> Validation
 # --------------------------------------------------------------------------------------------- structure
 
 
-def _elements_on_disk(store: Path, hest: dict[str, Any]) -> tuple[bool, str]:
+def _elements_on_disk(store: Path | UPath, hest: dict[str, Any]) -> tuple[bool, str]:
     listed = [(kind, name) for kind, names in hest["elements"].items() for name in names]
     missing = [(kind, name) for kind, name in listed if not (store / kind / name / "zarr.json").is_file()]
     return not missing, f"missing {_names(missing)}" if missing else f"{len(listed)} element folders"
 
 
 def _read_store(report: ValidationReport) -> SpatialData | None:
-    import spatialdata as sd
+    from hest_spatialdata.store_reader import read_store
 
     if not report.store.is_dir():
         report.add("readable", False, "no such store")
         return None
     try:
-        sdata = sd.read_zarr(report.store)
+        sdata = read_store(report.store)
     except Exception as e:  # noqa: BLE001 - whatever read_zarr raises, the store is unreadable
         report.add("readable", False, f"spatialdata.read_zarr failed: {type(e).__name__}: {e}")
         return None

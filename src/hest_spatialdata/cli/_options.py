@@ -99,11 +99,51 @@ def all_option(text: str) -> Decorator:
     return click.option("--all", "everything", is_flag=True, help=text)
 
 
-def out_option(dest: str, text: str, *, folder: bool = True, **kwargs: Any) -> Decorator:
-    """``-o/--out``: a folder (or with ``folder=False`` a file), required unless given a ``default``."""
+def out_option(dest: str, text: str, *, folder: bool = True, url: bool = False, **kwargs: Any) -> Decorator:
+    """``-o/--out``: a folder (or with ``folder=False`` a file), required unless given a ``default``.
+
+    With ``url``, a URL (``s3://bucket/prefix``) is accepted too and stays a string.
+    """
     kwargs.setdefault("required", "default" not in kwargs)
     path = click.Path(file_okay=not folder, dir_okay=folder, path_type=Path)
-    return click.option("-o", "--out", dest, type=path, help=text, **kwargs)
+    return click.option("-o", "--out", dest, type=LocationType(path) if url else path, help=text, **kwargs)
+
+
+class LocationType(click.ParamType):
+    """A local path (checked by ``local``) or an fsspec URL, kept as a string."""
+
+    name = "path_or_url"
+
+    def __init__(self, local: click.ParamType | None = None) -> None:
+        self.local = local or click.Path(path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from hest_spatialdata.locations import is_url
+
+        if isinstance(value, str) and is_url(value):
+            return value
+        return self.local.convert(value, param, ctx)
+
+
+def _storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any] | None:
+    from hest_spatialdata.locations import parse_storage_options
+
+    try:
+        return parse_storage_options(values) or None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+#: ``--storage-option key=value`` (repeatable): fsspec options of URL stores, as ``storage_options``.
+storage_option = click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_storage_options,
+    help="fsspec option of a URL store (repeatable; dotted keys nest: client_kwargs.endpoint_url=...). "
+    "Credentials otherwise come from the environment or profiles.",
+)
 
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -142,6 +182,7 @@ convert_options = stack(
         "--threads", type=click.IntRange(1), default=None, help="Threads writing one sample. [default: cores/N]"
     ),
     click.option("--memory-limit", default="auto", show_default=True, help="Memory limit of each local worker."),
+    storage_option,
 )
 
 
@@ -166,3 +207,20 @@ def convert_options_of(values: Mapping[str, Any]) -> ConvertOptions:
         raise click.UsageError("--delete-downloaded only applies with --from-hub")
     given = {f.name: values[f.name] for f in fields(ConvertOptions) if f.name in values}
     return ConvertOptions(**{**given, "workers": given.get("workers") or 1})
+
+
+def check_writable(location: Path | str, storage_options: Mapping[str, Any] | None) -> None:
+    """Exit with one message if a URL output cannot be written (no credentials, no permission on the bucket).
+
+    A probe object ``.hest-write-check`` is written and removed, before any sample is converted.
+    """
+    from hest_spatialdata.locations import access_message, is_url, locate
+
+    if not is_url(location):
+        return
+    probe = locate(location, storage_options) / ".hest-write-check"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except Exception as e:  # noqa: BLE001 - an access refusal is reported as one line, anything else as itself
+        fail(access_message(e, location) or f"cannot write to {location}: {type(e).__name__}: {e}")

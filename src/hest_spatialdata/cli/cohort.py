@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hest_spatialdata.cli._options import fail, filter_options, filters_of, id_option
+from hest_spatialdata.cli._options import fail, filter_options, filters_of, id_option, storage_option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,20 +18,31 @@ if TYPE_CHECKING:
 @id_option("Sample id (repeatable).")
 @filter_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def cohort_command(stores: tuple[str, ...], sample_ids: tuple[str, ...], fmt: str, **filters: Any) -> None:
+@storage_option
+def cohort_command(
+    stores: tuple[str, ...],
+    sample_ids: tuple[str, ...],
+    fmt: str,
+    storage_options: dict[str, Any] | None,
+    **filters: Any,
+) -> None:
     """Print the cohort table of STORES: folders of stores, stores or globs (organ, technology, patient, sizes).
 
-    The filters are those of `list`, applied to each store's own metadata; nothing large is read.
+    Each may be a URL (s3://bucket/prefix). The filters are those of `list`, applied to each store's own metadata;
+    nothing large is read.
     """
     from hest_spatialdata.cohort import open_cohort
     from hest_spatialdata.cohort._table import store_paths
     from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.locations import access_message
 
     try:
-        paths = [path for source in stores for path in store_paths(source)]
-        cohort = open_cohort(paths, ids=sample_ids or None, **filters_of(filters))
+        paths = [path for source in stores for path in store_paths(source, storage_options)]
+        cohort = open_cohort(paths, storage_options=storage_options, ids=sample_ids or None, **filters_of(filters))
     except HestInputError as e:
         fail(str(e))
+    except OSError as e:
+        fail(access_message(e, " ".join(stores)) or f"{type(e).__name__}: {e}")
     table = cohort.table.reset_index()
     if fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hest_spatialdata.cli._options import (
+    check_writable,
     convert_options,
     convert_options_of,
     fail,
@@ -24,12 +25,12 @@ if TYPE_CHECKING:
 
 @click.command("convert")
 @click.argument("hest_dir", callback=hest_root_argument)
-@out_option("out_dir", "Output folder; each sample becomes OUT/{id}.zarr.")
+@out_option("out_dir", "Output folder or URL (s3://bucket/prefix); each sample becomes OUT/{id}.zarr.", url=True)
 @id_option("Sample id to convert (repeatable). [default: all samples]")
 @convert_options
 def convert_command(
     hest_dir: Path | str,
-    out_dir: Path,
+    out_dir: Path | str,
     sample_ids: tuple[str, ...],
     quiet: bool,
     everything: bool,
@@ -43,6 +44,9 @@ def convert_command(
 
     Runs as a resumable batch: complete stores are skipped (replaced with --overwrite), a failing sample does not
     stop the others, and a summary is printed; the exit code is 1 if any sample failed.
+
+    OUT may be any fsspec URL (s3://, gs://, az:// ...): each store is written locally, then uploaded with its root
+    zarr.json last, so it lands complete or not at all (docs/object_storage.md).
     """
     from rich.console import Console
 
@@ -60,6 +64,7 @@ def convert_command(
         raise click.UsageError("with --from-hub, choose samples with --id or a filter, or pass --all")
     if isinstance(hest_dir, str) and not (sample_ids or filters or everything):
         raise click.UsageError("with a remote HEST_DIR, choose samples with --id or a filter, or pass --all")
+    check_writable(out_dir, options.storage_options)
     try:
         summary = _run(hest_dir, out_dir, sample_ids, options, filters, quiet=quiet)
     except (HestInputError, HubError, RemoteReadError) as e:
@@ -74,7 +79,7 @@ def convert_command(
 
 def _run(
     hest_dir: Path | str,
-    out_dir: Path,
+    out_dir: Path | str,
     sample_ids: tuple[str, ...],
     options: ConvertOptions,
     filters: dict[str, tuple[str, ...]],

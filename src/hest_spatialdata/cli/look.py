@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hest_spatialdata.cli._options import fail, hest_root_argument, out_option
+from hest_spatialdata.cli._options import fail, hest_root_argument, out_option, storage_option
 
 DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
 
@@ -20,7 +21,8 @@ DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
     default=DEFAULT_ROOT,
     show_default=True,
     callback=hest_root_argument,
-    help="HEST root: hf://datasets/MahmoodLab/hest[@REVISION], another fsspec URL, or a local folder.",
+    help="HEST root: hf://datasets/MahmoodLab/hest[@REVISION], another fsspec URL, or a local folder; or a "
+    "converted store / folder of stores, local or a URL (s3://bucket/prefix).",
 )
 @click.option("--no-spots", is_flag=True, help="The slide alone.")
 @click.option(
@@ -30,18 +32,31 @@ DEFAULT_ROOT = "hf://datasets/MahmoodLab/hest"
     show_default=True,
     help="Draw the coarsest level at least this many px on its longer side (0: the coarsest level).",
 )
-def thumbnail_command(sample_id: str, out: Path, hest_dir: Path | str, no_spots: bool, min_side: int) -> None:
+@storage_option
+def thumbnail_command(
+    sample_id: str,
+    out: Path,
+    hest_dir: Path | str,
+    no_spots: bool,
+    min_side: int,
+    storage_options: dict[str, Any] | None,
+) -> None:
     """PNG of SAMPLE_ID's slide at a coarse level (see --min-side), with the spots drawn.
 
     From the hub only the TIFF header, that level's tiles, the metadata and the st h5ad are fetched.
     """
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.hub import HubError
+    from hest_spatialdata.locations import access_message
     from hest_spatialdata.remote import RemoteReadError
     from hest_spatialdata.thumbnail import slide_thumbnail
 
     try:
-        path = slide_thumbnail(hest_dir, sample_id, out, spots=not no_spots, min_side=min_side)
+        path = slide_thumbnail(
+            hest_dir, sample_id, out, spots=not no_spots, min_side=min_side, storage_options=storage_options
+        )
     except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
+    except PermissionError as e:  # a bucket without permission
+        fail(access_message(e, hest_dir) or str(e))
     click.echo(f"wrote {path}")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hest_spatialdata.cli._options import fail, out_option
+from hest_spatialdata.cli._options import LocationType, fail, out_option, storage_option
 
 
 @click.command("validate")
-@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("stores", nargs=-1, required=True, type=LocationType())
 @click.option(
     "--against",
     "hest_dir",
@@ -20,16 +21,29 @@ from hest_spatialdata.cli._options import fail, out_option
     help="HEST folder the stores were converted from: also check pixels, spots, tables and metadata against it.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the reports.")
-def validate_command(stores: tuple[Path, ...], hest_dir: Path | None, json_path: Path | None) -> None:
-    """Validate stores: structure, and with --against their fidelity to the HEST source. Exit 1 if any is invalid."""
+@storage_option
+def validate_command(
+    stores: tuple[Path | str, ...],
+    hest_dir: Path | None,
+    json_path: Path | None,
+    storage_options: dict[str, Any] | None,
+) -> None:
+    """Validate stores: structure, and with --against their fidelity to the HEST source. Exit 1 if any is invalid.
+
+    A store may be a URL (s3://bucket/prefix/ID.zarr).
+    """
     from rich.console import Console
 
+    from hest_spatialdata.locations import access_message
     from hest_spatialdata.validate import validate
 
     console = Console()
     reports = []
     for store in stores:
-        report = validate(store, hest_dir)
+        try:
+            report = validate(store, hest_dir, storage_options=storage_options)
+        except PermissionError as e:  # a bucket without permission: one line, not a traceback
+            fail(access_message(e, store) or str(e))
         reports.append(report)
         console.print(report.table())
     if json_path is not None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from hest_spatialdata.cohort._table import cohort_table, store_paths
+from hest_spatialdata.locations import locate
 
 if TYPE_CHECKING:
     import anndata as ad
     from spatialdata import SpatialData
+    from upath import UPath
 
     from hest_spatialdata.cohort._patches import CohortPatchDataset
 
@@ -21,13 +23,21 @@ if TYPE_CHECKING:
 SAMPLE_OBS_COLUMNS = ("patient", "organ", "technology")
 
 
-def open_cohort(source: str | Path | Iterable[str | Path], **filters: str | Iterable[str] | None) -> Cohort:
+def open_cohort(
+    source: str | Path | UPath | Iterable[str | Path | UPath],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    **filters: str | Iterable[str] | None,
+) -> Cohort:
     """Open converted stores as one cohort; only their ``zarr.json`` and Parquet footers are read.
 
     Parameters
     ----------
     source
-        A folder of ``{id}.zarr`` stores, a glob (``"stores/TENX*.zarr"``), one store, or a list of store paths.
+        A folder of ``{id}.zarr`` stores, a glob (``"stores/TENX*.zarr"``), one store, or a list of store paths;
+        any of them may be a URL (``s3://bucket/prefix``, any fsspec URL).
+    storage_options
+        fsspec options of URL sources (endpoint, credentials ...); credentials otherwise come from the usual places.
     **filters
         The filters of ``hest-to-sdata list`` (``ids``, ``organ``, ``species``, ``technology``, ``oncotree``,
         ``disease_state``), applied to each store's ``attrs["hest"]`` with the same matching and aliases.
@@ -43,8 +53,8 @@ def open_cohort(source: str | Path | Iterable[str | Path], **filters: str | Iter
     TypeError
         For an unknown filter.
     """
-    table = cohort_table(store_paths(source), filters)
-    return Cohort(table.sort_index())
+    table = cohort_table(store_paths(source, storage_options), filters)
+    return Cohort(table.sort_index(), storage_options=storage_options)
 
 
 class Cohort:
@@ -54,6 +64,8 @@ class Cohort:
     ----------
     table
         One row per sample, indexed by sample id, with a ``path`` column (see :func:`open_cohort`).
+    storage_options
+        fsspec options of the stores given as URLs.
 
     Attributes
     ----------
@@ -62,8 +74,9 @@ class Cohort:
         nucleus / Xenium cell counts and the store path.
     """
 
-    def __init__(self, table: pd.DataFrame) -> None:
+    def __init__(self, table: pd.DataFrame, *, storage_options: Mapping[str, Any] | None = None) -> None:
         self.table = table
+        self.storage_options = dict(storage_options or {})
         self._sdata: dict[str, SpatialData] = {}
 
     def __len__(self) -> int:
@@ -77,13 +90,13 @@ class Cohort:
         return sample_id in self.table.index
 
     def __getitem__(self, sample_id: str) -> SpatialData:
-        """The sample's SpatialData (``spatialdata.read_zarr``: lazy, read once and kept)."""
+        """The sample's SpatialData (:func:`hest_spatialdata.read_store`: lazy, read once and kept)."""
         if sample_id not in self.table.index:
             raise KeyError(f"{sample_id!r} is not in the cohort ({', '.join(self.sample_ids[:5])}, ...)")
         if sample_id not in self._sdata:
-            import spatialdata as sd
+            from hest_spatialdata.store_reader import read_store
 
-            self._sdata[sample_id] = sd.read_zarr(self.path(sample_id))
+            self._sdata[sample_id] = read_store(self.path(sample_id))
         return self._sdata[sample_id]
 
     def __repr__(self) -> str:
@@ -95,13 +108,13 @@ class Cohort:
         """The sample ids, in order."""
         return self.table.index.tolist()
 
-    def path(self, sample_id: str) -> Path:
-        """The store of ``sample_id``."""
-        return Path(self.table.at[sample_id, "path"])
+    def path(self, sample_id: str) -> Path | UPath:
+        """The store of ``sample_id`` (a ``UPath`` with the storage options for a URL)."""
+        return locate(self.table.at[sample_id, "path"], self.storage_options)
 
     def subset(self, sample_ids: Sequence[str]) -> Cohort:
         """The cohort of ``sample_ids`` (e.g. one side of :meth:`splits`), in that order."""
-        return Cohort(self.table.loc[list(sample_ids)])
+        return Cohort(self.table.loc[list(sample_ids)], storage_options=self.storage_options)
 
     def to_spatialdata(self) -> SpatialData:
         """Every element of every store in one SpatialData, with spatialdata's own ``concatenate``.
@@ -114,9 +127,11 @@ class Cohort:
         """
         import spatialdata as sd
 
+        from hest_spatialdata.store_reader import read_store
+
         sdatas = {}
         for sample_id in self:
-            sdata = sd.read_zarr(self.path(sample_id))
+            sdata = read_store(self.path(sample_id))
             for table in sdata.tables.values():
                 table.obs["sample_id"] = pd.Categorical([sample_id] * table.n_obs, categories=self.sample_ids)
             sdatas[sample_id] = sdata

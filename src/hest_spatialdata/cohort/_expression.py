@@ -10,14 +10,16 @@ import numpy as np
 import pandas as pd
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY, Elements
+from hest_spatialdata.locations import locate, zarr_store
 
 if TYPE_CHECKING:
     import anndata as ad
+    from upath import UPath
 
     from hest_spatialdata.cohort._cohort import Cohort
 
 
-def read_spot_table(path: str | Path) -> ad.AnnData:
+def read_spot_table(path: str | Path | UPath) -> ad.AnnData:
     """What a cohort needs of a store's spot table (``tables/table``), read with anndata's ``read_elem``.
 
     ``X``, the obs names with ``obs["spot_id"]``, the var names with ``var["gene_name"]`` and ``obsm["spatial"]``;
@@ -27,7 +29,7 @@ def read_spot_table(path: str | Path) -> ad.AnnData:
     import zarr
     from anndata.io import read_elem
 
-    group = zarr.open_group(Path(path) / "tables" / Elements.TABLE.value, mode="r")
+    group = zarr.open_group(zarr_store(locate(path) / "tables" / Elements.TABLE.value), mode="r")
 
     def frame(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
         part = group[name]

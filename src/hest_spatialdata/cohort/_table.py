@@ -6,18 +6,21 @@ Everything here reads JSON and Parquet footers only, so listing 1,000 stores cos
 from __future__ import annotations
 
 import glob
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.filters import normalise_filters, record_matches
+from hest_spatialdata.locations import is_url, list_stores, locate, read_json
 from hest_spatialdata.metadata import nan_to_none
 from hest_spatialdata.store import store_attrs
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 #: Columns of :attr:`Cohort.table`, in order (index: ``sample_id``).
 TABLE_COLUMNS = [
@@ -34,50 +37,63 @@ TABLE_COLUMNS = [
     "n_cells",
     "path",
 ]
+#: Read block of a remote Parquet footer (bytes).
+FOOTER_BLOCK = 64 * 1024
 #: Shapes elements counted in the table: column -> element.
 _COUNTED_SHAPES = {"n_spots": Elements.SPOTS, "n_nuclei": Elements.NUCLEI, "n_cells": Elements.XENIUM_CELLS}
 
 
-def store_paths(source: str | Path | Iterable[str | Path]) -> list[Path]:
+def store_paths(
+    source: str | Path | UPath | Iterable[str | Path | UPath], storage_options: Mapping[str, Any] | None = None
+) -> list[Path | UPath]:
     """The stores named by ``source``: a folder of stores, a glob pattern, one store, or a list of store paths.
+
+    Any of them may be a URL (``s3://bucket/prefix``), read with ``storage_options``. Whether each is a store of
+    this package is checked by :func:`cohort_table`, which reads their attributes anyway.
 
     Raises
     ------
     HestInputError
-        For a path that is not a store written by this package, or a source naming no store.
+        For a source naming no store.
     """
-    if isinstance(source, str | Path):
-        text = str(source)
-        if glob.has_magic(text):
-            paths = [Path(p) for p in sorted(glob.glob(text))]
-        elif store_attrs(source) is not None:
-            paths = [Path(source)]
-        elif Path(source).is_dir():
-            paths = sorted(p for p in Path(source).iterdir() if p.suffix == ".zarr" and not p.name.startswith("."))
+    if isinstance(source, str | Path) or is_url(source):
+        location = locate(source, storage_options)
+        if glob.has_magic(str(source)):
+            paths = _glob(location, str(source), storage_options)
+        elif store_attrs(location) is not None:
+            paths = [location]
+        elif location.is_dir():
+            paths = list_stores(location)
         else:
             raise HestInputError(None, source, "no such folder of stores, store or glob")
         if not paths:
             raise HestInputError(None, source, "no .zarr store found")
     else:
-        paths = [Path(p) for p in source]
-    for path in paths:
-        if store_attrs(path) is None:
-            raise HestInputError(None, path, "not a store written by hest-spatialdata (no attrs['hest'] in zarr.json)")
-    return paths
+        paths = [locate(p, storage_options) for p in source]
+    return paths  # cohort_table refuses those without attrs["hest"] (reading each root zarr.json once)
 
 
-def cohort_table(paths: Iterable[Path], filters: Mapping[str, Any]) -> pd.DataFrame:
+def _glob(location: Path | UPath, pattern: str, storage_options: Mapping[str, Any] | None) -> list[Path | UPath]:
+    if isinstance(location, Path):
+        return [Path(p) for p in sorted(glob.glob(pattern))]
+    protocol = pattern.split("://", 1)[0]
+    return [locate(f"{protocol}://{p}", storage_options) for p in sorted(location.fs.glob(location.path))]
+
+
+def cohort_table(paths: Iterable[Path | UPath], filters: Mapping[str, Any]) -> pd.DataFrame:
     """One row per store matching ``filters`` (those of ``hest-to-sdata list``), indexed by sample id.
 
     Raises
     ------
     HestInputError
-        If two stores hold the same sample id.
+        If two stores hold the same sample id, or a path is not a store of this package.
     """
     wanted = normalise_filters(**filters)
     rows = {}
     for path in paths:
-        hest = store_attrs(path) or {}
+        hest = store_attrs(path)
+        if hest is None:
+            raise HestInputError(None, path, "not a store written by hest-spatialdata (no attrs['hest'] in zarr.json)")
         meta = hest.get("metadata", {}) or {}
         record = {**meta, **{k: v for k, v in hest.items() if k != "metadata" and v is not None}}
         record.setdefault("id", hest.get("sample_id"))
@@ -95,7 +111,7 @@ def cohort_table(paths: Iterable[Path], filters: Mapping[str, Any]) -> pd.DataFr
     return table
 
 
-def _row(path: Path, hest: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+def _row(path: Path | UPath, hest: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
     elements = hest.get("elements", {})
     row: dict[str, Any] = {
         "organ": hest.get("organ"),
@@ -119,22 +135,26 @@ def _text(value: Any) -> str | None:
     return None if value is None or str(value).strip() == "" else str(value)
 
 
-def _parquet_rows(folder: Path) -> int | None:
-    """Rows of a shapes element, from its Parquet footer(s)."""
+def _parquet_rows(folder: Path | UPath) -> int | None:
+    """Rows of a shapes element, from its Parquet footer(s) (in object storage: one listing, a footer read a file)."""
     import pyarrow.parquet as pq
 
-    files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet"))
-    return sum(pq.read_metadata(f).num_rows for f in files) if files else None
+    if isinstance(folder, Path):
+        files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet"))
+        return sum(pq.read_metadata(f).num_rows for f in files) if files else None
+    fs, rows = folder.fs, 0
+    files = sorted(key for key in fs.find(folder.path) if key.endswith(".parquet"))
+    for key in files:  # small blocks: a footer, not the default 5 MB read-ahead
+        with fs.open(key, "rb", block_size=FOOTER_BLOCK, cache_type="bytes") as handle:
+            rows += pq.read_metadata(handle).num_rows
+    return rows if files else None
 
 
-def _table_genes(path: Path) -> int | None:
+def _table_genes(path: Path | UPath) -> int | None:
     """Genes of the store's spot table, from the shape of its var index (zarr.json files only)."""
     index = path / "tables" / Elements.TABLE.value / "var" / "_index"
     for candidate in (index, index / "values"):  # a plain array, or anndata's nullable string array
-        try:
-            meta = json.loads((candidate / "zarr.json").read_text())
-        except (OSError, ValueError):
-            continue
+        meta = read_json(candidate / "zarr.json") or {}
         if meta.get("node_type") == "array":
             return int(meta["shape"][0])
     return None

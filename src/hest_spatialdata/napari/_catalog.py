@@ -51,16 +51,18 @@ def local_catalog(hest_dir: str | Path) -> pd.DataFrame:
 
 
 def store_catalog(folder: str | Path) -> pd.DataFrame:
-    """The converted stores (``*.zarr`` of this package) in a folder, described by their ``attrs["hest"]``.
+    """The converted stores (``*.zarr`` of this package) in a folder or a URL, described by their ``attrs["hest"]``.
 
     Returns
     -------
     One row per store (index: sample id) with :data:`COLUMNS` (``local`` true) and ``store``, the store's path.
     """
     from hest_spatialdata.cohort._table import cohort_table
+    from hest_spatialdata.locations import list_stores, locate
     from hest_spatialdata.store import store_attrs
 
-    paths = [p for p in sorted(Path(folder).glob("*.zarr")) if store_attrs(p) is not None]
+    location = locate(folder)
+    paths = [p for p in list_stores(location) if store_attrs(p) is not None] if location.is_dir() else []
     try:
         table = cohort_table(paths, {})
     except HestInputError:  # two stores of one sample: list none rather than guess

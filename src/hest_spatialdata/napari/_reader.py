@@ -60,20 +60,19 @@ def read_store(path: str | list[str]) -> list[Any]:
     Parameters
     ----------
     path
-        The store.
+        The store: a folder or a URL (``s3://bucket/prefix/ID.zarr``).
 
     Returns
     -------
     ``[(None,)]`` (napari's "claimed, layers added elsewhere"), or the layers without napari-spatialdata.
     """
-    import spatialdata as sd
-
     from hest_spatialdata.napari._layers import sample_layers, use_compiled_triangulation
     from hest_spatialdata.napari._napari_spatialdata_adapter import UnsupportedNapariSpatialData
+    from hest_spatialdata.store_reader import read_store as read_sdata
 
     use_compiled_triangulation()
     single = _single_path(path)
-    sdata = sd.read_zarr(single)
+    sdata = read_sdata(single)  # a folder or a URL (s3://...): credentials from the environment
     try:
         from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
 

@@ -122,7 +122,15 @@ class HestBrowser(QWidget):
     # ----------------------------------------------------------------------------------------- catalog
 
     def set_hest_dir(self, hest_dir: str | Path) -> None:
-        """List the samples of a local HEST root (and download hub samples into it)."""
+        """List the samples of a local HEST root (and download hub samples into it), or the stores at a URL."""
+        from hest_spatialdata.locations import is_url
+
+        if is_url(hest_dir):  # a folder of stores in object storage: open them, nothing to download into
+            self.root_edit.setText(str(hest_dir))
+            self._local = _catalog.store_catalog(str(hest_dir))
+            self.status.setText(f"{len(self._local)} store(s) in {hest_dir}")
+            self._update_catalog()
+            return
         path = Path(hest_dir).expanduser()
         if not path.is_dir():
             self.status.setText(f"not a folder: {path}")
