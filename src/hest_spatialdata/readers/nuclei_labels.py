@@ -137,11 +137,11 @@ def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``coords`` (``(n_vertices, 2)`` float64) and ``starts``: ring ``k`` is ``coords[starts[k]:starts[k + 1]]``.
     """
-    if len(geometry) and (shapely.get_type_id(geometry) == shapely.GeometryType.POLYGON).all():
-        # polygons only (HEST's CellViT): their exterior rings straight from the flat buffers, no geometry copies
-        _, coords, (ring_starts, polygon_starts) = shapely.to_ragged_array(geometry, include_z=False)
-        exterior = polygon_starts[:-1]
-        return _gather(coords, ring_starts[exterior], ring_starts[exterior + 1])
+    polygons = shapely.get_type_id(geometry) == shapely.GeometryType.POLYGON
+    if polygons.all() and not shapely.get_num_interior_rings(geometry).any():
+        # polygons without holes (HEST's CellViT): their vertices are their outer rings', no geometry copied
+        coords, owner = shapely.get_coordinates(geometry, return_index=True)
+        return coords, np.searchsorted(owner, np.arange(len(geometry) + 1))
     parts, owner = shapely.get_parts(geometry, return_index=True)
     if len(parts) != len(geometry):
         area = shapely.area(parts)
@@ -149,16 +149,6 @@ def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         parts = parts[order[np.r_[True, owner[order][1:] != owner[order][:-1]]]]
     coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
     return coords, np.searchsorted(owner, np.arange(len(parts) + 1))
-
-
-def _gather(coords: np.ndarray, first: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``coords[first[k]:stop[k]]`` for every ``k``, concatenated, and where each one starts."""
-    lengths = (stop - first).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    if len(coords) == starts[-1]:  # no holes: already contiguous
-        return coords, starts
-    index = np.repeat(first.astype(np.int64) - starts[:-1], lengths) + np.arange(starts[-1])
-    return coords[index], starts
 
 
 def class_outlines(labels: da.Array, label_classes: np.ndarray) -> da.Array:
