@@ -18,9 +18,10 @@ from hest_spatialdata.cli import main
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_slide
 from hest_spatialdata.example.slide import he_texture
-from hest_spatialdata.layout import PARTS, Part, list_sample_ids, sample_files
+from hest_spatialdata.layout import PARTS, Part
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.wsi import REMOTE_BLOCK, next_ifd_offset, read_wsi, slide_levels
+from hest_spatialdata.roots import list_sample_ids, sample_files
 from hest_spatialdata.sample import read_hest
 
 from .helpers import HUB_SAMPLE_IDS, copy_sample

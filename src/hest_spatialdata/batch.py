@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import sample_files
+from hest_spatialdata.roots import sample_files
 from hest_spatialdata.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:

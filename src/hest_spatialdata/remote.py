@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hest_spatialdata import hub
+from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.layout import SAMPLE_PARTS, Part, SampleFiles, candidate_files
 
 #: Attempts of one byte range (or small-file download) before giving up, and the first backoff in seconds.
 ATTEMPTS = 6
@@ -459,6 +461,30 @@ def _resolve(fs: Any, url: str) -> Any:
         if isinstance(e.__cause__, RepositoryNotFoundError):
             raise e.__cause__ from e  # made a HubAccessError by hub.hub_errors
         raise
+
+
+def remote_sample_files(hest_dir: str | RemoteRoot, sample_id: str) -> SampleFiles:
+    """The files of one sample in a remote root: every name the registry allows looked up at once.
+
+    Raises
+    ------
+    HestInputError
+        If the root does not exist or holds no file of the sample.
+    """
+    try:
+        root = open_root(hest_dir)
+    except FileNotFoundError as e:
+        raise HestInputError(sample_id, str(hest_dir), f"HEST root not found ({e})") from e
+    candidates = candidate_files(sample_id)
+    sizes = root.find(rel for rels in candidates.values() for rel in rels)
+    found: dict[Part, Path | RemoteFile] = {}
+    for part, rels in candidates.items():
+        rel = next((r for r in rels if r in sizes), None)
+        if rel is not None:
+            found[part] = root.file(rel, sizes[rel])
+    if not any(part in found for part in SAMPLE_PARTS):
+        raise HestInputError(sample_id, root.url, "unknown sample id: no file of it in this HEST root")
+    return SampleFiles(root=root, sample_id=sample_id, paths=found)
 
 
 def forget_roots() -> None:

@@ -11,12 +11,13 @@ from spatialdata import SpatialData
 from hest_spatialdata._constants import ATTRS_KEY, Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts, sample_files
+from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers import reader_module
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE
 from hest_spatialdata.readers.wsi import slide_levels
+from hest_spatialdata.roots import sample_files
 
 
 def read_hest(
