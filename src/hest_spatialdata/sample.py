@@ -77,6 +77,8 @@ def read_hest(
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
     if Elements.NUCLEI_LABELS in sdata.labels:
         sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
+    if "spots" in ctx.shared and Elements.SPOTS in sdata.shapes:
+        sdata.attrs[ATTRS_KEY]["spots"] = ctx.shared["spots"]  # the square pseudo-spots' side (readers/spots.py)
     return sdata
 
 

@@ -47,7 +47,12 @@ def _cells_mask(layout: VisiumLayout, xy_px: np.ndarray, bin_um: float = 50.0) -
 
 
 def hest_xenium_st_adata(
-    he_xy: np.ndarray, codes: np.ndarray, names: pd.Index, slide: np.ndarray, pixel_size_um: float
+    he_xy: np.ndarray,
+    codes: np.ndarray,
+    names: pd.Index,
+    slide: np.ndarray,
+    pixel_size_um: float,
+    pseudo_spot_um: float = XENIUM_PSEUDO_SPOT_UM,
 ) -> ad.AnnData:
     """HEST's ``pool_transcripts_xenium``: transcripts summed into 100 µm squares on a grid from their min x/y.
 
@@ -68,12 +73,14 @@ def hest_xenium_st_adata(
         The slide's level 0, (h, w, 3) uint8.
     pixel_size_um
         µm per level-0 pixel.
+    pseudo_spot_um
+        Side of the squares (HEST pooled TENX122 and NCBI784 at about 58 µm, HEST issue 122).
 
     Returns
     -------
     The pseudo-spot AnnData.
     """
-    side = XENIUM_PSEUDO_SPOT_UM / pixel_size_um
+    side = pseudo_spot_um / pixel_size_um
     (x_min, y_min), (x_max, y_max) = he_xy.min(axis=0), he_xy.max(axis=0)
     m, n = math.ceil((y_max - y_min) / side), math.ceil((x_max - x_min) / side)
     used, first = np.unique(codes, return_index=True)
@@ -187,10 +194,11 @@ def write_xenium_sample(
     geojson: bool = True,
     writer: SlideWriter = "auto",
     seed: int = 0,
+    pseudo_spot_um: float = XENIUM_PSEUDO_SPOT_UM,
 ) -> Path:
     """Write a Xenium sample in HEST-1k layout from the real Xenium mouse-brain run.
 
-    Writes ``wsis/{id}.tif``, ``metadata/{id}.json``, ``st/{id}.h5ad`` (100 µm pseudo-spots),
+    Writes ``wsis/{id}.tif``, ``metadata/{id}.json``, ``st/{id}.h5ad`` (``pseudo_spot_um`` pseudo-spots),
     ``transcripts/{id}_transcripts.parquet`` and ``xenium_seg/{id}_xenium_{cell,nucleus}_seg.{parquet,geojson.zip}``.
     Every count of the real cell x feature matrix (genes and control features) is one transcript with
     ``qv >= 20`` inside its cell, so 10x's counting rule gives back the real matrix; on top of these come
@@ -222,6 +230,8 @@ def write_xenium_sample(
         Slide writer, see :func:`write_slide`.
     seed
         Random seed.
+    pseudo_spot_um
+        Side of the pseudo-spots the st h5ad pools the transcripts in (HEST: 100 µm, about 58 µm for some samples).
 
     Returns
     -------
@@ -247,7 +257,8 @@ def write_xenium_sample(
         write_cell_chunk(out, cells, chunk, layout, rng, unassigned_fraction=unassigned_fraction,
                          low_qv_fraction=low_qv_fraction)  # fmt: skip
     he_xy, codes = out.close()
-    adata = hest_xenium_st_adata(he_xy, codes, xenium_mouse_brain_features().names, slide, pixel_size_um)
+    features = xenium_mouse_brain_features().names
+    adata = hest_xenium_st_adata(he_xy, codes, features, slide, pixel_size_um, pseudo_spot_um)
     st = PARTS[Part.ST].path(root, sample_id)
     st.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(st)
