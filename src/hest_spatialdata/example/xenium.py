@@ -16,7 +16,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from hest_spatialdata.example.common import VisiumLayout, hest_file_name, register_downscale_img, write_metadata
+from hest_spatialdata.example.common import (
+    VisiumLayout,
+    register_downscale_img,
+    sample_fields,
+    write_metadata,
+)
 from hest_spatialdata.example.slide import SlideWriter, he_texture, write_slide
 from hest_spatialdata.example.sources import hest_metadata_template, xenium_mouse_brain, xenium_mouse_brain_features
 from hest_spatialdata.example.transcripts import TranscriptWriter, write_cell_chunk
@@ -69,10 +74,8 @@ def hest_xenium_st_adata(
         (n,) feature position of every transcript in ``names``.
     names
         Feature names.
-    slide
-        The slide's level 0, (h, w, 3) uint8.
-    pixel_size_um
-        µm per level-0 pixel.
+    slide, pixel_size_um
+        The slide's level 0 ((h, w, 3) uint8) and its µm per pixel.
     pseudo_spot_um
         Side of the squares (HEST pooled TENX122 and NCBI784 at about 58 µm, HEST issue 122).
 
@@ -128,22 +131,10 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
     ``experiment.xenium``, HEST's computed keys with ``spot_diameter``/``inter_spot_dist`` NaN (the catalog row
     overrides them), then the catalog row (from the real ZEN61 template, made Xenium).
 
-    Parameters
-    ----------
-    sample_id
-        The sample id.
-    adata
-        The pseudo-spot AnnData (spot and feature numbers).
-    slide_shape
-        (height, width) of the slide's level 0.
-    pixel_size_um
-        µm per level-0 pixel.
-
-    Returns
-    -------
-    The metadata, for :func:`~hest_spatialdata.example.common.write_metadata`.
+    The parameters are those of :func:`~hest_spatialdata.example.common.sample_fields` (``adata``: the pseudo-spots);
+    returns the metadata, for :func:`~hest_spatialdata.example.common.write_metadata`.
     """
-    h, w = slide_shape
+    fields = sample_fields(sample_id, adata, slide_shape, pixel_size_um)
     catalog = hest_metadata_template()
     for key in ("pixel_size_um_embedded", "pixel_size_um_estimated", "fullres_height", "fullres_width",
                 "spots_under_tissue", "spot_estimate_dist", "spot_diameter", "inter_spot_dist", "adata_nb_col",
@@ -152,7 +143,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
     catalog.update(
         dataset_title="Fresh Frozen Mouse Brain for Xenium Explorer Demo (hest-spatialdata synthetic H&E)",
         id=sample_id,
-        image_filename=hest_file_name(Part.WSI, sample_id),
+        image_filename=fields["image_filename"],
         organ="Brain",
         disease_state="Healthy",
         st_technology="Xenium",
@@ -160,7 +151,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
         license="Creative Commons Attribution",
         download_page_link1="https://www.10xgenomics.com/datasets/fresh-frozen-mouse-brain-for-xenium-explorer-demo-1-standard",
         preservation_method="Fresh Frozen",
-        nb_genes=adata.n_vars,
+        nb_genes=fields["nb_genes"],
         magnification="40x" if pixel_size_um < 0.35 else "20x" if pixel_size_um < 0.75 else "10x",
         tissue="Brain",
         disease_comment=math.nan,
@@ -172,10 +163,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
         "pixel_size_um_estimated": pixel_size_um,
         "spot_diameter": math.nan,
         "inter_spot_dist": math.nan,
-        "spots_under_tissue": adata.n_obs,
-        "adata_nb_col": adata.n_vars,
-        "fullres_px_width": w,
-        "fullres_px_height": h,
+        **{key: fields[key] for key in ("spots_under_tissue", "adata_nb_col", "fullres_px_width", "fullres_px_height")},
         **catalog,
     }
 
