@@ -14,6 +14,11 @@ Each measurement runs in a fresh subprocess (``_harness.py``) and prints, after 
   to its peak RSS once spatialdata and the reader are imported (the inputs are built in another subprocess, so no
   child inherits a large parent's ``ru_maxrss``).
 
+Then what ``nuclei_labels`` adds to a conversion: ``convert_sample`` (``bench_napari.py --child-convert``, every
+element) of the ``--labels-samples`` of ``bench_napari.py`` (``12k``: 37k nuclei on 11,984 x 8,000 px; ``300k``:
+330k nuclei on 2,980 x 2,000 px), with and without ``nuclei_labels``, alternating, each in a fresh process: the
+added fraction (best of each, and the median of the runs) next to the goal (<= 25 %) and the load.
+
 ``--reference`` adds HEST's own GeoJSON reader for comparison (``json.load`` then one shapely ``Polygon`` per nucleus,
 as ``hest.io.seg_readers.read_geojson`` does). The 1-minute load average is recorded around every run. Inputs are
 cached in ``benchmarks/_work/`` (git-ignored).
@@ -22,6 +27,7 @@ Usage::
 
     python benchmarks/bench_nuclei.py --nuclei 500000 --repeat 2
     python benchmarks/bench_nuclei.py --nuclei 500000 --hest-indent --reference
+    python benchmarks/bench_nuclei.py --nuclei 0 --labels-samples 12k 300k --repeat 3   # the labels cost only
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ import _harness
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 SAMPLE_ID = "BENCHNUC"
+#: What ``nuclei_labels`` may add to a conversion (issue 14).
+LABELS_GOAL = 0.25
 #: Bump when the input changes, so cached inputs are rebuilt.
 INPUT_VERSION = 1
 
@@ -154,8 +162,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--hest-indent", action="store_true", help="write the GeoJSON with HEST's indent=4")
     parser.add_argument("--reference", action="store_true", help="also time HEST's own GeoJSON reader")
+    parser.add_argument("--labels-samples", nargs="*", default=["12k", "300k"], help="bench_napari.py samples")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
+    if args.nuclei:
+        read_and_write(args)
+    if args.labels_samples:
+        labels_cost(args.labels_samples, args.repeat)
+
+
+def read_and_write(args: argparse.Namespace) -> None:
+    """The read and write table of the nuclei of ``args.nuclei``."""
     # built in a subprocess: a child's ru_maxrss starts at its parent's, so the driver must stay small
     _harness.run_script(__file__, "--build", args.nuclei, int(args.hest_indent), capture=False)
     folder = input_dir(args.nuclei, args.hest_indent)
@@ -170,6 +187,46 @@ def main() -> None:
         runs[mode].append(res)
         print(f"  {mode:>14} run {r}: {json.dumps(res)}", flush=True)
     print_table(runs)
+
+
+def labels_cost(samples: list[str], repeat: int) -> None:
+    """What ``nuclei_labels`` adds to the conversion of each sample, with and without it in the same run."""
+    napari_bench = HERE / "bench_napari.py"
+    for key in samples:
+        _harness.run_script(napari_bench, "--build", key, capture=False)
+    print(_harness.machine_text(), flush=True)
+    rows = []
+    for key in samples:
+        runs: dict[str, list[dict[str, Any]]] = {"0": [], "1": []}
+        for r, labels in _harness.rounds(["0", "1"], repeat):
+            run = _harness.run_script(napari_bench, "--child-convert", key, labels)
+            runs[labels].append(run.result | {"load": run.load, "rss": run.peak_rss})
+            print(f"  convert {key} labels={labels} run {r}: {json.dumps(runs[labels][-1])}", flush=True)
+        rows.append(_labels_row(key, runs["0"], runs["1"]))
+    _harness.print_table(
+        ["sample", "convert s without labels (min, median)", "with labels", "added wall (min / median)",
+         "CPU s without / with (median)", "added CPU", "goal", "labels MiB", "peak RSS MiB with", "load 1-min"],
+        rows,
+        note="convert: convert_sample with every element, without and with nuclei_labels, in fresh processes "
+        "(imports not timed); added = with / without - 1; CPU = user + sys of every thread (steadier under load); "
+        "the goal applies to the wall time on a quiet machine.",
+    )  # fmt: skip
+
+
+def _labels_row(key: str, without: list[dict[str, Any]], with_: list[dict[str, Any]]) -> list[str]:
+    plain = _harness.Stats.of(r["seconds"] for r in without)
+    labelled = _harness.Stats.of(r["seconds"] for r in with_)
+    added_min = labelled.min / plain.min - 1
+    added_median = labelled.median / plain.median - 1
+    verdict = "ok" if added_median <= LABELS_GOAL else "over"
+    cpu_plain = _harness.Stats.of(r["cpu_seconds"] for r in without).median
+    cpu_labelled = _harness.Stats.of(r["cpu_seconds"] for r in with_).median
+    rss = _harness.mib(max(r["rss"] or 0 for r in with_))
+    loads = _harness.load_range_text(r["load"] for r in without + with_)
+    return [key, f"{plain.min:.1f}, {plain.median:.1f}", f"{labelled.min:.1f}, {labelled.median:.1f}",
+            f"{added_min:+.0%} / {added_median:+.0%}", f"{cpu_plain:.1f} / {cpu_labelled:.1f}",
+            f"{cpu_labelled / cpu_plain - 1:+.0%}", f"<= {LABELS_GOAL:+.0%} ({verdict})",
+            f"{_harness.mib(with_[0]['labels_bytes']):.1f}", f"{rss:,.0f}", loads]  # fmt: skip
 
 
 def print_table(runs: dict[str, list[dict[str, Any]]]) -> None:

@@ -7,8 +7,8 @@ import numpy as np
 import shapely
 
 from hest_spatialdata._constants import Elements
-from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE, class_outlines, level_shapes
+from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, nuclei_tiles, translated_copies
+from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE, class_outlines, level_shapes, nuclei_label_levels
 from hest_spatialdata.sample import read_hest
 
 
@@ -43,6 +43,59 @@ def test_labels_are_drawn_tile_by_tile(hest_root) -> None:
     with dask.config.set(scheduler="sync"):
         assert np.array_equal(block, level0.compute()[256:512, 256:512])
     assert Elements.NUCLEI not in sdata.shapes  # labels only, when only they are wanted
+
+
+def test_labels_equal_the_scikit_image_rule_pixel_for_pixel() -> None:
+    """Real CellViT nuclei, each overlapped by a shifted copy, MultiPolygons, holes, chunk edges cutting nuclei:
+    every level equals :class:`_ReferenceRule` (scikit-image per polygon, the rule before the compiled fill)."""
+    tile = nuclei_tiles()[0]
+    nuclei = translated_copies(tile, np.array([[0.0, 0.0], [3.3, 2.7]]), 1.0).geometry.to_numpy()  # overlapping
+    for k in range(0, len(nuclei), 13):  # a MultiPolygon: only its largest part is drawn
+        nuclei[k] = shapely.MultiPolygon([shapely.affinity.scale(nuclei[k], 0.5, 0.5), nuclei[k]])
+    for k in range(5, len(nuclei), 13):  # a hole: not drawn
+        nuclei[k] = shapely.Polygon(nuclei[k].exterior, [shapely.affinity.scale(nuclei[k], 0.3, 0.3).exterior])
+    ids = np.arange(1, len(nuclei) + 1)
+    slide_shape, chunk = (2003, 1999), 300
+    levels = nuclei_label_levels(nuclei, ids, slide_shape, chunk)
+    assert len(levels) == 2
+    reference = _ReferenceRule(nuclei, ids)
+    for k, level in enumerate(levels):
+        with dask.config.set(scheduler="sync"):
+            drawn = level.compute()
+        expected = np.zeros_like(drawn)
+        for y0 in range(0, drawn.shape[0], chunk):
+            for x0 in range(0, drawn.shape[1], chunk):
+                window = expected[y0 : y0 + chunk, x0 : x0 + chunk]
+                window[:] = reference.chunk(y0, x0, window.shape, 2**k)
+        assert np.array_equal(drawn, expected), f"level {k}: {np.count_nonzero(drawn != expected)} pixels differ"
+        assert len(np.unique(expected)) > 0.8 * len(nuclei)  # most nuclei show (overlapped ones partly)
+
+
+class _ReferenceRule:
+    """The labels rule as first written: scikit-image's fill per polygon, in row order, a dot when it draws nothing."""
+
+    def __init__(self, nuclei: np.ndarray, ids: np.ndarray) -> None:
+        largest = [max(shapely.get_parts(g), key=lambda p: p.area) for g in nuclei]
+        self.rings = [np.asarray(p.exterior.coords) for p in largest]
+        self.tree = shapely.STRtree([shapely.box(*p.bounds) for p in largest])
+        self.ids = ids
+
+    def chunk(self, y0: int, x0: int, shape: tuple[int, int], factor: int) -> np.ndarray:
+        from skimage.draw import polygon
+
+        height, width = shape
+        canvas = np.zeros(shape, np.uint32)
+        window = shapely.box(x0 * factor, y0 * factor, (x0 + width) * factor, (y0 + height) * factor)
+        origin = np.array([x0, y0], float) + 0.5
+        for index in np.sort(self.tree.query(window)):
+            ring = self.rings[index] / factor - origin
+            rows, cols = polygon(ring[:, 1], ring[:, 0], shape)
+            if len(rows):
+                canvas[rows, cols] = self.ids[index]
+            else:
+                x, y = np.clip(np.round(ring.mean(axis=0)).astype(int), 0, [width - 1, height - 1])
+                canvas[y, x] = self.ids[index]
+        return canvas
 
 
 def test_class_outlines_mark_the_edge_of_each_nucleus() -> None:

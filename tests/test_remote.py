@@ -18,9 +18,11 @@ from hest_spatialdata.cli import main
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_slide
 from hest_spatialdata.example.slide import he_texture
-from hest_spatialdata.layout import PARTS, Part, list_sample_ids, sample_files
+from hest_spatialdata.layout import PARTS, Part
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.wsi import REMOTE_BLOCK, next_ifd_offset, read_wsi, slide_levels
+from hest_spatialdata.roots import list_sample_ids, sample_files
+from hest_spatialdata.sample import read_hest
 
 from .helpers import HUB_SAMPLE_IDS, copy_sample
 from .hub_server import FakeHub
@@ -90,11 +92,47 @@ def test_a_remote_slide_opens_with_its_header_and_reads_exact_pixels(slide_hub, 
     compressed = _tile_bytes(local, range(1, 9), range(1, 9))
     assert compressed <= slide_hub.sent() <= 2 * compressed
 
-    slide_hub.reset_log()  # a block-aligned window: one request per row of tiles of each 2048-px block read
+    _, tree = _open_remote_slide(slide_hub)  # nothing fetched ahead by the window above
+    slide_hub.reset_log()  # whole chunks: one request per row of tiles of each 2048-px block, as a conversion
     window = tree["scale0"]["image"][:, :2048, :2048].values.transpose(1, 2, 0)
     np.testing.assert_array_equal(window, local_levels[0][:2048, :2048])
     assert REMOTE_BLOCK == 2048 and slide_hub.file_requests() == 8
     assert slide_hub.sent() == _tile_bytes(local, range(8), range(8))
+
+
+@pytest.mark.parametrize(("y0", "x0"), [(300, 700), (1024, 1024), (1900, 1500)])
+def test_a_window_fetches_only_its_tiles(slide_hub, slide_repo, y0, x0):
+    """A viewer's 768-px window (within a chunk, across chunk edges, at the slide's edge): its tiles, not blocks."""
+    local = slide_repo / "wsis" / f"{SLIDE_ID}.tif"
+    _, tree = _open_remote_slide(slide_hub)
+    slide_hub.reset_log()
+    y1, x1 = min(y0 + 768, 2600), min(x0 + 768, 2400)
+    window = tree["scale0"]["image"][:, y0:y1, x0:x1].values.transpose(1, 2, 0)
+    np.testing.assert_array_equal(window, _levels(local)[0][y0:y1, x0:x1])
+    tiles = _tile_bytes(local, range(y0 // 256, -(-y1 // 256)), range(x0 // 256, -(-x1 // 256)))
+    assert tiles <= slide_hub.sent() <= 2 * tiles
+    assert slide_hub.file_requests() <= -(-y1 // 256) - y0 // 256 + 4  # a row of tiles per request (per chunk)
+
+
+def test_a_remote_conversion_reads_2048_px_blocks(fake_hub, hub_repo, tmp_path):
+    """A conversion asks for one row of tiles of each 2048-px block per request, so its tiles in few requests."""
+    from hest_spatialdata.store import convert_sample
+
+    slide = PARTS[Part.WSI].path(hub_repo, "ZEN61")
+    read_hest(HF_ROOT, "ZEN61", elements=["he"])  # the header only
+    header = fake_hub.file_requests("wsis/ZEN61.tif")
+    remote.forget_roots()
+    fake_hub.reset_log()
+    convert_sample(HF_ROOT, "ZEN61", tmp_path / "out", elements=["he"])
+    with tifffile.TiffFile(slide) as tif:
+        shapes = [level.shape for level in tif.series[0].levels]
+    # one request per row of tiles of a 2048-px block, or per block where its rows follow each other in the file
+    blocks = sum(
+        -(-height // REMOTE_BLOCK) if width <= REMOTE_BLOCK else -(-height // 256) * -(-width // REMOTE_BLOCK)
+        for height, width, _ in shapes
+    )
+    assert fake_hub.file_requests("wsis/ZEN61.tif") == header + blocks
+    assert fake_hub.sent("wsis/ZEN61.tif") <= 1.05 * slide.stat().st_size  # every tile once
 
 
 @pytest.mark.parametrize("fault", [{"fail_every": 7}, {"cut_every": 5}, {"fail_every": 3, "cut_every": 4}])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -76,11 +77,37 @@ def test_var_names_are_made_valid_and_originals_kept():
 def test_pseudo_spots_are_squares_of_the_right_side(technology, side_um):
     ps = 0.2737
     ctx = SampleContext("S", ps, technology, (10_000, 10_000))
-    centres = np.array([[1000.5, 2000.25], [3000.0, 4000.0]])
-    squares = spot_shapes(centres, pd.Index(["000x000", "000x001"]), ctx)
+    centres = _grid_with_gaps(side_um / ps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the nominal side: no warning
+        squares = spot_shapes(centres, pd.Index([f"s{k}" for k in range(len(centres))]), ctx)
     assert set(squares.geom_type) == {"Polygon"}
     np.testing.assert_allclose(shapely.area(squares.geometry), (side_um / ps) ** 2)
     np.testing.assert_allclose(np.column_stack([squares.centroid.x, squares.centroid.y]), centres)
+    assert ctx.shared["spots"] == {
+        "shape": "square", "side_um": pytest.approx(side_um), "side_from": "spacing of the centres",
+        "nominal_side_um": side_um,
+    }  # fmt: skip
+
+
+def test_pseudo_spots_pooled_at_another_size_take_their_grid_spacing():
+    ps = 0.2125
+    ctx = SampleContext("TENX122", ps, Technology.XENIUM, (20_000, 20_000))
+    centres = _grid_with_gaps(57.9 / ps)
+    with pytest.warns(UserWarning, match=r"TENX122.*57\.9 µm squares.*not the nominal 100 µm"):
+        squares = spot_shapes(centres, pd.Index([f"s{k}" for k in range(len(centres))]), ctx)
+    np.testing.assert_allclose(shapely.area(squares.geometry), (57.9 / ps) ** 2)
+    assert ctx.shared["spots"]["side_um"] == pytest.approx(57.9)
+    first, second = squares.geometry.iloc[0], squares.geometry.iloc[1]  # neighbours: they touch, never overlap
+    assert shapely.intersection(first, second).area < 1e-6 and shapely.distance(first, second) < 1e-6
+
+
+def _grid_with_gaps(step: float) -> np.ndarray:
+    """Centres of a 12 x 9 square grid of ``step`` px, a third of the squares dropped (empty pseudo-spots)."""
+    rows, cols = np.divmod(np.arange(108), 12)
+    keep = np.random.default_rng(0).random(108) > 0.33
+    keep[:2] = True
+    return np.column_stack([500.0 + (cols[keep] + 0.5) * step, 800.0 + (rows[keep] + 0.5) * step])
 
 
 def test_st_spots_use_the_metadata_diameter():

@@ -21,6 +21,7 @@ from hest_spatialdata.cli import main
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import (
     XENIUM_PSEUDO_SPOT_UM,
+    write_xenium_sample,
     xenium_cell_ids,
     xenium_cells_in,
     xenium_mouse_brain,
@@ -340,3 +341,20 @@ def test_truncated_parquet(xenium_root: Path, tmp_path: Path, name: str) -> None
     assert "sample XENI" in str(err.value) and Path(name).name in str(err.value)
     result = CliRunner().invoke(main, ["convert", str(root), "-o", str(tmp_path / "out"), "--id", "XENI", "--quiet"])
     assert result.exit_code == 1 and not (tmp_path / "out" / "XENI.zarr").exists()
+
+
+def test_pseudo_spots_pooled_at_58_um_are_drawn_and_recorded_at_58_um(tmp_path: Path) -> None:
+    """HEST pooled TENX122 and NCBI784 at about 58 µm (HEST issue 122): the squares follow the grid, not 100 µm."""
+    write_xenium_sample(
+        tmp_path, "XEN58", pixel_size_um=XENIUM_TEST_PIXEL_SIZE_UM, crop_um=XENIUM_TEST_SAMPLES["XENI"][1],
+        geojson=False, pseudo_spot_um=57.9,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"sample XEN58: Xenium pseudo-spots are 57\.9 µm squares"):
+        sdata = read_hest(tmp_path, "XEN58", elements=["spots", "table"])
+    assert sdata.attrs["hest"]["spots"] == {
+        "shape": "square", "side_um": pytest.approx(57.9), "side_from": "spacing of the centres",
+        "nominal_side_um": 100.0,
+    }  # fmt: skip
+    side_px = 57.9 / XENIUM_TEST_PIXEL_SIZE_UM
+    np.testing.assert_allclose(shapely.area(sdata["spots"].geometry), side_px**2)
+    assert shapely.union_all(sdata["spots"].geometry).area == pytest.approx(len(sdata["spots"]) * side_px**2)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import sample_files
 from hest_spatialdata.locations import is_url, locate
+from hest_spatialdata.roots import sample_files
 from hest_spatialdata.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.filters import FILTER_COLUMNS, normalise_filters, record_matches
-from hest_spatialdata.layout import PARTS, Part, element_parts, list_sample_ids, sample_files
+from hest_spatialdata.layout import PARTS, Part, element_parts
 from hest_spatialdata.remote import is_remote
+from hest_spatialdata.roots import list_sample_ids, sample_files
 
 if TYPE_CHECKING:
     from rich.progress import Progress

@@ -240,77 +240,17 @@ class SampleFiles:
         return {part.value: path for part, path in self.paths.items()}
 
 
-def sample_files(hest_dir: str | Path, sample_id: str) -> SampleFiles:
-    """Locate the files of one sample.
-
-    Parameters
-    ----------
-    hest_dir
-        A HEST root (the folder holding ``wsis/``, ``st/``, ``metadata/``, ...), or a remote one
-        (``hf://datasets/MahmoodLab/hest[@revision]``, another fsspec URL: see :mod:`hest_spatialdata.remote`).
-    sample_id
-        The sample id, e.g. ``TENX95``.
-
-    Returns
-    -------
-    The paths found.
-
-    Raises
-    ------
-    HestInputError
-        If the root does not exist or no file of the sample is found in it.
-    """
-    from hest_spatialdata.remote import is_remote
-
-    if is_remote(hest_dir):
-        return _remote_sample_files(hest_dir, sample_id)
-    root = Path(hest_dir)
-    if not root.is_dir():
-        raise HestInputError(sample_id, root, "HEST directory not found")
-    found = {}
-    for part, spec in PARTS.items():
-        path = next((p for p in spec.paths(root, sample_id) if p.is_file()), None)
-        if path is not None:
-            found[part] = path
-    if not any(part in found for part in SAMPLE_PARTS):
-        known = list_sample_ids(root)
-        hint = f"; samples here: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}" if known else ""
-        raise HestInputError(sample_id, root, f"unknown sample id: no file of it in this HEST directory{hint}")
-    return SampleFiles(root=root, sample_id=sample_id, paths=found)
+def candidate_files(sample_id: str) -> dict[Part, list[str]]:
+    """Every relative path the registry allows for each part of ``sample_id``, preferred first."""
+    return {part: spec.relative_paths(sample_id) for part, spec in PARTS.items()}
 
 
-def _remote_sample_files(hest_dir: str | RemoteRoot, sample_id: str) -> SampleFiles:
-    """:func:`sample_files` of a remote root: every name the registry allows looked up at once."""
-    from hest_spatialdata.remote import open_root
-
-    try:
-        root = open_root(hest_dir)
-    except FileNotFoundError as e:
-        raise HestInputError(sample_id, str(hest_dir), f"HEST root not found ({e})") from e
-    candidates = {part: spec.relative_paths(sample_id) for part, spec in PARTS.items()}
-    sizes = root.find(rel for rels in candidates.values() for rel in rels)
-    found = {}
-    for part, rels in candidates.items():
-        rel = next((r for r in rels if r in sizes), None)
-        if rel is not None:
-            found[part] = root.file(rel, sizes[rel])
-    if not any(part in found for part in SAMPLE_PARTS):
-        raise HestInputError(sample_id, root.url, "unknown sample id: no file of it in this HEST root")
-    return SampleFiles(root=root, sample_id=sample_id, paths=found)
-
-
-def list_sample_ids(hest_dir: str | Path) -> list[str]:
-    """Sample ids present in a HEST root (having a slide, an st h5ad or a metadata JSON), sorted naturally."""
-    from hest_spatialdata.remote import is_remote, open_root
-
+def sample_ids_in(names_by_folder: Mapping[str, Iterable[str]]) -> list[str]:
+    """The sample ids of the files named in each folder of :data:`SAMPLE_PARTS`, sorted naturally."""
     ids: set[str] = set()
     for part in SAMPLE_PARTS:
         spec = PARTS[part]
-        if is_remote(hest_dir):
-            names = list(open_root(hest_dir).listing(spec.folder))
-        else:
-            names = [p.name for p in (Path(hest_dir) / spec.folder).glob("*") if p.is_file()]
-        for name in names:
+        for name in names_by_folder.get(spec.folder, ()):
             if not name.startswith("."):
                 sample_id = spec.sample_id_of(f"{spec.folder}/{name}")
                 if sample_id is not None:

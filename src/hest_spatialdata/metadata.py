@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 #: Spot diameters in µm when the metadata has none (docs/hest_format.md section 1.1).
 DEFAULT_SPOT_DIAMETER_UM = {Technology.VISIUM: 55.0, Technology.ST: 100.0}
-#: Side of the square pseudo-spots in µm (Xenium transcripts pooled in 100 µm squares, Visium HD 16 µm bins in 128 µm).
+#: Nominal side of the square pseudo-spots in µm (Xenium transcripts pooled in 100 µm squares, Visium HD 16 µm bins
+#: in 128 µm); the spots reader draws them at their centres' spacing, warning where it differs.
 PSEUDO_SPOT_SIDE_UM = {Technology.XENIUM: 100.0, Technology.VISIUM_HD: 128.0}
 
 

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from hest_spatialdata._constants import ATTRS_KEY, Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts, sample_files
+from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts
 from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers import reader_module
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 from hest_spatialdata.readers.wsi import slide_levels
+from hest_spatialdata.roots import sample_files
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -69,6 +70,8 @@ def read_hest(
     sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
     if Elements.NUCLEI_LABELS in sdata.labels:
         sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
+    if "spots" in ctx.shared and Elements.SPOTS in sdata.shapes:
+        sdata.attrs[ATTRS_KEY]["spots"] = ctx.shared["spots"]  # the square pseudo-spots' side (readers/spots.py)
     return sdata
 
 

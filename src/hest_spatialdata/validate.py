@@ -256,7 +256,8 @@ def _check_metadata_copies(report: ValidationReport, sdata: SpatialData, hest: d
 
 def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str, Any]) -> None:
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.layout import Part, sample_files
+    from hest_spatialdata.layout import Part
+    from hest_spatialdata.roots import sample_files
     from hest_spatialdata.sample import read_hest
 
     if not report.sample_id:

@@ -86,6 +86,40 @@ def register_downscale_img(
     }
 
 
+def sample_fields(sample_id: str, adata: ad.AnnData, slide_shape: tuple[int, int], pixel_size_um: float) -> dict:
+    """The metadata fields a sample's own files give: its id and slide name, the slide's size, spot and gene numbers.
+
+    Parameters
+    ----------
+    sample_id
+        The sample id.
+    adata
+        The st AnnData (spot and gene numbers).
+    slide_shape
+        (height, width) of the slide's level 0.
+    pixel_size_um
+        µm per level-0 pixel.
+
+    Returns
+    -------
+    ``id``, ``image_filename``, ``pixel_size_um_estimated``, ``fullres_{height,width}``,
+    ``fullres_px_{height,width}``, ``spots_under_tissue``, ``adata_nb_col`` and ``nb_genes``.
+    """
+    h, w = slide_shape
+    return {
+        "id": sample_id,
+        "image_filename": hest_file_name(Part.WSI, sample_id),
+        "pixel_size_um_estimated": pixel_size_um,
+        "fullres_height": h,
+        "fullres_width": w,
+        "fullres_px_height": h,
+        "fullres_px_width": w,
+        "spots_under_tissue": adata.n_obs,
+        "adata_nb_col": adata.n_vars,
+        "nb_genes": adata.n_vars,
+    }
+
+
 def write_metadata(path: str | Path, meta: dict[str, Any]) -> Path:
     """Write a metadata JSON as HEST does (``json.dump`` leaves NaN as bare ``NaN`` tokens).
 

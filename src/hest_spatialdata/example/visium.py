@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from hest_spatialdata.example.common import (
     VISIUM_SPOT_DIAMETER_UM,
     VisiumLayout,
-    hest_file_name,
     register_downscale_img,
+    sample_fields,
     write_metadata,
 )
 from hest_spatialdata.example.segmentation import (
@@ -152,34 +152,12 @@ def hest_st_adata(
 def hest_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[int, int], pixel_size_um: float) -> dict:
     """The real ZEN61 metadata with this sample's id, sizes and pixel size (NaN kept).
 
-    Parameters
-    ----------
-    sample_id
-        The sample id.
-    adata
-        The st AnnData (spot and gene numbers).
-    slide_shape
-        (height, width) of the slide's level 0.
-    pixel_size_um
-        µm per level-0 pixel.
-
-    Returns
-    -------
-    The metadata, for :func:`~hest_spatialdata.example.common.write_metadata`.
+    The parameters are those of :func:`~hest_spatialdata.example.common.sample_fields`; returns the metadata, for
+    :func:`~hest_spatialdata.example.common.write_metadata`.
     """
     meta = hest_metadata_template()
-    h, w = slide_shape
     meta.update(
-        id=sample_id,
-        image_filename=hest_file_name(Part.WSI, sample_id),
-        pixel_size_um_estimated=pixel_size_um,
-        fullres_height=h,
-        fullres_width=w,
-        fullres_px_height=h,
-        fullres_px_width=w,
-        spots_under_tissue=adata.n_obs,
-        adata_nb_col=adata.n_vars,
-        nb_genes=adata.n_vars,
+        sample_fields(sample_id, adata, slide_shape, pixel_size_um),
         dataset_title="hest-spatialdata example: real Xenium mouse brain pooled into Visium spots on a real H&E",
     )
     return meta

@@ -16,7 +16,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from hest_spatialdata.example.common import VisiumLayout, hest_file_name, register_downscale_img, write_metadata
+from hest_spatialdata.example.common import (
+    VisiumLayout,
+    register_downscale_img,
+    sample_fields,
+    write_metadata,
+)
 from hest_spatialdata.example.slide import SlideWriter, he_texture, write_slide
 from hest_spatialdata.example.sources import hest_metadata_template, xenium_mouse_brain, xenium_mouse_brain_features
 from hest_spatialdata.example.transcripts import TranscriptWriter, write_cell_chunk
@@ -47,7 +52,12 @@ def _cells_mask(layout: VisiumLayout, xy_px: np.ndarray, bin_um: float = 50.0) -
 
 
 def hest_xenium_st_adata(
-    he_xy: np.ndarray, codes: np.ndarray, names: pd.Index, slide: np.ndarray, pixel_size_um: float
+    he_xy: np.ndarray,
+    codes: np.ndarray,
+    names: pd.Index,
+    slide: np.ndarray,
+    pixel_size_um: float,
+    pseudo_spot_um: float = XENIUM_PSEUDO_SPOT_UM,
 ) -> ad.AnnData:
     """HEST's ``pool_transcripts_xenium``: transcripts summed into 100 µm squares on a grid from their min x/y.
 
@@ -64,16 +74,16 @@ def hest_xenium_st_adata(
         (n,) feature position of every transcript in ``names``.
     names
         Feature names.
-    slide
-        The slide's level 0, (h, w, 3) uint8.
-    pixel_size_um
-        µm per level-0 pixel.
+    slide, pixel_size_um
+        The slide's level 0 ((h, w, 3) uint8) and its µm per pixel.
+    pseudo_spot_um
+        Side of the squares (HEST pooled TENX122 and NCBI784 at about 58 µm, HEST issue 122).
 
     Returns
     -------
     The pseudo-spot AnnData.
     """
-    side = XENIUM_PSEUDO_SPOT_UM / pixel_size_um
+    side = pseudo_spot_um / pixel_size_um
     (x_min, y_min), (x_max, y_max) = he_xy.min(axis=0), he_xy.max(axis=0)
     m, n = math.ceil((y_max - y_min) / side), math.ceil((x_max - x_min) / side)
     used, first = np.unique(codes, return_index=True)
@@ -121,22 +131,10 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
     ``experiment.xenium``, HEST's computed keys with ``spot_diameter``/``inter_spot_dist`` NaN (the catalog row
     overrides them), then the catalog row (from the real ZEN61 template, made Xenium).
 
-    Parameters
-    ----------
-    sample_id
-        The sample id.
-    adata
-        The pseudo-spot AnnData (spot and feature numbers).
-    slide_shape
-        (height, width) of the slide's level 0.
-    pixel_size_um
-        µm per level-0 pixel.
-
-    Returns
-    -------
-    The metadata, for :func:`~hest_spatialdata.example.common.write_metadata`.
+    The parameters are those of :func:`~hest_spatialdata.example.common.sample_fields` (``adata``: the pseudo-spots);
+    returns the metadata, for :func:`~hest_spatialdata.example.common.write_metadata`.
     """
-    h, w = slide_shape
+    fields = sample_fields(sample_id, adata, slide_shape, pixel_size_um)
     catalog = hest_metadata_template()
     for key in ("pixel_size_um_embedded", "pixel_size_um_estimated", "fullres_height", "fullres_width",
                 "spots_under_tissue", "spot_estimate_dist", "spot_diameter", "inter_spot_dist", "adata_nb_col",
@@ -145,7 +143,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
     catalog.update(
         dataset_title="Fresh Frozen Mouse Brain for Xenium Explorer Demo (hest-spatialdata synthetic H&E)",
         id=sample_id,
-        image_filename=hest_file_name(Part.WSI, sample_id),
+        image_filename=fields["image_filename"],
         organ="Brain",
         disease_state="Healthy",
         st_technology="Xenium",
@@ -153,7 +151,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
         license="Creative Commons Attribution",
         download_page_link1="https://www.10xgenomics.com/datasets/fresh-frozen-mouse-brain-for-xenium-explorer-demo-1-standard",
         preservation_method="Fresh Frozen",
-        nb_genes=adata.n_vars,
+        nb_genes=fields["nb_genes"],
         magnification="40x" if pixel_size_um < 0.35 else "20x" if pixel_size_um < 0.75 else "10x",
         tissue="Brain",
         disease_comment=math.nan,
@@ -165,10 +163,7 @@ def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[i
         "pixel_size_um_estimated": pixel_size_um,
         "spot_diameter": math.nan,
         "inter_spot_dist": math.nan,
-        "spots_under_tissue": adata.n_obs,
-        "adata_nb_col": adata.n_vars,
-        "fullres_px_width": w,
-        "fullres_px_height": h,
+        **{key: fields[key] for key in ("spots_under_tissue", "adata_nb_col", "fullres_px_width", "fullres_px_height")},
         **catalog,
     }
 
@@ -187,10 +182,11 @@ def write_xenium_sample(
     geojson: bool = True,
     writer: SlideWriter = "auto",
     seed: int = 0,
+    pseudo_spot_um: float = XENIUM_PSEUDO_SPOT_UM,
 ) -> Path:
     """Write a Xenium sample in HEST-1k layout from the real Xenium mouse-brain run.
 
-    Writes ``wsis/{id}.tif``, ``metadata/{id}.json``, ``st/{id}.h5ad`` (100 µm pseudo-spots),
+    Writes ``wsis/{id}.tif``, ``metadata/{id}.json``, ``st/{id}.h5ad`` (``pseudo_spot_um`` pseudo-spots),
     ``transcripts/{id}_transcripts.parquet`` and ``xenium_seg/{id}_xenium_{cell,nucleus}_seg.{parquet,geojson.zip}``.
     Every count of the real cell x feature matrix (genes and control features) is one transcript with
     ``qv >= 20`` inside its cell, so 10x's counting rule gives back the real matrix; on top of these come
@@ -222,6 +218,8 @@ def write_xenium_sample(
         Slide writer, see :func:`write_slide`.
     seed
         Random seed.
+    pseudo_spot_um
+        Side of the pseudo-spots the st h5ad pools the transcripts in (HEST: 100 µm, about 58 µm for some samples).
 
     Returns
     -------
@@ -247,7 +245,8 @@ def write_xenium_sample(
         write_cell_chunk(out, cells, chunk, layout, rng, unassigned_fraction=unassigned_fraction,
                          low_qv_fraction=low_qv_fraction)  # fmt: skip
     he_xy, codes = out.close()
-    adata = hest_xenium_st_adata(he_xy, codes, xenium_mouse_brain_features().names, slide, pixel_size_um)
+    features = xenium_mouse_brain_features().names
+    adata = hest_xenium_st_adata(he_xy, codes, features, slide, pixel_size_um, pseudo_spot_um)
     st = PARTS[Part.ST].path(root, sample_id)
     st.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(st)

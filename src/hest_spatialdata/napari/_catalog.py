@@ -13,8 +13,9 @@ import pandas as pd
 
 from hest_spatialdata import filters as filters_module
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PARTS, Part, list_sample_ids, natural_key
+from hest_spatialdata.layout import PARTS, Part, natural_key
 from hest_spatialdata.metadata import read_metadata, technology_name
+from hest_spatialdata.roots import list_sample_ids
 
 #: Columns of a browser catalog (index: sample id).
 COLUMNS = ("organ", "species", "technology", "oncotree_code", "local")

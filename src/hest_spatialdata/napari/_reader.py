@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import CoordinateSystems
-from hest_spatialdata.layout import PARTS, SAMPLE_PARTS, Part, identify, list_sample_ids
+from hest_spatialdata.layout import PARTS, SAMPLE_PARTS, Part, identify
 from hest_spatialdata.remote import is_remote
+from hest_spatialdata.roots import list_sample_ids
 from hest_spatialdata.store import store_attrs
 
 if TYPE_CHECKING:

@@ -1,6 +1,8 @@
 """Checks shared by the readers, with one wording: coordinates on the slide, polygons, unique ids.
 
-Every failure is a :class:`~hest_spatialdata.errors.HestInputError` naming the sample and the file.
+Every failure is a :class:`~hest_spatialdata.errors.HestInputError` naming the sample and the file. Every check
+takes ``ctx`` (the sample's context: its id and slide size), ``path`` (the source file) and ``what`` (what is
+checked, e.g. ``"nuclei"`` or ``"spot centres (obsm['spatial'])"``), for the message.
 """
 
 from __future__ import annotations
@@ -25,23 +27,9 @@ def reason(error: BaseException) -> str:
 
 
 def check_on_slide(xy: np.ndarray, ctx: SampleContext, path: str | Path, *, what: str) -> None:
-    """Raise if any (x, y) coordinate is not finite or lies outside the slide's level 0.
+    """Raise if any ``(n, 2)`` (x, y) coordinate in level-0 px is not finite or lies outside the slide's level 0.
 
-    Parameters
-    ----------
-    xy
-        ``(n, 2)`` coordinates in level-0 pixels.
-    ctx
-        The sample's context (slide size).
-    path
-        The source file, for the message.
-    what
-        What the coordinates are, for the message (e.g. ``"spot centres (obsm['spatial'])"``).
-
-    Raises
-    ------
-    HestInputError
-        Naming the sample, the file, how many coordinates are off the slide and one example.
+    The message says how many coordinates are off the slide and gives one.
     """
     if len(xy) == 0:
         return
@@ -64,25 +52,9 @@ def check_geometries_on_slide(
 ) -> None:
     """Raise if any geometry reaches beyond the slide's level 0 by more than ``tolerance_px``.
 
-    Only the bounds are checked: one vectorised pass, and a second one only to name the offenders.
-
-    Parameters
-    ----------
-    geometries
-        Shapely geometries in level-0 pixels.
-    ctx
-        The sample's context (slide size).
-    path
-        The source file, for the message.
-    what
-        What the geometries are, for the message (e.g. ``"nuclei"``).
-    tolerance_px
-        How far outside the slide a geometry may reach (segmentations traced on the slide border).
-
-    Raises
-    ------
-    HestInputError
-        Naming the sample, the file, how many geometries are off the slide and one example.
+    Only the bounds of the ``geometries`` (shapely, level-0 px) are checked: one vectorised pass, and a second one
+    only to name the offenders (how many, and one). ``tolerance_px`` is how far outside the slide a geometry may
+    reach (segmentations traced on the slide border).
     """
     geometries = geometries[~shapely.is_empty(geometries)]  # no coordinates, nothing off the slide
     if len(geometries) == 0:
@@ -104,21 +76,7 @@ def check_geometries_on_slide(
 def check_polygons(geometries: np.ndarray, ctx: SampleContext, path: str | Path, *, what: str) -> None:
     """Raise unless every geometry is present and a Polygon or MultiPolygon.
 
-    Parameters
-    ----------
-    geometries
-        Shapely geometries.
-    ctx
-        The sample's context.
-    path
-        The source file, for the message.
-    what
-        What the geometries are, for the message (e.g. ``"nuclei"``).
-
-    Raises
-    ------
-    HestInputError
-        ``"{n} {what} have no geometry"`` or ``"{what} must be polygons, found a POINT"``.
+    The message is ``"{n} {what} have no geometry"`` or ``"{what} must be polygons, found a POINT"``.
     """
     missing = shapely.is_missing(geometries)
     if missing.any():

@@ -10,8 +10,10 @@ labels too. The labels are made from the ``nuclei`` polygons, never stored inste
 - level 0 covers the slide pixel for pixel (``global`` = level-0 px), each further level halves it, down to one
   chunk; every level is rasterised from the polygons at its own scale (no nearest-neighbour subsampling, so small
   nuclei stay visible as dots on the overview), where overlapping nuclei, later rows win;
-- lazily, one dask task per chunk drawing only the nuclei whose bounds meet the chunk (scikit-image's polygon
-  fill: the pixels whose centre is inside), so memory stays at a few chunks whatever the slide size.
+- lazily, one dask task per chunk drawing only the nuclei whose bounds meet the chunk, with scikit-image's polygon
+  fill rule (the pixels whose centre is inside; a nucleus with no pixel in the chunk is a dot at its vertices'
+  mean, clipped to the chunk), compiled for all of a chunk's nuclei at once (:mod:`._polyfill`), so memory stays
+  at a few chunks whatever the slide size.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from spatialdata.transformations import set_transformation
 from xarray import DataTree
 
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers._polyfill import draw_chunk
 
 #: How label ids map to the rows of ``nuclei`` (written into ``attrs["hest"]["nuclei_labels"]``).
 LABEL_ID_RULE = "cell_id (the index of nuclei) + 1; 0 is background"
@@ -86,10 +89,9 @@ def nuclei_label_levels(
     -------
     One uint32 dask array per level of :func:`level_shapes`.
     """
-    rings = _outer_rings(geometry)
-    tree = shapely.STRtree(shapely.box(*shapely.bounds(rings).T))
-    coords, owner = shapely.get_coordinates(rings, return_index=True)
-    starts = np.searchsorted(owner, np.arange(len(rings) + 1))
+    coords, starts = _outer_ring_coords(geometry)
+    lower, upper = np.minimum.reduceat(coords, starts[:-1]), np.maximum.reduceat(coords, starts[:-1])
+    tree = shapely.STRtree(shapely.box(lower[:, 0], lower[:, 1], upper[:, 0], upper[:, 1]))
     polygons = _Polygons(tree, coords, starts, np.asarray(ids, np.uint32))
     return [_level(polygons, shape, 2**k, chunk_size) for k, shape in enumerate(level_shapes(slide_shape))]
 
@@ -112,21 +114,9 @@ class _Polygons:
         self.starts = starts
 
     def draw(self, y0: int, x0: int, height: int, width: int, factor: int) -> np.ndarray:
-        from skimage.draw import polygon
-
         window = shapely.box(x0 * factor, y0 * factor, (x0 + width) * factor, (y0 + height) * factor)
         hits = np.sort(self.tree.query(window))  # later rows drawn last: they win where nuclei overlap
-        canvas = np.zeros((height, width), np.uint32)
-        origin = np.array([x0, y0], float) + 0.5  # pixel (i, j) covers [i, i + 1): drawn if its centre is inside
-        for index in hits:
-            ring = self.coords[self.starts[index] : self.starts[index + 1]] / factor - origin
-            rows, cols = polygon(ring[:, 1], ring[:, 0], (height, width))
-            if len(rows):
-                canvas[rows, cols] = self.ids[index]
-            else:  # smaller than a pixel at this level: a dot, so the overview still shows it
-                x, y = np.clip(np.round(ring.mean(axis=0)).astype(int), 0, [width - 1, height - 1])
-                canvas[y, x] = self.ids[index]
-        return canvas
+        return draw_chunk(self.coords, self.starts, self.ids, hits, (y0, x0, height, width), factor)
 
 
 def _level(polygons: _Polygons, shape: tuple[int, int], factor: int, chunk_size: int) -> da.Array:
@@ -142,15 +132,23 @@ def _draw_block(block: np.ndarray, polygons: _Polygons, factor: int, block_info:
     return polygons.draw(y0, x0, block.shape[0], block.shape[1], factor)
 
 
-def _outer_rings(geometry: np.ndarray) -> np.ndarray:
-    """Each nucleus' outer ring (a MultiPolygon's largest part): holes are not drawn."""
+def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices of each nucleus' outer ring (a MultiPolygon's largest part; holes are not drawn), flat.
+
+    Returns ``coords`` (``(n_vertices, 2)`` float64) and ``starts``: ring ``k`` is ``coords[starts[k]:starts[k + 1]]``.
+    """
+    polygons = shapely.get_type_id(geometry) == shapely.GeometryType.POLYGON
+    if polygons.all() and not shapely.get_num_interior_rings(geometry).any():
+        # polygons without holes (HEST's CellViT): their vertices are their outer rings', no geometry copied
+        coords, owner = shapely.get_coordinates(geometry, return_index=True)
+        return coords, np.searchsorted(owner, np.arange(len(geometry) + 1))
     parts, owner = shapely.get_parts(geometry, return_index=True)
-    if len(parts) == len(geometry):
-        return shapely.get_exterior_ring(parts)
-    area = shapely.area(parts)
-    order = np.lexsort((-area, owner))
-    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
-    return shapely.get_exterior_ring(parts[first])
+    if len(parts) != len(geometry):
+        area = shapely.area(parts)
+        order = np.lexsort((-area, owner))
+        parts = parts[order[np.r_[True, owner[order][1:] != owner[order][:-1]]]]
+    coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
+    return coords, np.searchsorted(owner, np.arange(len(parts) + 1))
 
 
 def class_outlines(labels: da.Array, label_classes: np.ndarray) -> da.Array:

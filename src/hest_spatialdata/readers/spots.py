@@ -1,8 +1,10 @@
 """``st/{id}.h5ad``: the spots (``spots`` shapes) and their expression (``table``).
 
 ``obsm['spatial']`` holds the spot centres as (x, y) level-0 pixels of the slide. Visium and ST spots are
-circles of diameter ``spot_diameter`` µm; Xenium rows are 100 µm square pseudo-spots (transcripts pooled by
-HEST) and Visium HD rows 128 µm square bins, so those are written as squares, not as HEST's 55 µm circles.
+circles of diameter ``spot_diameter`` µm; Xenium rows are square pseudo-spots (transcripts pooled by HEST, nominally
+100 µm) and Visium HD rows square bins (128 µm), so those are written as squares, not as HEST's 55 µm circles. The
+side of the squares is the spacing of their centres' grid (HEST pooled some Xenium samples at about 58 µm, e.g.
+TENX122 and NCBI784), recorded in ``attrs["hest"]["spots"]``; a side other than the nominal one is warned about.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from spatialdata.models import ShapesModel, TableModel
 from hest_spatialdata._constants import METADATA_UNS_KEY, REGION_KEY, SPOT_INSTANCE_KEY, Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM, spot_diameter_um
-from hest_spatialdata.readers._checks import check_on_slide, check_unique, reason
+from hest_spatialdata.readers._checks import check_on_slide, check_unique, reason, warn
 from hest_spatialdata.readers._context import SampleContext
 
 _INVALID_NAME_CHARS = re.compile(r"[^\w.\-]")
+#: A measured square side further than this (relative) from the nominal one is warned about.
+SIDE_TOLERANCE = 0.02
 
 
 def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, gpd.GeoDataFrame | ad.AnnData]:
@@ -59,9 +63,17 @@ def read_st(path: str | Path, ctx: SampleContext) -> tuple[gpd.GeoDataFrame, ad.
 
 
 def spot_shapes(centres: np.ndarray, index: pd.Index, ctx: SampleContext) -> gpd.GeoDataFrame:
-    """Spots as circles (Visium, ST) or squares (Xenium, Visium HD) centred on ``centres`` (x, y px)."""
+    """Spots as circles (Visium, ST) or squares (Xenium, Visium HD) centred on ``centres`` (x, y px).
+
+    The squares' side is :func:`grid_spacing` of the centres; it and the nominal side go to
+    ``ctx.shared["spots"]`` (then ``attrs["hest"]["spots"]``).
+    """
     if ctx.technology in PSEUDO_SPOT_SIDE_UM:
-        half = PSEUDO_SPOT_SIDE_UM[ctx.technology] / ctx.pixel_size_um / 2
+        nominal_um = PSEUDO_SPOT_SIDE_UM[ctx.technology]
+        side_px = grid_spacing(centres)
+        side_px = nominal_um / ctx.pixel_size_um if side_px is None else side_px
+        _record_square_side(ctx, side_px * ctx.pixel_size_um, nominal_um)
+        half = side_px / 2
         x, y = centres[:, 0], centres[:, 1]
         squares = gpd.GeoDataFrame(geometry=shapely.box(x - half, y - half, x + half, y + half), index=index)
         return ShapesModel.parse(squares, transformations=ctx.transformations())
@@ -69,6 +81,31 @@ def spot_shapes(centres: np.ndarray, index: pd.Index, ctx: SampleContext) -> gpd
     return ShapesModel.parse(
         centres, geometry=0, radius=np.full(len(centres), radius), index=index, transformations=ctx.transformations()
     )
+
+
+def grid_spacing(centres: np.ndarray) -> float | None:
+    """The spacing (px) of a square grid of centres with gaps: the median distance to the nearest neighbour.
+
+    ``None`` for fewer than two centres.
+    """
+    if len(centres) < 2:
+        return None
+    from scipy.spatial import cKDTree
+
+    distances, _ = cKDTree(centres).query(centres, k=2)
+    return float(np.median(distances[:, 1]))
+
+
+def _record_square_side(ctx: SampleContext, side_um: float, nominal_um: float) -> None:
+    ctx.shared["spots"] = {
+        "shape": "square",
+        "side_um": round(side_um, 3),
+        "side_from": "spacing of the centres",
+        "nominal_side_um": nominal_um,
+    }
+    if abs(side_um / nominal_um - 1) > SIDE_TOLERANCE:
+        warn(ctx, None, f"{ctx.technology.value} pseudo-spots are {side_um:.1f} µm squares (the spacing of their "
+             f"centres), not the nominal {nominal_um:g} µm; drawn at {side_um:.1f} µm")  # fmt: skip
 
 
 def spot_table(adata: ad.AnnData, ctx: SampleContext) -> ad.AnnData:

@@ -200,10 +200,8 @@ def read_transcripts(path: str | Path, ctx: SampleContext, *, scan: TranscriptsS
 
     Parameters
     ----------
-    path
-        ``transcripts/{id}_transcripts.parquet``.
-    ctx
-        The sample's context.
+    path, ctx
+        ``transcripts/{id}_transcripts.parquet`` and the sample's context.
     scan
         The result of :func:`scan_transcripts` if already computed.
 

@@ -23,7 +23,7 @@ import tifffile
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
-from hest_spatialdata.remote import RemoteFile, RemoteReadError
+from hest_spatialdata.remote import RemoteFile, RemoteReadError, SharedRanges
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "TiffLevel", "open_levels", "read", "read_wsi", "slide_levels"]
 
-#: Side of the blocks a remote slide is read in (px): a 2048-px block is 8 requests, one per row of tiles.
+#: Width of the blocks a remote slide is read in by a conversion (px): the chunks side by side in 2048 px share one
+#: request per row of tiles (8 requests for a 2048-px square). A window reads only its own tiles.
 REMOTE_BLOCK = 2048
 CHANNELS = ["r", "g", "b"]
 
@@ -75,11 +76,10 @@ def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: i
     from spatialdata.transformations import set_transformation
 
     tiff_levels = open_levels(path, ctx.sample_id)
-    # Remotely, each request costs a round trip: read blocks of REMOTE_BLOCK px (one request per row of tiles),
-    # then split them into the store's chunks.
-    read_size = max(chunk_size, REMOTE_BLOCK) if isinstance(path, RemoteFile) else chunk_size
-    levels = [_level_array(level, read_size) for level in tiff_levels]
-    levels = [level.rechunk((3, chunk_size, chunk_size)) if read_size != chunk_size else level for level in levels]
+    if isinstance(path, RemoteFile):
+        levels = [_remote_level_array(_RemoteLevel(level, chunk_size)) for level in tiff_levels]
+    else:
+        levels = [_level_array(level, chunk_size) for level in tiff_levels]
     tree = dask_arrays_to_datatree(levels, dims=("c", "y", "x"), channels=CHANNELS)
     set_transformation(tree, ctx.transformations(), set_all=True)
     Image2DModel().validate(tree)
@@ -126,14 +126,16 @@ def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> 
 class _OpenSlide:
     """The open TiffFile shared by the levels of one slide (closed when the last level is garbage collected).
 
-    A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges, the tiles of
-    one chunk that neighbour each other in the file in one request (:meth:`RemoteFile.fetch_ranges`).
+    A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges, the tiles that
+    neighbour each other in the file in one request, through :class:`~hest_spatialdata.remote.SharedRanges` (so
+    the tiles fetched for a block serve each chunk of it).
     """
 
     def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None, sample_id: str | None = None) -> None:
         self.tif = tif
         self.remote = remote
         self.sample_id = sample_id
+        self.shared = SharedRanges(remote) if remote is not None else None
 
     def segments(self, offsets: list[int], counts: list[int], indices: list[int]) -> Iterator[tuple[bytes, int]]:
         """``(compressed tile, tile index)`` for each tile."""
@@ -141,8 +143,7 @@ class _OpenSlide:
             fh = self.tif.filehandle
             yield from fh.read_segments(offsets, counts, indices, lock=fh.lock)
             return
-        ranges = [(o, o + n) if n else (0, 0) for o, n in zip(offsets, counts, strict=True)]
-        yield from zip(self.remote.fetch_ranges(ranges), indices, strict=True)
+        yield from zip(self.shared.take(_ranges(offsets, counts)), indices, strict=True)  # type: ignore[union-attr]
 
 
 class TiffLevel:
@@ -181,13 +182,22 @@ class TiffLevel:
             self._read_into(out, y0, x0)
         return out[(slice(None), slice(None), *key[2:])]
 
+    def prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Fetch the tiles covering rows ``y0:y1`` and columns ``x0:x1`` of a remote slide for the reads to come."""
+        if self._slide.shared is not None:
+            _, offsets, counts = self._tiles(y0, y1, x0, x1)
+            self._slide.shared.prefetch((self._page.index, y0, x0), _ranges(offsets, counts))
+
+    def _tiles(self, y0: int, y1: int, x0: int, x1: int) -> tuple[list[int], list[int], list[int]]:
+        """``(indices, offsets, byte counts)`` of the tiles covering rows ``y0:y1`` and columns ``x0:x1``."""
+        (th, tw), across = self._tile, self._across
+        indices = [ty * across + tx for ty in range(y0 // th, -(-y1 // th)) for tx in range(x0 // tw, -(-x1 // tw))]
+        return indices, [self._page.dataoffsets[i] for i in indices], [self._page.databytecounts[i] for i in indices]
+
     def _read_into(self, out: np.ndarray, y0: int, x0: int) -> None:
-        page = self._page
         (th, tw), across = self._tile, self._across
         y1, x1 = y0 + out.shape[0], x0 + out.shape[1]
-        indices = [ty * across + tx for ty in range(y0 // th, -(-y1 // th)) for tx in range(x0 // tw, -(-x1 // tw))]
-        offsets = [page.dataoffsets[i] for i in indices]
-        counts = [page.databytecounts[i] for i in indices]
+        indices, offsets, counts = self._tiles(y0, y1, x0, x1)
         for data, index in self._slide.segments(offsets, counts, indices):
             ty, tx = (index // across) * th, (index % across) * tw  # the tile's first pixel in the level
             ya, yb, xa, xb = max(y0, ty), min(y1, ty + th), max(x0, tx), min(x1, tx + tw)
@@ -223,6 +233,53 @@ def _level_array(level: TiffLevel, chunk_size: int) -> da.Array:
     chunks = (chunk_size, chunk_size, level.shape[2])
     array = da.from_array(level, chunks=chunks, lock=False, asarray=True, meta=np.empty((0, 0, 0), level.dtype))
     return array.transpose(2, 0, 1)
+
+
+class _RemoteLevel:
+    """A remote slide's level as a lazy ``(c, y, x)`` array of ``chunk_size`` chunks.
+
+    Channels first, so that dask fuses a slice of the level into the one read of its chunk (a transposed array would
+    read whole chunks): a window fetches only the tiles it covers. A whole chunk (what a conversion reads) first
+    fetches the tiles of its :data:`REMOTE_BLOCK`-px block, one request per row of tiles (or one for the block when
+    its rows follow each other in the file), and each chunk of the block takes its tiles from there: a conversion
+    makes the requests of 2048-px blocks, as when it read them as dask blocks.
+    """
+
+    ndim = 3
+
+    def __init__(self, level: TiffLevel, chunk_size: int) -> None:
+        self.level, self.chunk_size = level, chunk_size
+        height, width, channels = level.shape
+        self.shape = (channels, height, width)
+        self.dtype = level.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != 3 or not all(isinstance(k, slice) for k in key):
+            raise IndexError(f"a remote level takes (c slice, y slice, x slice), not {key!r}")
+        (y0, y1, _), (x0, x1, _) = key[1].indices(self.shape[1]), key[2].indices(self.shape[2])
+        if self._whole_chunk(y0, y1, x0, x1):
+            block = max(self.chunk_size, REMOTE_BLOCK // self.chunk_size * self.chunk_size)
+            by0, bx0 = y0 // block * block, x0 // block * block
+            self.level.prefetch(by0, min(by0 + block, self.shape[1]), bx0, min(bx0 + block, self.shape[2]))
+        return self.level[key[1], key[2]].transpose(2, 0, 1)[key[0]]
+
+    def _whole_chunk(self, y0: int, y1: int, x0: int, x1: int) -> bool:
+        size = self.chunk_size
+        return (
+            y0 % size == 0 and x0 % size == 0 and y1 == min(y0 + size, self.shape[1])
+            and x1 == min(x0 + size, self.shape[2])
+        )  # fmt: skip
+
+
+def _remote_level_array(level: _RemoteLevel) -> da.Array:
+    chunks = (level.shape[0], level.chunk_size, level.chunk_size)
+    return da.from_array(level, chunks=chunks, lock=False, asarray=True, meta=np.empty((0, 0, 0), level.dtype))
+
+
+def _ranges(offsets: list[int], counts: list[int]) -> list[tuple[int, int]]:
+    """The byte range of each tile (``(0, 0)`` for a tile the writer left out)."""
+    return [(o, o + n) if n else (0, 0) for o, n in zip(offsets, counts, strict=True)]
 
 
 def _open_tiff(path: str | Path | RemoteFile, sample_id: str | None) -> tifffile.TiffFile:
