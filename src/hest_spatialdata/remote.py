@@ -81,6 +81,7 @@ class RemoteRoot:
     repo: tuple[str, str, str] | None = None
     token: str | bool | None = None
     _listings: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+    _files: dict[tuple[str, int], RemoteFile] = field(default_factory=dict, repr=False)
 
     def __str__(self) -> str:
         return self.url
@@ -135,8 +136,15 @@ class RemoteRoot:
         return self._listings[folder]
 
     def file(self, relative_path: str, size: int) -> RemoteFile:
-        """The remote file at ``relative_path`` (of ``size`` bytes)."""
-        return RemoteFile(self, relative_path, size)
+        """The remote file at ``relative_path`` (of ``size`` bytes).
+
+        One object per file of an opened root, so that its header blocks (:meth:`RemoteFile.open`) are fetched once
+        however many readers parse it (the slide's shape, its levels, the store's attributes).
+        """
+        key = (relative_path, size)
+        if key not in self._files:
+            self._files[key] = RemoteFile(self, relative_path, size)
+        return self._files[key]
 
 
 @dataclass(frozen=True, eq=False)

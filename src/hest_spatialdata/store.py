@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.layout import Part
-from hest_spatialdata.roots import sample_files
 from hest_spatialdata.locations import is_url, locate, read_json
+from hest_spatialdata.roots import sample_files
 
 if TYPE_CHECKING:
     import zarr

@@ -273,6 +273,8 @@ class _RemoteLevel:
 
 
 def _remote_level_array(level: _RemoteLevel) -> da.Array:
+    import dask.array as da
+
     chunks = (level.shape[0], level.chunk_size, level.chunk_size)
     return da.from_array(level, chunks=chunks, lock=False, asarray=True, meta=np.empty((0, 0, 0), level.dtype))
 
