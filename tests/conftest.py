@@ -122,3 +122,36 @@ def rich_store(visium_store: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     path = tmp_path_factory.mktemp("rich") / visium_store.name
     sdata.write(path)
     return path
+
+
+# --------------------------------------------------------------------------------------------- object storage
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server behind a fault-injecting proxy, both on loopback, for the whole session."""
+    pytest.importorskip("moto.server")
+    from .s3_server import LoopbackS3
+
+    with LoopbackS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """A fresh bucket on ``s3_server``, no faults, an empty request log, and the AWS environment (fake keys,
+    endpoint) set so that s3fs and subprocesses reach it without storage options."""
+    import fsspec
+
+    from .s3_server import Bucket
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    s3_server.set_faults()
+    fsspec.get_filesystem_class("s3").clear_instance_cache()  # instances built for another bucket's test
+    bucket = Bucket(s3_server, s3_server.new_bucket())
+    s3_server.reset_log()
+    yield bucket
+    s3_server.set_faults()
