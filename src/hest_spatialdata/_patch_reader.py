@@ -32,6 +32,9 @@ from PIL import Image
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
 
+#: Chunk rows per band (``read_ahead``): each band decodes its rows plus part of the next one.
+BAND_ROWS = 2
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -143,13 +146,18 @@ class PatchCutter:
         Cut whole bands of patches (see the module docstring).
     threads
         Threads decoding and resampling a band.
+    method
+        How patches are resampled, see :func:`resample`.
     """
 
     def __init__(
         self, chunks: Any, origins: np.ndarray, size: int, out_px: int, cache: ChunkCache, key: Any,
-        *, read_ahead: bool, threads: int,
+        *, read_ahead: bool, threads: int, method: str = "exact",
     ) -> None:  # fmt: skip
+        if method not in RESAMPLE_METHODS:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLE_METHODS)}, got {method!r}")
         self.chunks, self.origins, self.size, self.out_px = chunks, origins, int(size), int(out_px)
+        self.method = method
         self.cache, self.key, self.read_ahead, self.threads = cache, key, read_ahead, threads
         if hasattr(chunks, "y_edges"):
             self.y_edges, self.x_edges = chunks.y_edges, chunks.x_edges
@@ -158,7 +166,9 @@ class PatchCutter:
             self.y_edges = np.append(np.arange(0, chunks.shape[1], chunk_y), chunks.shape[1])
             self.x_edges = np.append(np.arange(0, chunks.shape[2], chunk_x), chunks.shape[2])
         top = np.clip(self.origins[:, 1], 0, chunks.shape[1] - 1)
-        self.band_of = np.searchsorted(self.y_edges, top, "right") - 1  # the chunk row of each square's top
+        # bands of BAND_ROWS chunk rows, by the row of each square's top: a square reaches into the next row below
+        # (~40 % of them at 415 px in 1024-px chunks), so wider bands decode fewer chunks twice
+        self.band_of = (np.searchsorted(self.y_edges, top, "right") - 1) // BAND_ROWS
         self._band_lock = threading.Lock()
         self._band_locks: dict[int, threading.Lock] = {}
 
@@ -224,7 +234,11 @@ class PatchCutter:
     def _cut(self, index: int, chunk: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
         """The patch of ``index``: its square (c, y, x), pixels off the level :data:`FILL_VALUE`, resampled."""
         x0, y0 = (int(v) for v in self.origins[index])
-        square = np.full((self.chunks.shape[0], self.size, self.size), FILL_VALUE, dtype=np.uint8)
+        _, height, width = self.chunks.shape
+        inside = x0 >= 0 and y0 >= 0 and x0 + self.size <= width and y0 + self.size <= height
+        square = np.empty((self.chunks.shape[0], self.size, self.size), dtype=np.uint8)
+        if not inside:
+            square.fill(FILL_VALUE)
         for by, bx in self._blocks(index):
             top, left = int(self.y_edges[by]), int(self.x_edges[bx])
             block = chunk((by, bx))
@@ -233,22 +247,39 @@ class PatchCutter:
             square[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[
                 :, sy0 - top : sy1 - top, sx0 - left : sx1 - left
             ]
-        return resample(square, self.out_px)
+        return resample(square, self.out_px, self.method)
 
 
-def resample(square: np.ndarray, out_px: int) -> np.ndarray:
-    """A (c, s, s) uint8 square as an (out_px, out_px, c) patch: PIL's bilinear resize of each channel plane.
+#: How patches are resampled (``PatchDataset(resample=...)``).
+RESAMPLE_METHODS = ("fast", "exact")
 
-    Identical to PIL's resize of the (s, s, c) RGB image (the same filter and fixed-point arithmetic per channel),
-    without the channels-last copy of the square.
+
+def resample(square: np.ndarray, out_px: int, method: str = "exact") -> np.ndarray:
+    """A (c, s, s) uint8 square as an (out_px, out_px, c) patch.
+
+    ``"exact"``: PIL's bilinear resize (antialiased: a triangle filter of half-width ``s / out_px`` input pixels)
+    of each channel plane, identical to PIL's resize of the (s, s, c) RGB image (the same filter and fixed-point
+    arithmetic per channel), hence to HEST's patches of the example generator and to the previous loader.
+
+    ``"fast"``: for a reduction by a non-integer factor ``f``, OpenCV's Gaussian blur of ``sigma = sqrt((f² - 1) /
+    6)`` input pixels then its bilinear resize: the blur plus the bilinear interpolation have the variance of PIL's
+    triangle filter. ~4x cheaper than ``"exact"`` at 415 -> 224 px (0.27 -> 0.5 µm/px), within 0.4-0.5 grey levels
+    of it (mean absolute difference per patch, median and 95th percentile, on the example's H&E). Integer factors
+    and enlargements are resampled exactly.
     """
     channels, side, _ = square.shape
+    if side == out_px:
+        return np.ascontiguousarray(square.transpose(1, 2, 0))
+    factor = side / out_px
+    if method == "fast" and factor > 1 and side % out_px:
+        import cv2
+
+        image = cv2.merge(list(square))
+        blurred = cv2.GaussianBlur(image, (0, 0), ((factor**2 - 1) / 6) ** 0.5, borderType=cv2.BORDER_REFLECT)
+        return cv2.resize(blurred, (out_px, out_px), interpolation=cv2.INTER_LINEAR).reshape(out_px, out_px, -1)
     out = np.empty((out_px, out_px, channels), dtype=np.uint8)
     for c in range(channels):
-        plane = square[c]
-        if side != out_px:
-            plane = np.asarray(Image.fromarray(plane).resize((out_px, out_px), Image.BILINEAR))
-        out[..., c] = plane
+        out[..., c] = np.asarray(Image.fromarray(square[c]).resize((out_px, out_px), Image.BILINEAR))
     return out
 
 

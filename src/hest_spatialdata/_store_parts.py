@@ -115,8 +115,8 @@ def read_spot_table(
     """What the cohort and the loaders need of a store's spot table, read with anndata's ``read_elem``.
 
     ``X``, the obs names with ``obs["spot_id"]``, the region and instance key columns (and ``obs_columns``), the
-    var names with ``var["gene_name"]``, ``obsm["spatial"]`` and ``uns["spatialdata_attrs"]``; the other obs / var columns and ``uns`` are not read (the
-    obs QC columns were 2/3 of reading the whole table).
+    var names with ``var["gene_name"]``, ``obsm["spatial"]`` and ``uns["spatialdata_attrs"]``; the other obs / var
+    columns and ``uns`` are not read (the obs QC columns were 2/3 of reading the whole table).
 
     Parameters
     ----------

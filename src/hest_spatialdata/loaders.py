@@ -73,8 +73,15 @@ class PatchDataset:
         Memory for decoded chunks or finished patches (least recently used dropped).
     chunk_cache
         A :class:`ChunkCache` shared with other datasets (``cache_bytes`` is then ignored).
+    resample
+        **A quality trade**: ``"fast"`` (default) blurs then resizes bilinearly with OpenCV where a patch is
+        reduced by a non-integer factor (a 0.27 µm/px slide for 0.5 µm/px patches); ``"exact"`` is PIL's bilinear
+        resize, as HEST's example patches and this loader before it. ``"fast"`` costs ~1/4 of ``"exact"`` and its
+        patches differ from the exact ones by 0.4-0.5 grey levels (mean absolute difference per patch, median and
+        95th percentile, measured by ``benchmarks/bench_patches.py --cohort``); integer factors are exact either
+        way. See :func:`hest_spatialdata._patch_reader.resample`.
     level_tolerance
-        **The quality trade**: a pyramid level up to this fraction coarser than ``um_per_px`` is read instead of a
+        **A quality trade**: a pyramid level up to this fraction coarser than ``um_per_px`` is read instead of a
         finer one. The default (1 %) only absorbs the rounding of the level sizes, so patches are resampled from a
         level at least as fine as asked, as HEST cuts them from level 0. ``0.1`` reads level 1 of a 0.27 µm/px
         slide (0.55 µm/px) for 0.5 µm/px patches: 4x fewer pixels to decode, but those patches are upsampled from
@@ -119,6 +126,7 @@ class PatchDataset:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         chunk_cache: ChunkCache | None = None,
         *,
+        resample: str = "fast",
         level_tolerance: float = LEVEL_TOLERANCE,
         read_ahead: bool | None = None,
         threads: int | None = None,
@@ -147,6 +155,7 @@ class PatchDataset:
             source["chunks"](self.level), origins, size, self.patch_size_px, cache,
             key=(source["key"], image, self.level, size, self.patch_size_px),
             read_ahead=bool(read_ahead), threads=default_threads() if threads is None else int(threads),
+            method=resample,
         )  # fmt: skip
 
     def __len__(self) -> int:

@@ -196,7 +196,7 @@ class Cohort:
 
         ``genes=None`` picks ``n_genes`` genes the way HEST-Benchmark does (:func:`benchmark_genes`); ``options``
         are those of :class:`CohortPatchDataset` (``n_genes``, ``log1p``, ``cache_bytes``, ``level_tolerance``,
-        ``threads``, ``storage_options``).
+        ``resample``, ``threads``, ``storage_options``).
         """
         from hest_spatialdata.cohort._patches import CohortPatchDataset
 

@@ -102,9 +102,11 @@ class CohortPatchDataset:
     cache_bytes
         Memory for finished patches or decoded chunks in each process, shared by all the stores (one
         :class:`~hest_spatialdata.loaders.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
-    level_tolerance, threads, storage_options
-        As for :class:`~hest_spatialdata.loaders.PatchDataset` (``level_tolerance`` is the quality trade: the
-        default resamples every patch from a level at least as fine as asked).
+    resample, level_tolerance, threads, storage_options
+        As for :class:`~hest_spatialdata.loaders.PatchDataset` (``resample`` and ``level_tolerance`` are the
+        quality trades: ``resample="exact"`` gives PIL's resize of HEST's patches, the default ``"fast"`` is within
+        half a grey level of it; the default ``level_tolerance`` resamples every patch from a level at least as
+        fine as asked).
 
     Attributes
     ----------
@@ -124,6 +126,7 @@ class CohortPatchDataset:
         n_genes: int = 50,
         log1p: bool = True,
         cache_bytes: int | None = None,
+        resample: str = "fast",
         level_tolerance: float = LEVEL_TOLERANCE,
         threads: int | None = None,
         storage_options: dict[str, Any] | None = None,
@@ -143,7 +146,7 @@ class CohortPatchDataset:
         self._starts = dict(zip(per_sample, starts[:-1].tolist(), strict=True))
         self.patch_size_px, self.um_per_px, self.log1p = int(patch_size_px), float(um_per_px), log1p
         self.cache_bytes = COHORT_CACHE_BYTES if cache_bytes is None else int(cache_bytes)
-        self.level_tolerance, self.threads = float(level_tolerance), threads
+        self.resample, self.level_tolerance, self.threads = resample, float(level_tolerance), threads
         self._read_ahead = self.cache_bytes >= len(self) * self.patch_size_px**2 * 3  # every patch fits the cache
         self._open: dict[str, PatchDataset] = {}
         self._cache: ChunkCache | None = None
@@ -199,7 +202,8 @@ class CohortPatchDataset:
             self._open[sample_id] = PatchDataset(
                 self.stores[sample_id], patch_size_px=self.patch_size_px, um_per_px=self.um_per_px,
                 genes=self.genes, barcodes=self._barcodes[sample_id], log1p=self.log1p, chunk_cache=self._cache,
-                level_tolerance=self.level_tolerance, read_ahead=self._read_ahead, threads=self.threads,
+                resample=self.resample, level_tolerance=self.level_tolerance, read_ahead=self._read_ahead,
+                threads=self.threads,
                 storage_options=self.storage_options, spot_table=self._tables[sample_id],
             )  # fmt: skip
         return self._open[sample_id]
