@@ -94,9 +94,9 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
     sample = next(iter(dataset.stores))
     own = dataset.dataset(sample)
     position = {b: i for i, b in enumerate(own.barcodes)}
-    at = [position[b] for b in barcodes if b in position]
-    patches = own.images(at)
-    diffs = [float(np.abs(p.astype(np.int16) - h5_images[j]).mean()) for p, j in zip(patches, range(len(at)))]
+    pairs = [(position[b], j) for j, b in enumerate(barcodes) if b in position]
+    patches = own.images([i for i, _ in pairs])
+    diffs = [float(np.abs(p.astype(np.int16) - h5_images[j]).mean()) for p, (_, j) in zip(patches, pairs, strict=True)]
     return {
         "n": len(order), "open_s": opening.wall, "first_items_s": first.wall, "spatialdata_imported": imported,
         "epoch1_s": epochs[0].wall, "epoch1_cpu_s": epochs[0].cpu, "epoch2_s": epochs[1].wall,
@@ -158,9 +158,7 @@ def _s3_run(args: argparse.Namespace, stores: list[str]) -> dict[str, Any]:
         urls = upload([Path(s) for s in stores], server)
         print(f"  uploaded {len(urls)} store(s) to the loopback S3 in {time.perf_counter() - t0:.0f} s", flush=True)
         server.reset_log()
-        run = _harness.run_script(
-            __file__, "--child-local", args.pixel_size, *urls, env={**os.environ, **server.env()}
-        )
+        run = _harness.run_script(__file__, "--child-local", args.pixel_size, *urls, env={**os.environ, **server.env()})
         return run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after),
                              "fetched_mib": _harness.mib(server.sent()), "requests": server.requests()}  # fmt: skip
 

@@ -22,7 +22,9 @@ def test_raw_chunks_equal_zarr(visium_store: Path, sdata, level: int) -> None:
     element = _levels(sdata)[level]
     files = StoreFiles(visium_store)
     raw = open_level(files, image_levels(files)[level])
-    assert isinstance(raw, RawChunks) and raw.shape == element.shape  # the stores this package writes have the simple layout
+    assert (
+        isinstance(raw, RawChunks) and raw.shape == element.shape
+    )  # the stores this package writes have the simple layout
     import zarr
 
     group = zarr.open_group(visium_store / "images" / "he", mode="r")

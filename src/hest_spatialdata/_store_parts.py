@@ -81,10 +81,6 @@ class StoreFiles:
         """File ``key`` parsed as JSON."""
         return json.loads(self.read_bytes(key))
 
-    def open(self, key: str) -> Any:
-        """File ``key`` opened for binary reading (random access on a remote store)."""
-        return open(self.path(key), "rb") if self.fs is None else self.fs.open(self.path(key), "rb")
-
     def zarr_group(self, key: str) -> Any:
         """The zarr group at ``key``, read-only (zarr's ``FsspecStore`` for a URL)."""
         import zarr
@@ -254,9 +250,12 @@ def image_levels(files: StoreFiles, image: str = Elements.HE.value) -> list[Imag
     axes = [axis["name"] for axis in multiscales["axes"]]
     levels = []
     for dataset in multiscales["datasets"]:
-        within = np.eye(3)  # this level's pixels -> level-0 pixels
+        # this level's pixels -> level-0 pixels: the scale only, as spatialdata composes a level's transformation
+        # (the half-pixel translation written beside it is not applied), so patches sit where they always did
+        within = np.eye(3)
         for step in dataset["coordinateTransformations"]:
-            within = _matrix(step, axes) @ within
+            if step["type"] == "scale":
+                within = _matrix(step, axes) @ within
         meta = files.json(f"{group}/{dataset['path']}/zarr.json")
         microns = to_microns @ within
         levels.append(
@@ -272,13 +271,14 @@ def image_levels(files: StoreFiles, image: str = Elements.HE.value) -> list[Imag
 
 def shape_centres(files: StoreFiles, shapes: str) -> tuple[pd.Index, np.ndarray]:
     """Ids and ``global`` (x, y) centres of a shapes element (circles: their points; polygons: their centroid)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import shapely
 
     folder = f"shapes/{shapes}"
     transform = affine_to(files.json(f"{folder}/zarr.json")["attributes"]["coordinateTransformations"], "global")
-    with files.open(f"{folder}/shapes.parquet") as handle:
-        frame = pq.read_table(handle).to_pandas()  # the pandas index is restored from the file's metadata
+    data = pa.BufferReader(files.read_bytes(f"{folder}/shapes.parquet"))  # one request; spots are small
+    frame = pq.read_table(data).to_pandas()  # the pandas index is restored from the file's metadata
     geometry = frame["geometry"].to_numpy()
     geometry = shapely.from_wkb(geometry) if len(geometry) and isinstance(geometry[0], bytes) else geometry
     centres = shapely.get_coordinates(shapely.centroid(geometry))
