@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -98,7 +99,7 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
     patches = own.images([i for i, _ in pairs])
     diffs = [float(np.abs(p.astype(np.int16) - h5_images[j]).mean()) for p, (_, j) in zip(patches, pairs, strict=True)]
     return {
-        "n": len(order), "open_s": opening.wall, "first_items_s": first.wall, "spatialdata_imported": imported,
+        "n": len(order), "open_s": opening.wall, "open_cpu_s": opening.cpu, "first_items_s": first.wall, "spatialdata_imported": imported,
         "epoch1_s": epochs[0].wall, "epoch1_cpu_s": epochs[0].cpu, "epoch2_s": epochs[1].wall,
         "fidelity_n": len(diffs), "mad_median": float(np.median(diffs)), "mad_p95": float(np.percentile(diffs, 95)),
         "level": own.level, "cache_mib": _harness.mib(dataset._cache.nbytes), "threads": own._cutter.threads,
@@ -153,6 +154,7 @@ def _s3_run(args: argparse.Namespace, stores: list[str]) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.s3_server import LoopbackS3
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     with LoopbackS3() as server:
         t0 = time.perf_counter()
         urls = upload([Path(s) for s in stores], server)
@@ -178,8 +180,9 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> None:
              f"CPU {best['epoch1_cpu_s']:.1f} s, first items {best['first_items_s']:.2f} s", _loads(runs[name])],
             [f"second epoch ({where})", f"{second:,.0f} /s", f">= {GOALS['second epoch /s']:,}",
              f"{second / h5:.2f}", f"cache {best['cache_mib']:,.0f} MiB", _loads(runs[name])],
-            [f"opening {len(best.get('stores', [])) or ''}stores ({where})", f"{opening:.2f} s",
-             f"<= {GOALS['open 3 stores s']}", "", f"spatialdata imported: {best['spatialdata_imported']}",
+            [f"opening the stores, imports included ({where})", f"{opening:.2f} s",
+             f"<= {GOALS['open 3 stores s']}", "",
+             f"CPU {best['open_cpu_s']:.2f} s, spatialdata imported: {best['spatialdata_imported']}",
              _loads(runs[name])],
             [f"fidelity vs h5, {best['fidelity_n']} patches ({where})",
              f"median {best['mad_median']:.2f}, p95 {best['mad_p95']:.2f}",
