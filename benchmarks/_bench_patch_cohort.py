@@ -99,7 +99,8 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
     patches = own.images([i for i, _ in pairs])
     diffs = [float(np.abs(p.astype(np.int16) - h5_images[j]).mean()) for p, (_, j) in zip(patches, pairs, strict=True)]
     return {
-        "n": len(order), "open_s": opening.wall, "open_cpu_s": opening.cpu, "first_items_s": first.wall, "spatialdata_imported": imported,
+        "n": len(order), "open_s": opening.wall, "open_cpu_s": opening.cpu, "first_items_s": first.wall,
+        "spatialdata_imported": imported,
         "epoch1_s": epochs[0].wall, "epoch1_cpu_s": epochs[0].cpu, "epoch2_s": epochs[1].wall,
         "fidelity_n": len(diffs), "mad_median": float(np.median(diffs)), "mad_p95": float(np.percentile(diffs, 95)),
         "level": own.level, "cache_mib": _harness.mib(dataset._cache.nbytes), "threads": own._cutter.threads,
