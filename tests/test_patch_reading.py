@@ -3,6 +3,7 @@ previous loader (PIL's bilinear resize of the level-0 crop), bands against singl
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,9 @@ def test_bands_batches_and_single_patches_agree(visium_store: Path) -> None:
     np.testing.assert_array_equal(ahead[order[0]][0], batch[0][0])  # a second read copies the kept patch
     ahead[order[0]][0][:] = 0
     np.testing.assert_array_equal(ahead[order[0]][0], batch[0][0])  # ... so a caller cannot spoil it
+    copy = pickle.loads(pickle.dumps(ahead))  # what a DataLoader worker gets: no patches, no locks
+    assert copy._cutter.cache.nbytes == 0
+    np.testing.assert_array_equal(copy[order[1]][0], batch[1][0])
     with pytest.raises(ValueError, match="resample must be one of"):
         PatchDataset(visium_store, resample="nearest")
 

@@ -172,6 +172,15 @@ class PatchCutter:
         self._band_lock = threading.Lock()
         self._band_locks: dict[int, threading.Lock] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_band_lock"], state["_band_locks"]  # a DataLoader worker gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._band_lock, self._band_locks = threading.Lock(), {}
+
     def patches(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Patches of ``indices`` (each (out_px, out_px, 3) uint8, a fresh array)."""
         found = {i: self.cache.get((self.key, "patch", i)) for i in set(indices)} if self.read_ahead else {}
