@@ -234,11 +234,10 @@ def _open(store: Any, table: str, image: str, spot_table: Any, storage_options: 
 def _open_spatialdata(sdata: Any, table: str, image: str) -> dict:
     """The same parts of a :class:`spatialdata.SpatialData` (elements possibly in memory)."""
     import shapely
-    from spatialdata.models import get_table_keys
     from xarray import DataArray
 
     adata = sdata.tables[table]
-    region = _one_region(get_table_keys(adata)[0])
+    region = _one_region(table_keys(adata)[0])
     tree = sdata[image]
     arrays = (
         [tree[name]["image"] for name in sorted(tree.children, key=lambda n: int(n.removeprefix("scale")))]
