@@ -77,7 +77,7 @@ class PatchDataset:
         **A quality trade**: ``"fast"`` (default) blurs then resizes bilinearly with OpenCV where a patch is
         reduced by a non-integer factor (a 0.27 µm/px slide for 0.5 µm/px patches); ``"exact"`` is PIL's bilinear
         resize, as HEST's example patches and this loader before it. ``"fast"`` costs ~1/4 of ``"exact"`` and its
-        patches differ from the exact ones by 0.4-0.5 grey levels (mean absolute difference per patch, median and
+        patches differ from the exact ones by 0.39-0.41 grey levels (mean absolute difference per patch, median and
         95th percentile, measured by ``benchmarks/bench_patches.py --cohort``); integer factors are exact either
         way. See :func:`hest_spatialdata._patch_reader.resample`.
     level_tolerance
