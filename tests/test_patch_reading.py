@@ -1,5 +1,5 @@
-"""Patch reading without spatialdata: the store parts against spatialdata's reading, the resampling against the
-previous loader (PIL's bilinear resize of the level-0 crop), bands against single patches, remote against local."""
+"""Patch reading without spatialdata: the store parts against spatialdata's reading, the resampling against plain
+OpenCV / PIL resizes of HEST's squares, bands against single patches, remote against local."""
 
 from __future__ import annotations
 
@@ -13,32 +13,29 @@ import pytest
 from PIL import Image
 
 from hest_spatialdata._store_parts import StoreFiles, image_levels, read_spot_table, shape_centres
-from hest_spatialdata.loaders import PatchDataset
+from hest_spatialdata.loaders import PatchDataset, hest_squares
 
 
-def _previous_loader(sdata, dataset: PatchDataset, index: int) -> np.ndarray:
-    """The loader before this change: PIL's RGB bilinear resize of the crop, black off the slide."""
+def _hest_square_resized(sdata, dataset: PatchDataset, index: int, method: str) -> np.ndarray:
+    """HEST's square of the chosen level (black off the slide), resized by ``cv2.resize`` or PIL's bilinear filter."""
+    import cv2
+
     level = np.asarray(_levels(sdata)[dataset.level].data).transpose(1, 2, 0)
-    side = dataset.patch_size_px * dataset.um_per_px / dataset.level_um_per_px
-    size = max(1, round(side))
-    cx, cy = dataset.centres_px[index]
-    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    x0, y0 = (int(v) for v in dataset._cutter.origins[index])
+    size = dataset._cutter.size
     crop = np.zeros((size, size, 3), np.uint8)
     xa, ya = max(x0, 0), max(y0, 0)
     xb, yb = min(x0 + size, level.shape[1]), min(y0 + size, level.shape[0])
     crop[ya - y0 : yb - y0, xa - x0 : xb - x0] = level[ya:yb, xa:xb]
-    if size == dataset.patch_size_px:
-        return crop
-    return np.asarray(Image.fromarray(crop).resize((dataset.patch_size_px,) * 2, Image.BILINEAR))
+    out = (dataset.patch_size_px,) * 2
+    if method == "hest":
+        return cv2.resize(crop, out)
+    return crop if size == dataset.patch_size_px else np.asarray(Image.fromarray(crop).resize(out, Image.BILINEAR))
 
 
 def _levels(sdata) -> list:
     tree = sdata["he"]
     return [tree[name]["image"] for name in sorted(tree.children, key=lambda n: int(n.removeprefix("scale")))]
-
-
-def _mad(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(int) - b).mean())
 
 
 def test_store_parts_equal_spatialdata(visium_store: Path, sdata) -> None:
@@ -64,39 +61,30 @@ def test_store_parts_equal_spatialdata(visium_store: Path, sdata) -> None:
 
 
 @pytest.mark.parametrize(
-    ("patch_size_px", "um_per_px", "tolerance", "integer"),
-    [
-        (224, 0.5, 0.01, False),
-        (40, 3.0, 0.01, False),
-        (20, 5.0, -0.55, False),
-        (32, 4.0, -0.49, True),
-        (48, 2.0, 0.01, True),
-    ],  # fmt: skip
+    ("patch_size_px", "um_per_px", "tolerance"),
+    [(224, 0.5, 0.01), (40, 3.0, 0.01), (20, 5.0, -0.55), (33, 3.4, -0.45), (32, 4.0, -0.49), (48, 2.0, 0.01)],
 )
-def test_patches_equal_the_previous_loader(sdata, patch_size_px, um_per_px, tolerance, integer) -> None:
-    """``exact`` is the previous loader pixel for pixel; ``fast`` within its documented tolerance (3-tap blur at 1.5x,
-    Gaussian at 2.5x), exact at integer factors (2x here: 64 px of level 0 for 32; 1x: no resampling)."""
-    order = np.random.default_rng(0).permutation(len(sdata["table"]))[:60]
+def test_resample_modes_are_their_resizes(sdata, patch_size_px, um_per_px, tolerance) -> None:
+    """``hest`` is cv2.resize of HEST's square, ``antialias`` PIL's bilinear resize of it, pixel for pixel, at
+    enlargements, reductions (1.7x of level 0, 2.5x), an integer factor (2x) and none (1x)."""
+    order = np.random.default_rng(0).permutation(len(sdata["table"]))[:40]
     options = {"patch_size_px": patch_size_px, "um_per_px": um_per_px, "level_tolerance": tolerance}
-    exact = PatchDataset(sdata, resample="exact", **options)
-    fast = PatchDataset(sdata, **options)
-    diffs = []
-    for i in order.tolist():
-        previous = _previous_loader(sdata, exact, i)
-        np.testing.assert_array_equal(exact[i][0], previous)
-        if integer:
-            np.testing.assert_array_equal(fast[i][0], previous)
-        diffs.append(_mad(fast[i][0], previous))
-    assert np.median(diffs) <= 1 and np.percentile(diffs, 95) <= 15
+    datasets = {method: PatchDataset(sdata, resample=method, **options) for method in ("hest", "antialias")}
+    for method, dataset in datasets.items():
+        for i in order.tolist():
+            np.testing.assert_array_equal(dataset[i][0], _hest_square_resized(sdata, dataset, i, method))
 
 
-def test_reduction_fast_close_to_exact(sdata) -> None:
-    """A real reduction (1.7x of level 0): ``fast`` within half a grey level of PIL's (median)."""
-    exact = PatchDataset(sdata, patch_size_px=33, um_per_px=3.4, level_tolerance=-0.45, resample="exact")
-    fast = PatchDataset(sdata, patch_size_px=33, um_per_px=3.4, level_tolerance=-0.45)
-    assert exact.level == 0 and round(exact._cutter.size) == 56
-    diffs = [_mad(fast[i][0], exact[i][0]) for i in range(0, len(exact), 7)]
-    assert 0 < np.median(diffs) <= 1 and np.percentile(diffs, 95) <= 15
+def test_hest_squares_follow_dump_patches() -> None:
+    """HEST's corner: ``int(centre - size_src // 2)`` (truncated toward zero), side ``round(224 * downsample)``."""
+    centres = np.array([[1000.6, 2000.2], [100.3, 5.0], [-3.7, 10.0]])
+    origins, size = hest_squares(centres, 224, 0.5 / 0.2738, 1.0)
+    size_src = 224 * 0.5 / 0.2738  # 409.06: HEST subtracts 204.0
+    assert size == 409
+    np.testing.assert_array_equal(origins, [[796, 1796], [-103, -199], [-207, -194]])
+    assert (origins == (centres - size_src // 2).astype(int)).all()
+    origins, size = hest_squares(centres, 224, 0.5 / 0.2, 2.0)  # level 1 of a 0.2 µm/px slide: 560 / 2
+    assert size == 280 and origins[0].tolist() == [360, 860]
 
 
 def test_bands_batches_and_single_patches_agree(visium_store: Path) -> None:

@@ -3,7 +3,7 @@
 HEST-Benchmark pairs each spot's expression with a 224 x 224 px H&E patch at 0.5 µm/px centred on the spot
 (``docs/hest_format.md`` sections 4 and 8). :class:`PatchDataset` cuts such patches at any size and
 resolution straight from the store's ``he`` pyramid: it reads the coarsest level that is at least as fine as
-asked, and only the chunks the patches cover, then resizes with PIL (``_patch_reader.py``). A store path or URL
+asked, and only the chunks the patches cover, then resizes as HEST does (``_patch_reader.py``). A store path or URL
 is opened without spatialdata (``_store_parts.py``: ``zarr.json``, GeoParquet and anndata's reader), so a
 DataLoader worker is ready in a fraction of a second. It has ``__len__``, ``__getitem__`` and the batched
 ``__getitems__`` that ``torch.utils.data.DataLoader`` calls when it exists, so it can be handed to a DataLoader as
@@ -38,7 +38,7 @@ from hest_spatialdata._store_parts import (
 )
 from hest_spatialdata._zarr_chunks import open_level
 
-__all__ = ["DEFAULT_CACHE_BYTES", "FILL_VALUE", "LEVEL_TOLERANCE", "ChunkCache", "PatchDataset"]
+__all__ = ["DEFAULT_CACHE_BYTES", "FILL_VALUE", "LEVEL_TOLERANCE", "ChunkCache", "PatchDataset", "hest_squares"]
 
 #: Memory for decoded chunks / finished patches per dataset: bounded, whatever the slide size.
 DEFAULT_CACHE_BYTES = 256 * 1024**2
@@ -74,18 +74,18 @@ class PatchDataset:
     chunk_cache
         A :class:`ChunkCache` shared with other datasets (``cache_bytes`` is then ignored).
     resample
-        **A quality trade**: ``"fast"`` (default) blurs then resizes bilinearly with OpenCV where a patch is
-        reduced by a non-integer factor (a 0.27 µm/px slide for 0.5 µm/px patches); ``"exact"`` is PIL's bilinear
-        resize, as HEST's example patches and this loader before it. ``"fast"`` costs ~1/4 of ``"exact"`` and its
-        patches differ from the exact ones by 0.39-0.41 grey levels (mean absolute difference per patch, median and
-        95th percentile, measured by ``benchmarks/bench_patches.py --cohort``); integer factors are exact either
-        way. See :func:`hest_spatialdata._patch_reader.resample`.
+        ``"hest"`` (default): HEST's own patch pipeline, OpenCV's bilinear ``cv2.resize`` (no antialiasing) of the
+        square hestcore's ``WSIPatcher`` reads (see :func:`hest_squares`): the patches equal HEST's h5 patches of
+        the same barcodes where the level read is level 0 (slides coarser than ``um_per_px`` / 2). ``"antialias"``:
+        PIL's antialiased bilinear resize of the same square, smoother where a patch is reduced (less aliasing)
+        but not HEST's patches, and several times the CPU. See :func:`hest_spatialdata._patch_reader.resample`.
     level_tolerance
         **A quality trade**: a pyramid level up to this fraction coarser than ``um_per_px`` is read instead of a
         finer one. The default (1 %) only absorbs the rounding of the level sizes, so patches are resampled from a
-        level at least as fine as asked, as HEST cuts them from level 0. ``0.1`` reads level 1 of a 0.27 µm/px
-        slide (0.55 µm/px) for 0.5 µm/px patches: 4x fewer pixels to decode, but those patches are upsampled from
-        a coarser image and differ from HEST's by ~11 grey levels (mean absolute difference; 0 at the default).
+        level at least as fine as asked, as HEST's choice (OpenSlide's ``get_best_level_for_downsample``: the
+        largest level whose downsample is at most the asked one). ``0.1`` reads level 1 of a 0.27 µm/px slide
+        (0.55 µm/px) for 0.5 µm/px patches: 4x fewer pixels to decode, but those patches are upsampled from a
+        coarser image and are no longer HEST's.
     read_ahead
         Cut every patch of a band of chunk rows when one of them is first asked, keeping the finished patches in
         the cache (each chunk decoded about once per epoch; later epochs copy patches out). ``None``: when the cache
@@ -126,7 +126,7 @@ class PatchDataset:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         chunk_cache: ChunkCache | None = None,
         *,
-        resample: str = "fast",
+        resample: str = "hest",
         level_tolerance: float = LEVEL_TOLERANCE,
         read_ahead: bool | None = None,
         threads: int | None = None,
@@ -141,13 +141,15 @@ class PatchDataset:
         rows, self.barcodes, centres_global = _spot_rows(adata, source["centres"], barcodes)
         columns, self.genes = gene_columns(adata, genes)
         self._expression = _expression_matrix(adata.X, rows, columns)
-        self.level = _best_level([lv.um_per_px for lv in source["levels"]], self.um_per_px, level_tolerance)
-        chosen = source["levels"][self.level]
+        levels = source["levels"]
+        self.level = _best_level([lv.um_per_px for lv in levels], self.um_per_px, level_tolerance)
+        chosen = levels[self.level]
         self.level_um_per_px = chosen.um_per_px
         self.centres_px = apply(chosen.to_level, centres_global)
-        side = self.patch_size_px * self.um_per_px / self.level_um_per_px
-        size = max(1, round(side))
-        origins = np.round(self.centres_px - side / 2).astype(np.int64).reshape(-1, 2)
+        origins, size = hest_squares(
+            apply(levels[0].to_level, centres_global), self.patch_size_px,
+            self.um_per_px / levels[0].um_per_px, chosen.um_per_px / levels[0].um_per_px,
+        )  # fmt: skip
         cache = chunk_cache if chunk_cache is not None else ChunkCache(cache_bytes)
         if read_ahead is None:
             read_ahead = cache.max_bytes >= len(self) * self.patch_size_px**2 * chosen.shape[0]
@@ -328,6 +330,33 @@ def _expression_matrix(x: Any, rows: np.ndarray, columns: np.ndarray | None) -> 
     matrix = x if columns is None else x[:, columns]
     matrix = matrix[rows]
     return sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def hest_squares(
+    centres: np.ndarray, patch_size_px: int, downsample: float, level_downsample: float
+) -> tuple[np.ndarray, int]:
+    """The squares HEST reads for its patches: top-left corners (n, 2) and side, in pixels of the chosen level.
+
+    HEST's ``dump_patches`` takes the top-left ``int(centre - (patch_size_px * downsample) // 2)`` (level-0 px,
+    truncated toward zero) and hestcore's ``WSIPatcher`` reads a square of ``round(round(patch_size_px *
+    downsample) / level_downsample)`` px of the level from there. Off level 0, the corner is rounded to the
+    level's pixels (OpenSlide reads it at the fractional position).
+
+    Parameters
+    ----------
+    centres
+        (n, 2) spot centres (x, y) in level-0 pixels.
+    patch_size_px
+        Side of the returned patches.
+    downsample
+        Level-0 pixels per patch pixel.
+    level_downsample
+        Level-0 pixels per pixel of the level read.
+    """
+    size_src = patch_size_px * downsample
+    topleft = (np.asarray(centres, dtype=np.float64) - size_src // 2).astype(np.int64).reshape(-1, 2)
+    size = max(1, round(round(size_src) / level_downsample))
+    return np.round(topleft / level_downsample).astype(np.int64), size
 
 
 def _best_level(sizes: list[float], um_per_px: float, tolerance: float) -> int:

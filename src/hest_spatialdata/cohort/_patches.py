@@ -103,10 +103,9 @@ class CohortPatchDataset:
         Memory for finished patches or decoded chunks in each process, shared by all the stores (one
         :class:`~hest_spatialdata.loaders.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
     resample, level_tolerance, threads, storage_options
-        As for :class:`~hest_spatialdata.loaders.PatchDataset` (``resample`` and ``level_tolerance`` are the
-        quality trades: ``resample="exact"`` gives PIL's resize of HEST's patches, the default ``"fast"`` is within
-        half a grey level of it; the default ``level_tolerance`` resamples every patch from a level at least as
-        fine as asked).
+        As for :class:`~hest_spatialdata.loaders.PatchDataset` (the default ``resample="hest"`` makes HEST's own
+        patches, ``"antialias"`` smoother ones; the default ``level_tolerance`` resamples every patch from a level
+        at least as fine as asked, as HEST does).
 
     Attributes
     ----------
@@ -126,7 +125,7 @@ class CohortPatchDataset:
         n_genes: int = 50,
         log1p: bool = True,
         cache_bytes: int | None = None,
-        resample: str = "fast",
+        resample: str = "hest",
         level_tolerance: float = LEVEL_TOLERANCE,
         threads: int | None = None,
         storage_options: dict[str, Any] | None = None,
