@@ -188,7 +188,7 @@ def test_patch_dataset_items_and_spawned_workers(cohort: hs.Cohort) -> None:
     np.testing.assert_allclose(expression, np.log1p(_counts(own.X[row])[0, columns]), rtol=1e-6)
     assert not pickle.loads(pickle.dumps(dataset))._open  # stores are not pickled: each worker opens its own
     opened = [dataset.dataset(s) for s in cohort]
-    assert all(d._reader.cache is dataset._cache for d in opened)  # one memory budget for the whole cohort
+    assert all(d._cutter.cache is dataset._cache for d in opened)  # one memory budget for the whole cohort
     assert 0 < dataset._cache.nbytes <= dataset.cache_bytes
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         chunks = pool.starmap(_items, [(dataset, indices[:2]), (dataset, indices[2:])])

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -19,15 +21,48 @@ def h5(hest_root):
         return {"img": f["img"][()], "barcode": f["barcode"].asstr()[()][:, 0]}
 
 
-def test_loader_patches_match_hests_patches(visium_store, h5):
+def test_loader_patches_are_hests_patches(visium_store, h5):
+    """Every patch of HEST's h5 (cv2.resize of a 56-px square at 2 µm/px) is the dataset's, pixel for pixel."""
     dataset = PatchDataset(visium_store, barcodes=h5["barcode"])  # 224 px at 0.5 µm/px, from the path
     assert len(dataset) == len(h5["barcode"]) > 1000
     assert dataset.level == 0  # the 2 µm/px slide has nothing finer
-    for i in range(0, len(dataset), 25):
-        image, _, barcode = dataset[i]
-        assert barcode == h5["barcode"][i]
-        assert image.shape == (224, 224, 3) and image.dtype == np.uint8
-        assert np.abs(image.astype(int) - h5["img"][i]).mean() < 2
+    images = dataset.images(range(len(dataset)))
+    assert list(dataset.barcodes) == list(h5["barcode"])
+    assert images[0].shape == (224, 224, 3) and images[0].dtype == np.uint8
+    np.testing.assert_array_equal(np.stack(images), h5["img"])
+    smooth = PatchDataset(visium_store, barcodes=h5["barcode"][:50], resample="antialias")
+    assert 0 < np.abs(np.stack(smooth.images(range(50))).astype(int) - h5["img"][:50]).mean() < 2
+
+
+def test_patches_of_a_027_slide_are_hests_patches(sdata, tmp_path):
+    """A 0.27 µm/px slide (each patch a 415-px square reduced to 224): the dataset's patches are HEST's h5 patches."""
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    from hest_spatialdata.example import write_patches
+
+    slide = np.asarray(sdata["he"]["scale0"]["image"].data[:, :1500, :2000]).transpose(1, 2, 0)  # real H&E texture
+    xy = np.stack(np.meshgrid(np.arange(-150.0, 2150, 173.3), np.arange(-100.0, 1650, 161.7)), -1).reshape(-1, 2)
+    xy += np.random.default_rng(0).uniform(0, 1, xy.shape)  # fractional centres, some off the slide
+    names = [f"s{i}" for i in range(len(xy))]
+    adata = ad.AnnData(np.ones((len(xy), 1), np.float32), obs=pd.DataFrame(index=names), obsm={"spatial": xy})
+    h5_path = write_patches(tmp_path / "p.h5", slide, adata, 0.27)
+    with h5py.File(h5_path, "r") as f:
+        images, barcodes = f["img"][()], f["barcode"].asstr()[()][:, 0]
+    transformations = {"global": Identity(), "microns": Scale([0.27, 0.27], axes=("x", "y"))}
+    adata.obs["region"] = pd.Categorical(["spots"] * len(xy))
+    adata.obs["spot_id"] = names
+    image = Image2DModel.parse(slide.transpose(2, 0, 1), dims=("c", "y", "x"), transformations=transformations)
+    memory = sd.SpatialData(
+        images={"he": image.chunk({"y": 512, "x": 512})},
+        shapes={"spots": ShapesModel.parse(xy, geometry=0, radius=np.full(len(xy), 50.0), index=pd.Index(names),
+                                           transformations=transformations)},
+        tables={"table": TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")},
+    )  # fmt: skip
+    dataset = PatchDataset(memory, barcodes=barcodes)
+    assert dataset.level == 0 and dataset._cutter.size == 415 and len(barcodes) > 50
+    np.testing.assert_array_equal(np.stack(dataset.images(range(len(dataset)))), images)
 
 
 def test_expression_is_the_table_row(sdata):

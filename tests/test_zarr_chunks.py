@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hest_spatialdata._store_parts import StoreFiles, image_levels
 from hest_spatialdata._zarr_chunks import RawChunks, ZarrChunks, open_level
 
 
@@ -18,8 +20,11 @@ def _levels(sdata) -> list:
 @pytest.mark.parametrize("level", [0, 1])
 def test_raw_chunks_equal_zarr(visium_store: Path, sdata, level: int) -> None:
     element = _levels(sdata)[level]
-    raw = open_level(visium_store, "he", level, element.shape)
-    assert isinstance(raw, RawChunks)  # the stores this package writes have the simple layout
+    files = StoreFiles(visium_store)
+    raw = open_level(files, image_levels(files)[level])
+    assert (
+        isinstance(raw, RawChunks) and raw.shape == element.shape
+    )  # the stores this package writes have the simple layout
     import zarr
 
     group = zarr.open_group(visium_store / "images" / "he", mode="r")
@@ -47,9 +52,11 @@ def test_layouts_raw_chunks_do_not_read(visium_store: Path, sdata, tmp_path: Pat
     meta = json.loads(meta_path.read_text())
     meta["codecs"][1]["name"] = "blosc"  # another codec: zarr reads it (or fails), never the raw reader
     meta_path.write_text(json.dumps(meta))
-    assert RawChunks.open(meta_path.parent) is None
-    assert open_level(tmp_path / "absent.zarr", "he", 0, element.shape) is None
-    assert open_level(visium_store, "he", 0, (3, 1, 1)) is None  # not the level spatialdata read
+    assert not RawChunks.simple(meta)
+    level = image_levels(StoreFiles(visium_store))[0]
+    assert level.shape == element.shape
+    assert open_level(StoreFiles(tmp_path / "absent.zarr"), level) is None
+    assert open_level(StoreFiles(visium_store), dataclasses.replace(level, shape=(3, 1, 1))) is None
 
 
 def test_missing_chunk_is_the_fill_value(visium_store: Path, sdata, tmp_path: Path) -> None:
@@ -58,8 +65,9 @@ def test_missing_chunk_is_the_fill_value(visium_store: Path, sdata, tmp_path: Pa
     element = _levels(sdata)[0]
     copy = tmp_path / "store.zarr"
     shutil.copytree(visium_store / "images", copy / "images")
-    raw = open_level(copy, "he", 0, element.shape)
-    (raw.folder / "c" / "0" / "0" / "0").unlink()  # zarr omits chunks equal to the fill value
+    raw = open_level(StoreFiles(copy), image_levels(StoreFiles(copy))[0])
+    assert raw.shape == element.shape
+    (copy / raw.chunk_key(0, 0)).unlink()  # zarr omits chunks equal to the fill value
     block = raw.read(0, 0)
     assert block.shape == (3, *raw.chunk_shape[1:]) and not block.any()
 
@@ -76,12 +84,12 @@ def test_patches_same_from_store_files_and_from_dask(visium_store: Path, sdata, 
     assert in_memory.path is None
     from_files = PatchDataset(visium_store, patch_size_px=64, um_per_px=1.0, cache_bytes=cache_bytes)
     from_dask = PatchDataset(in_memory, patch_size_px=64, um_per_px=1.0, cache_bytes=cache_bytes)
-    assert type(from_files._reader.chunks).__name__ == "RawChunks"
-    assert type(from_dask._reader.chunks).__name__ == "_DaskChunks"
+    assert type(from_files._cutter.chunks).__name__ == "RawChunks"
+    assert type(from_dask._cutter.chunks).__name__ == "DaskChunks"
     order = np.random.default_rng(1).permutation(len(from_files))[:300]
     for i in [0, len(from_files) - 1, *order.tolist()]:
         np.testing.assert_array_equal(from_files[i][0], from_dask[i][0])
-    assert from_files._reader.cache.nbytes <= cache_bytes
+    assert from_files._cutter.cache.nbytes <= cache_bytes
 
 
 def test_chunk_cache_keeps_the_most_recent_within_its_budget() -> None:

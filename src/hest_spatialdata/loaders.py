@@ -3,9 +3,11 @@
 HEST-Benchmark pairs each spot's expression with a 224 x 224 px H&E patch at 0.5 µm/px centred on the spot
 (``docs/hest_format.md`` sections 4 and 8). :class:`PatchDataset` cuts such patches at any size and
 resolution straight from the store's ``he`` pyramid: it reads the coarsest level that is at least as fine as
-asked, and only the chunks the patch covers, then resizes with PIL. It has ``__len__`` and ``__getitem__``, so
-it can be handed to ``torch.utils.data.DataLoader`` as is (or wrapped in a ``torch`` ``Dataset``); torch is
-not needed.
+asked, and only the chunks the patches cover, then resizes as HEST does (``_patch_reader.py``). A store path or URL
+is opened without spatialdata (``_store_parts.py``: ``zarr.json``, GeoParquet and anndata's reader), so a
+DataLoader worker is ready in a fraction of a second. It has ``__len__``, ``__getitem__`` and the batched
+``__getitems__`` that ``torch.utils.data.DataLoader`` calls when it exists, so it can be handed to a DataLoader as
+is; torch is not needed.
 
 Example
 -------
@@ -15,7 +17,6 @@ Example
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import shapely
-from PIL import Image
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
+from hest_spatialdata._patch_reader import FILL_VALUE, ChunkCache, DaskChunks, PatchCutter, default_threads
+from hest_spatialdata._store_parts import (
+    ImageLevel,
+    StoreFiles,
+    apply,
+    image_levels,
+    read_spot_table,
+    shape_centres,
+    table_keys,
+)
 from hest_spatialdata._zarr_chunks import open_level
 
-#: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
-FILL_VALUE = 0
-#: Decoded image chunks kept per dataset (a 1024 x 1024 RGB chunk is 3 MB): bounded, whatever the slide size.
+__all__ = ["DEFAULT_CACHE_BYTES", "FILL_VALUE", "LEVEL_TOLERANCE", "ChunkCache", "PatchDataset", "hest_squares"]
+
+#: Memory for decoded chunks / finished patches per dataset: bounded, whatever the slide size.
 DEFAULT_CACHE_BYTES = 256 * 1024**2
 #: Pyramid levels are halved with rounding, so a level may be this much coarser than a power of two and still count.
 LEVEL_TOLERANCE = 0.01
@@ -43,7 +52,8 @@ class PatchDataset:
     Parameters
     ----------
     store
-        A store written by this package (path) or a :class:`spatialdata.SpatialData` read from one.
+        A store written by this package: a path, an fsspec URL (``s3://bucket/prefix/X.zarr``) or a
+        :class:`spatialdata.SpatialData` read from one (elements in memory work too).
     patch_size_px
         Side of the returned patches in pixels.
     um_per_px
@@ -60,9 +70,34 @@ class PatchDataset:
     log1p
         Return ``log1p`` of the counts (HEST-Benchmark's normalisation).
     cache_bytes
-        Memory for decoded image chunks, reused by the patches that share them (least recently used dropped).
+        Memory for decoded chunks or finished patches (least recently used dropped).
     chunk_cache
         A :class:`ChunkCache` shared with other datasets (``cache_bytes`` is then ignored).
+    resample
+        ``"hest"`` (default): HEST's own patch pipeline, OpenCV's bilinear ``cv2.resize`` (no antialiasing) of the
+        square hestcore's ``WSIPatcher`` reads (see :func:`hest_squares`): the patches equal HEST's h5 patches of
+        the same barcodes where the level read is level 0 (slides coarser than ``um_per_px`` / 2). ``"antialias"``:
+        PIL's antialiased bilinear resize of the same square, smoother where a patch is reduced (less aliasing)
+        but not HEST's patches, and several times the CPU. See :func:`hest_spatialdata._patch_reader.resample`.
+    level_tolerance
+        **A quality trade**: a pyramid level up to this fraction coarser than ``um_per_px`` is read instead of a
+        finer one. The default (1 %) only absorbs the rounding of the level sizes, so patches are resampled from a
+        level at least as fine as asked, as HEST's choice (OpenSlide's ``get_best_level_for_downsample``: the
+        largest level whose downsample is at most the asked one). ``0.1`` reads level 1 of a 0.27 µm/px slide
+        (0.55 µm/px) for 0.5 µm/px patches: 4x fewer pixels to decode, but those patches are upsampled from a
+        coarser image and are no longer HEST's.
+    read_ahead
+        Cut every patch of a band of chunk rows when one of them is first asked, keeping the finished patches in
+        the cache (each chunk decoded about once per epoch; later epochs copy patches out). ``None``: when the cache
+        holds every patch of the dataset.
+    threads
+        Threads decoding chunks and resampling patches (``None``: the cores available, at most 4). With several
+        DataLoader workers, 1 per worker avoids oversubscription.
+    storage_options
+        fsspec options for a store at a URL (credentials, endpoint).
+    spot_table
+        The store's table as :func:`hest_spatialdata._store_parts.read_spot_table` reads it, when the caller has it
+        already (a cohort); read from the store otherwise.
 
     Attributes
     ----------
@@ -90,36 +125,56 @@ class PatchDataset:
         log1p: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         chunk_cache: ChunkCache | None = None,
+        *,
+        resample: str = "hest",
+        level_tolerance: float = LEVEL_TOLERANCE,
+        read_ahead: bool | None = None,
+        threads: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        spot_table: Any = None,
     ) -> None:
         if patch_size_px < 1 or not um_per_px > 0:
             raise ValueError(f"patch_size_px must be >= 1 and um_per_px > 0, got {patch_size_px}, {um_per_px}")
-        sdata = _read_store(store)
-        self.patch_size_px = int(patch_size_px)
-        self.um_per_px = float(um_per_px)
-        self.log1p = log1p
-        adata = sdata.tables[table]
-        rows, spot_ids, centres_global = _spot_rows(sdata, adata, barcodes)
-        gene_columns, self.genes = _gene_columns(adata, genes)
-        self._expression = _expression_matrix(adata.X, rows, gene_columns)
-        self.barcodes = spot_ids
-        self.level, array, to_level, self.level_um_per_px = _best_level(sdata[image], self.um_per_px)
-        path = getattr(sdata, "path", None)  # backed by a store: read its chunks directly (no dask graph per chunk)
-        on_disk = open_level(path, image, self.level, array.shape) if path is not None else None
+        self.patch_size_px, self.um_per_px, self.log1p = int(patch_size_px), float(um_per_px), log1p
+        source = _open(store, table, image, spot_table, storage_options)
+        adata = source["table"]
+        rows, self.barcodes, centres_global = _spot_rows(adata, source["centres"], barcodes)
+        columns, self.genes = gene_columns(adata, genes)
+        self._expression = _expression_matrix(adata.X, rows, columns)
+        levels = source["levels"]
+        self.level = _best_level([lv.um_per_px for lv in levels], self.um_per_px, level_tolerance)
+        chosen = levels[self.level]
+        self.level_um_per_px = chosen.um_per_px
+        self.centres_px = apply(chosen.to_level, centres_global)
+        origins, size = hest_squares(
+            apply(levels[0].to_level, centres_global), self.patch_size_px,
+            self.um_per_px / levels[0].um_per_px, chosen.um_per_px / levels[0].um_per_px,
+        )  # fmt: skip
         cache = chunk_cache if chunk_cache is not None else ChunkCache(cache_bytes)
-        key = (str(path), image, self.level) if path is not None else None  # the chunks' identity in a shared cache
-        self._reader = _ChunkReader(on_disk if on_disk is not None else _DaskChunks(array), cache, key=key)
-        self.centres_px = _apply(to_level, centres_global)
-        self._side = self.patch_size_px * self.um_per_px / self.level_um_per_px
+        if read_ahead is None:
+            read_ahead = cache.max_bytes >= len(self) * self.patch_size_px**2 * chosen.shape[0]
+        self._cutter = PatchCutter(
+            source["chunks"](self.level), origins, size, self.patch_size_px, cache,
+            key=(source["key"], image, self.level, size, self.patch_size_px),
+            read_ahead=bool(read_ahead), threads=default_threads() if threads is None else int(threads),
+            method=resample,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.barcodes)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """The patch (``patch_size_px``, ``patch_size_px``, 3) uint8, the expression (float32) and the barcode."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} patches")
-        index = int(index) % len(self)
-        return self.image(index), self.expression(index), str(self.barcodes[index])
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+        """Items of ``indices`` at once (what ``torch.utils.data.DataLoader`` asks of a batch when this exists).
+
+        The patches of a batch are decoded and resampled together, in the dataset's threads.
+        """
+        positions = [self._position(i) for i in indices]
+        images = self.images(positions)
+        return [(im, self.expression(i), str(self.barcodes[i])) for im, i in zip(images, positions, strict=True)]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         for index in range(len(self)):
@@ -130,6 +185,11 @@ class PatchDataset:
             f"PatchDataset({len(self)} spots x {len(self.genes)} genes, {self.patch_size_px} px at {self.um_per_px} "
             f"µm/px from level {self.level} ({self.level_um_per_px:.3g} µm/px))"
         )
+
+    def _position(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} patches")
+        return int(index) % len(self)
 
     def expression(self, index: int) -> np.ndarray:
         """Expression vector of item ``index`` (float32, ``log1p`` if asked)."""
@@ -144,30 +204,96 @@ class PatchDataset:
 
     def image(self, index: int) -> np.ndarray:
         """Patch of item ``index``: reads only the chunks of the chosen level that it covers (cached)."""
-        cx, cy = self.centres_px[index]
-        size = max(1, round(self._side))
-        x0, y0 = round(cx - self._side / 2), round(cy - self._side / 2)
-        crop = self._reader.region(x0, y0, size)
-        if size == self.patch_size_px:
-            return crop
-        return np.asarray(Image.fromarray(crop).resize((self.patch_size_px, self.patch_size_px), Image.BILINEAR))
+        return self.images([self._position(index)])[0]
+
+    def images(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Patches of several items (non-negative indices), decoded and resampled together."""
+        return self._cutter.patches([int(i) for i in indices])
 
 
-def _read_store(store: str | Path | Any) -> Any:
-    import spatialdata as sd
-
-    if isinstance(store, sd.SpatialData):
-        return store
-    return sd.read_zarr(store, selection=("images", "shapes", "tables"))
+# --------------------------------------------------------------------------------------------- opening
 
 
-def _spot_rows(sdata: Any, adata: Any, barcodes: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Table rows, spot ids and spot centres (x, y in ``global``) of the items."""
-    from spatialdata.models import get_table_keys
+def _open(store: Any, table: str, image: str, spot_table: Any, storage_options: dict[str, Any] | None) -> dict:
+    """What a dataset needs of a store: table, spot centres by id, pyramid levels and a chunk reader per level."""
+    if isinstance(store, str | Path | StoreFiles):
+        files = store if isinstance(store, StoreFiles) else StoreFiles(store, storage_options)
+        adata = spot_table if spot_table is not None else read_spot_table(files, table)
+        levels = image_levels(files, image)
 
-    region, region_key, instance_key = get_table_keys(adata)
+        def chunks(k: int) -> Any:
+            reader = open_level(files, levels[k])
+            if reader is None:
+                raise ValueError(f"{files.url}: level {k} of image {image!r} is not readable as its zarr.json says")
+            return reader
+
+        region = table_keys(adata)[0]
+        return {"table": adata, "centres": lambda: shape_centres(files, _one_region(region)), "levels": levels,
+                "chunks": chunks, "key": files.url}  # fmt: skip
+    return _open_spatialdata(store, table, image)
+
+
+def _open_spatialdata(sdata: Any, table: str, image: str) -> dict:
+    """The same parts of a :class:`spatialdata.SpatialData` (elements possibly in memory)."""
+    import shapely
+    from xarray import DataArray
+
+    adata = sdata.tables[table]
+    region = _one_region(table_keys(adata)[0])
+    tree = sdata[image]
+    arrays = (
+        [tree[name]["image"] for name in sorted(tree.children, key=lambda n: int(n.removeprefix("scale")))]
+        if not isinstance(tree, DataArray)
+        else [tree]
+    )
+    levels = [
+        ImageLevel(
+            key="",
+            shape=tuple(a.shape),
+            to_level=np.linalg.inv(_affine(a, CoordinateSystems.GLOBAL)),
+            um_per_px=float(np.abs(np.diag(_affine(a, CoordinateSystems.MICRONS))[:2]).max()),
+        )  # fmt: skip
+        for a in arrays
+    ]
+    path = getattr(sdata, "path", None)
+    stored = image_levels(StoreFiles(path), image) if path is not None and _has_image(path, image) else None
+
+    def chunks(k: int) -> Any:
+        if stored is not None and len(stored) == len(levels) and stored[k].shape == levels[k].shape:
+            reader = open_level(StoreFiles(path), stored[k])  # backed by a store: its files, no dask graph per chunk
+            if reader is not None:
+                return reader
+        return DaskChunks(arrays[k].data)
+
+    def centres() -> tuple[pd.Index, np.ndarray]:
+        shapes = sdata.shapes[region]
+        xy = shapely.get_coordinates(shapely.centroid(shapes.geometry.to_numpy()))
+        return pd.Index(shapes.index.astype(str)), apply(_affine(shapes, CoordinateSystems.GLOBAL), xy)
+
+    key = str(path) if path is not None else f"memory-{id(sdata)}"
+    return {"table": adata, "centres": centres, "levels": levels, "chunks": chunks, "key": key}
+
+
+def _has_image(path: Any, image: str) -> bool:
+    return (Path(path) / "images" / image / "zarr.json").is_file()
+
+
+def _affine(element: Any, coordinate_system: str) -> np.ndarray:
+    from spatialdata.transformations import get_transformation
+
+    transformation = get_transformation(element, to_coordinate_system=coordinate_system)
+    return transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+
+
+def _one_region(region: Any) -> str:
     if not isinstance(region, str):
         raise ValueError(f"the table annotates several regions ({region}); expected only the spots")
+    return region
+
+
+def _spot_rows(adata: Any, centres: Any, barcodes: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Table rows, spot ids and spot centres (x, y in ``global``) of the items."""
+    region, region_key, instance_key = table_keys(adata)
     rows = np.flatnonzero(np.asarray(adata.obs[region_key]) == region)
     ids = pd.Index(np.asarray(adata.obs[instance_key])[rows].astype(str))
     if barcodes is not None:
@@ -178,16 +304,15 @@ def _spot_rows(sdata: Any, adata: Any, barcodes: Sequence[str] | None) -> tuple[
                 f"{(position < 0).sum()} barcodes are not spots of the table, e.g. {wanted[position < 0][0]!r}"
             )
         rows, ids = rows[position], wanted
-    shapes = sdata.shapes[region]
-    at = pd.Index(shapes.index.astype(str)).get_indexer(ids)
+    shape_ids, xy = centres()
+    at = shape_ids.get_indexer(ids)
     if (at < 0).any():
         raise KeyError(f"{(at < 0).sum()} table rows have no shape in {region!r}, e.g. {ids[at < 0][0]!r}")
-    # circles are points; squares and other polygons are centred on their centroid
-    centres = shapely.get_coordinates(shapely.centroid(shapes.geometry.to_numpy()[at]))
-    return rows, ids.to_numpy(), _apply(_affine(shapes, CoordinateSystems.GLOBAL), centres)
+    return rows, ids.to_numpy(), xy[at]
 
 
-def _gene_columns(adata: Any, genes: Sequence[str] | None) -> tuple[np.ndarray | None, pd.Index]:
+def gene_columns(adata: Any, genes: Sequence[str] | None) -> tuple[np.ndarray | None, pd.Index]:
+    """Columns of ``genes`` (var names, else HEST names) in ``adata`` and their var names; all for ``None``."""
     if genes is None:
         return None, pd.Index(adata.var_names)
     names = pd.Index(adata.var_names)
@@ -207,150 +332,34 @@ def _expression_matrix(x: Any, rows: np.ndarray, columns: np.ndarray | None) -> 
     return sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
 
 
-def _best_level(tree: Any, um_per_px: float) -> tuple[int, Any, np.ndarray, float]:
-    """The coarsest level at least as fine as ``um_per_px`` (level 0 if none is).
+def hest_squares(
+    centres: np.ndarray, patch_size_px: int, downsample: float, level_downsample: float
+) -> tuple[np.ndarray, int]:
+    """The squares HEST reads for its patches: top-left corners (n, 2) and side, in pixels of the chosen level.
 
-    Returns its number, its array (c, y, x), the global -> level pixel matrix and its µm per pixel.
-    """
-    from xarray import DataArray
-
-    levels = (
-        [tree[name]["image"] for name in sorted(tree.children, key=_level_number)]
-        if not isinstance(tree, DataArray)
-        else [tree]
-    )
-    sizes = [float(np.abs(np.diag(_affine(level, CoordinateSystems.MICRONS))[:2]).max()) for level in levels]
-    fine_enough = [k for k, size in enumerate(sizes) if size <= um_per_px * (1 + LEVEL_TOLERANCE)]
-    k = fine_enough[-1] if fine_enough else 0
-    to_level = np.linalg.inv(_affine(levels[k], CoordinateSystems.GLOBAL))
-    return k, levels[k].data, to_level, sizes[k]
-
-
-def _level_number(name: str) -> int:
-    return int(name.removeprefix("scale"))
-
-
-def _affine(element: Any, coordinate_system: str) -> np.ndarray:
-    from spatialdata.transformations import get_transformation
-
-    transformation = get_transformation(element, to_coordinate_system=coordinate_system)
-    return transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
-
-
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return xy @ matrix[:2, :2].T + matrix[:2, 2]
-
-
-class ChunkCache:
-    """Decoded image chunks kept in memory, least recently used dropped past ``max_bytes``.
-
-    One per :class:`PatchDataset` by default; a cohort passes one to all its stores' datasets, so that the memory
-    bound holds for the whole cohort and the stores most used get most of it.
+    HEST's ``dump_patches`` takes the top-left ``int(centre - (patch_size_px * downsample) // 2)`` (level-0 px,
+    truncated toward zero) and hestcore's ``WSIPatcher`` reads a square of ``round(round(patch_size_px *
+    downsample) / level_downsample)`` px of the level from there. Off level 0, the corner is rounded to the
+    level's pixels (OpenSlide reads it at the fractional position).
 
     Parameters
     ----------
-    max_bytes
-        Memory for the chunks (0: keep nothing).
+    centres
+        (n, 2) spot centres (x, y) in level-0 pixels.
+    patch_size_px
+        Side of the returned patches.
+    downsample
+        Level-0 pixels per patch pixel.
+    level_downsample
+        Level-0 pixels per pixel of the level read.
     """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = int(max_bytes)
-        self.nbytes = 0
-        self._chunks: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-
-    def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
-        """The chunk under ``key`` (now the most recently used), or ``None``."""
-        block = self._chunks.get(key)
-        if block is not None:
-            self._chunks.move_to_end(key)
-        return block
-
-    def put(self, key: tuple[Any, ...], block: np.ndarray) -> None:
-        """Keep ``block``, dropping the least recently used chunks past the budget."""
-        if self.max_bytes <= 0:
-            return
-        self._chunks[key] = block
-        self.nbytes += block.nbytes
-        while self.nbytes > self.max_bytes and self._chunks:
-            _, evicted = self._chunks.popitem(last=False)
-            self.nbytes -= evicted.nbytes
+    size_src = patch_size_px * downsample
+    topleft = (np.asarray(centres, dtype=np.float64) - size_src // 2).astype(np.int64).reshape(-1, 2)
+    size = max(1, round(round(size_src) / level_downsample))
+    return np.round(topleft / level_downsample).astype(np.int64), size
 
 
-class _DaskChunks:
-    """Chunks of an in-memory or dask (c, y, x) array (an element not backed by a store), one at a time."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        chunks = getattr(array, "chunks", None)
-        self._y_edges = np.cumsum((0, *chunks[1])) if chunks else np.array([0, self.shape[1]])
-        self._x_edges = np.cumsum((0, *chunks[2])) if chunks else np.array([0, self.shape[2]])
-
-    def edges(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._y_edges, self._x_edges
-
-    def read(self, by: int, bx: int) -> np.ndarray:
-        block = self.array[:, self._y_edges[by] : self._y_edges[by + 1], self._x_edges[bx] : self._x_edges[bx + 1]]
-        return np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
-
-
-class _ChunkReader:
-    """Regions of a lazy (c, y, x) array, reading each chunk once and keeping the recent ones (LRU).
-
-    A patch is much smaller than a store chunk, and neighbouring spots share chunks: decoding each chunk once
-    instead of once per patch is what makes the loader fast. Chunks are kept as (y, x, c), so that a patch is
-    plain slices of them.
-    """
-
-    def __init__(self, chunks: Any, cache: ChunkCache, key: Any = None) -> None:
-        self.chunks = chunks
-        self.shape = chunks.shape
-        self.cache = cache
-        self._key = key if key is not None else id(self)
-        if hasattr(chunks, "edges"):
-            self._y_edges, self._x_edges = chunks.edges()
-        else:
-            _, chunk_y, chunk_x = chunks.chunk_shape
-            self._y_edges = np.append(np.arange(0, self.shape[1], chunk_y), self.shape[1])
-            self._x_edges = np.append(np.arange(0, self.shape[2], chunk_x), self.shape[2])
-
-    def region(self, x0: int, y0: int, size: int) -> np.ndarray:
-        """``array[:, y0:y0+size, x0:x0+size]`` as (y, x, c); pixels off the array are :data:`FILL_VALUE`."""
-        channels, height, width = self.shape
-        crop = np.full((size, size, channels), FILL_VALUE, dtype=np.uint8)
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + size, width), min(y0 + size, height)
-        if xb <= xa or yb <= ya:
-            return crop
-        for by in _block_range(self._y_edges, ya, yb):
-            for bx in _block_range(self._x_edges, xa, xb):
-                top, left = self._y_edges[by], self._x_edges[bx]
-                block = self._chunk(by, bx)
-                sy0, sy1 = max(ya, top), min(yb, top + block.shape[0])
-                sx0, sx1 = max(xa, left), min(xb, left + block.shape[1])
-                crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[sy0 - top : sy1 - top, sx0 - left : sx1 - left]
-        return crop
-
-    def _chunk(self, by: int, bx: int) -> np.ndarray:
-        key = (self._key, by, bx)
-        block = self.cache.get(key)
-        if block is None:
-            block = _channels_last(self.chunks.read(by, bx))
-            self.cache.put(key, block)
-        return block
-
-
-def _channels_last(block: Any) -> np.ndarray:
-    """(c, y, x) -> contiguous (y, x, c), one channel at a time.
-
-    numpy's copy of a transposed uint8 array (``ascontiguousarray(block.transpose(1, 2, 0))``) is ~5x slower.
-    """
-    block = np.asarray(block)
-    out = np.empty((*block.shape[1:], block.shape[0]), dtype=block.dtype)
-    for channel in range(block.shape[0]):
-        out[..., channel] = block[channel]
-    return out
-
-
-def _block_range(edges: np.ndarray, start: int, stop: int) -> range:
-    """Indices of the chunks along one axis that ``[start, stop)`` touches."""
-    return range(int(np.searchsorted(edges, start, "right")) - 1, int(np.searchsorted(edges, stop - 1, "right")))
+def _best_level(sizes: list[float], um_per_px: float, tolerance: float) -> int:
+    """The coarsest level at most ``tolerance`` coarser than ``um_per_px`` (level 0 if none is)."""
+    fine_enough = [k for k, size in enumerate(sizes) if size <= um_per_px * (1 + tolerance)]
+    return fine_enough[-1] if fine_enough else 0

@@ -205,22 +205,15 @@ class Cohort:
         return {s: f"patient:{patients[s]}" if pd.notna(patients[s]) else f"sample:{s}" for s in self}
 
     def patch_dataset(
-        self,
-        genes: Sequence[str] | None = None,
-        patch_size_px: int = 224,
-        um_per_px: float = 0.5,
-        *,
-        n_genes: int = 50,
-        log1p: bool = True,
-        cache_bytes: int | None = None,
+        self, genes: Sequence[str] | None = None, patch_size_px: int = 224, um_per_px: float = 0.5, **options: Any
     ) -> CohortPatchDataset:
         """Patch–expression pairs across the samples on one gene list; see :class:`CohortPatchDataset`.
 
-        ``genes=None`` picks ``n_genes`` genes the way HEST-Benchmark does (:func:`benchmark_genes`).
+        ``genes=None`` picks ``n_genes`` genes the way HEST-Benchmark does (:func:`benchmark_genes`); ``options``
+        are those of :class:`CohortPatchDataset` (``n_genes``, ``log1p``, ``cache_bytes``, ``level_tolerance``,
+        ``resample``, ``threads``, ``storage_options``).
         """
         from hest_spatialdata.cohort._patches import CohortPatchDataset
 
-        return CohortPatchDataset(
-            {s: self.path(s) for s in self}, genes=genes, patch_size_px=patch_size_px, um_per_px=um_per_px,
-            n_genes=n_genes, log1p=log1p, cache_bytes=cache_bytes,
-        )  # fmt: skip
+        stores = {s: self.path(s) for s in self}
+        return CohortPatchDataset(stores, genes=genes, patch_size_px=patch_size_px, um_per_px=um_per_px, **options)

@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from hest_spatialdata._constants import SPOT_INSTANCE_KEY, Elements
-from hest_spatialdata.locations import locate, zarr_store
+from hest_spatialdata._constants import SPOT_INSTANCE_KEY
+from hest_spatialdata._store_parts import read_spot_table
 
 if TYPE_CHECKING:
     import anndata as ad
-    from upath import UPath
 
     from hest_spatialdata.cohort._cohort import Cohort
-
-
-def read_spot_table(path: str | Path | UPath) -> ad.AnnData:
-    """What a cohort needs of a store's spot table (``tables/table``), read with anndata's ``read_elem``.
-
-    ``X``, the obs names with ``obs["spot_id"]``, the var names with ``var["gene_name"]`` and ``obsm["spatial"]``;
-    the other obs / var columns and ``uns`` are not read (the obs QC columns were 2/3 of reading the whole table).
-    """
-    import anndata as ad
-    import zarr
-    from anndata.io import read_elem
-
-    group = zarr.open_group(zarr_store(locate(path) / "tables" / Elements.TABLE.value), mode="r")
-
-    def frame(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-        part = group[name]
-        index = pd.Index(np.asarray(read_elem(part[part.attrs["_index"]])).astype(str), dtype=object)
-        return pd.DataFrame({c: np.asarray(read_elem(part[c])) for c in columns if c in part}, index=index)
-
-    obsm = group["obsm"]
-    return ad.AnnData(
-        X=read_elem(group["X"]),
-        obs=frame("obs", (SPOT_INSTANCE_KEY,)),
-        var=frame("var", ("gene_name",)),
-        obsm={"spatial": read_elem(obsm["spatial"])} if "spatial" in obsm else None,
-    )
 
 
 def hest_gene_names(adata: ad.AnnData) -> pd.Index:

@@ -1,8 +1,10 @@
 """Patch–expression pairs across the samples of a cohort, for PyTorch-style training without torch.
 
 :class:`CohortPatchDataset` indexes every spot of every sample on one gene list and cuts each patch with the
-single-store :class:`~hest_spatialdata.loaders.PatchDataset` of its sample. Stores are opened on first use in
-each process: pickling drops the opened stores, so DataLoader workers (``spawn`` or ``fork``) each open their own.
+single-store :class:`~hest_spatialdata.loaders.PatchDataset` of its sample. The spot tables are read once, when
+the dataset is made, with the cohort's own reader (``_store_parts.read_spot_table``, no spatialdata), and kept
+on the chosen genes only; each store's image and spots are opened on first use in each process: pickling drops
+the opened stores, so DataLoader workers (``spawn`` or ``fork``) each open their own (JSON and Parquet only).
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ import pandas as pd
 import scipy.sparse as sp
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY
-from hest_spatialdata.cohort._expression import hest_gene_names, read_spot_table
-from hest_spatialdata.loaders import ChunkCache, PatchDataset
+from hest_spatialdata._store_parts import read_spot_table
+from hest_spatialdata.cohort._expression import hest_gene_names
+from hest_spatialdata.loaders import LEVEL_TOLERANCE, ChunkCache, PatchDataset, gene_columns
 
 if TYPE_CHECKING:
     import anndata as ad
 
 #: Probes that are not genes (Xenium and other panels), never chosen by :func:`benchmark_genes`.
 CONTROL_PROBE_MARKS = ("BLANK", "Control", "NegControl", "Unassigned", "antisense")
-#: Decoded image chunks kept per process for all the stores of a cohort (one :class:`ChunkCache`): bounded, whatever
-#: the number and size of the slides. A shuffled epoch is fastest when it holds the chunks under the spots of all
-#: samples (~170 MB per 1,500-spot Visium slide at 0.5 µm/px); past that each patch decodes its chunks again.
+#: Memory per process for finished patches (or decoded chunks) of all the stores of a cohort (one
+#: :class:`ChunkCache`): bounded, whatever the number and size of the slides. While it holds every patch of the
+#: dataset (150 KB per 224-px patch: ~6,900 patches), patches are cut a band of chunks at a time and kept, so a
+#: shuffled first epoch decodes each chunk about once and later epochs only copy patches; past that each patch
+#: decodes the chunks it covers (kept in the same cache).
 COHORT_CACHE_BYTES = 1024**3
 
 
@@ -95,8 +100,12 @@ class CohortPatchDataset:
     log1p
         ``log1p`` of the counts (HEST-Benchmark's normalisation).
     cache_bytes
-        Memory for decoded image chunks in each process, shared by all the stores (one
+        Memory for finished patches or decoded chunks in each process, shared by all the stores (one
         :class:`~hest_spatialdata.loaders.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
+    resample, level_tolerance, threads, storage_options
+        As for :class:`~hest_spatialdata.loaders.PatchDataset` (the default ``resample="hest"`` makes HEST's own
+        patches, ``"antialias"`` smoother ones; the default ``level_tolerance`` resamples every patch from a level
+        at least as fine as asked, as HEST does).
 
     Attributes
     ----------
@@ -116,14 +125,18 @@ class CohortPatchDataset:
         n_genes: int = 50,
         log1p: bool = True,
         cache_bytes: int | None = None,
+        resample: str = "hest",
+        level_tolerance: float = LEVEL_TOLERANCE,
+        threads: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if not stores:
             raise ValueError("no store to take patches from")
         self.stores = {str(s): str(p) for s, p in stores.items()}
-        tables = {s: read_spot_table(p) for s, p in self.stores.items()}
+        self.storage_options = storage_options
+        tables = {s: read_spot_table(p, storage_options=storage_options) for s, p in self.stores.items()}
         self.genes = list(genes) if genes is not None else benchmark_genes(tables.values(), n_genes)
-        for sample_id, table in tables.items():
-            _check_genes(table, self.genes, sample_id)
+        self._tables = {s: _on_genes(t, self.genes, s) for s, t in tables.items()}
         per_sample = {s: np.asarray(t.obs.get(SPOT_INSTANCE_KEY, t.obs_names)).astype(str) for s, t in tables.items()}
         self.sample_ids = np.concatenate([np.full(len(b), s, dtype=object) for s, b in per_sample.items()])
         self.barcodes = np.concatenate([b.astype(object) for b in per_sample.values()])
@@ -132,6 +145,8 @@ class CohortPatchDataset:
         self._starts = dict(zip(per_sample, starts[:-1].tolist(), strict=True))
         self.patch_size_px, self.um_per_px, self.log1p = int(patch_size_px), float(um_per_px), log1p
         self.cache_bytes = COHORT_CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+        self.resample, self.level_tolerance, self.threads = resample, float(level_tolerance), threads
+        self._read_ahead = self.cache_bytes >= len(self) * self.patch_size_px**2 * 3  # every patch fits the cache
         self._open: dict[str, PatchDataset] = {}
         self._cache: ChunkCache | None = None
 
@@ -139,12 +154,29 @@ class CohortPatchDataset:
         return len(self.barcodes)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str, str]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} patches")
-        index = int(index) % len(self)
-        sample_id = str(self.sample_ids[index])
-        image, expression, barcode = self.dataset(sample_id)[index - self._starts[sample_id]]
-        return image, expression, sample_id, barcode
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray, str, str]]:
+        """Items of ``indices`` at once (what ``torch.utils.data.DataLoader`` asks of a batch when this exists).
+
+        Each sample's patches of the batch are decoded and resampled together, in the datasets' threads.
+        """
+        positions = []
+        for index in indices:
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"index {index} out of range for {len(self)} patches")
+            positions.append(int(index) % len(self))
+        by_sample: dict[str, list[int]] = {}
+        for position in positions:
+            by_sample.setdefault(str(self.sample_ids[position]), []).append(position)
+        items: dict[int, tuple[np.ndarray, np.ndarray, str, str]] = {}
+        for sample_id, members in by_sample.items():
+            start = self._starts[sample_id]
+            for position, (image, expression, barcode) in zip(
+                members, self.dataset(sample_id).__getitems__([p - start for p in members]), strict=True
+            ):
+                items[position] = (image, expression, sample_id, barcode)
+        return [items[p] for p in positions]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, str, str]]:
         for index in range(len(self)):
@@ -169,6 +201,9 @@ class CohortPatchDataset:
             self._open[sample_id] = PatchDataset(
                 self.stores[sample_id], patch_size_px=self.patch_size_px, um_per_px=self.um_per_px,
                 genes=self.genes, barcodes=self._barcodes[sample_id], log1p=self.log1p, chunk_cache=self._cache,
+                resample=self.resample, level_tolerance=self.level_tolerance, read_ahead=self._read_ahead,
+                threads=self.threads,
+                storage_options=self.storage_options, spot_table=self._tables[sample_id],
             )  # fmt: skip
         return self._open[sample_id]
 
@@ -177,8 +212,14 @@ class CohortPatchDataset:
         return np.flatnonzero(pd.Index(self.sample_ids).isin(list(sample_ids)))
 
 
-def _check_genes(table: ad.AnnData, genes: Sequence[str], sample_id: str) -> None:
+def _on_genes(table: ad.AnnData, genes: Sequence[str], sample_id: str) -> ad.AnnData:
+    """``table`` on ``genes`` only, in that order and under those names: what the sample's dataset keeps of it."""
+    import anndata as ad
+
     known = set(hest_gene_names(table)) | set(table.var_names.astype(str))
     missing = [g for g in genes if g not in known]
     if missing:
         raise KeyError(f"sample {sample_id} has no gene {', '.join(missing[:5])} ({len(missing)} missing)")
+    columns, _ = gene_columns(table, genes)
+    return ad.AnnData(X=table.X[:, columns], obs=table.obs, var=pd.DataFrame(index=pd.Index(genes, dtype=object)),
+                      uns=table.uns)  # fmt: skip

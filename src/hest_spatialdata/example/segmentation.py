@@ -14,12 +14,12 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import geopandas as gpd
 import h5py
 import numpy as np
 import pandas as pd
 import shapely
-from PIL import Image
 
 from hest_spatialdata.example.common import VisiumLayout, hest_file_name
 from hest_spatialdata.example.sources import (
@@ -256,9 +256,11 @@ def write_patches(
 
     224 x 224 px patches at 0.5 µm/px around every spot centre: the source crop of ``round(224 * factor)`` level-0
     px (``factor = 0.5 / pixel_size_um``) starts at ``coords = int(centre - (224 * factor) // 2)``, is padded with
-    black off the slide (OpenSlide's transparent pixels) and resized bilinearly (PIL standing in for
-    ``cv2.resize``). Patches entirely off the slide are dropped, and, with ``contours``, those less than 15% under
-    tissue, as HEST does; so the h5 may have fewer rows than the h5ad.
+    black off the slide (OpenSlide's transparent pixels) and resized with ``cv2.resize`` at OpenCV's default
+    ``INTER_LINEAR``, the call of hestcore's ``WSIPatcher.get_tile_xy`` (level 0: the generated slide has no finer
+    level to choose, and HEST reads level 0 of any slide coarser than 0.25 µm/px, e.g. 0.27). Patches entirely
+    off the slide are dropped, and, with ``contours``, those less than 15% under tissue, as HEST does; so the h5
+    may have fewer rows than the h5ad.
 
     Parameters
     ----------
@@ -332,4 +334,4 @@ def _patch(slide: np.ndarray, x: int, y: int, side: int) -> np.ndarray:
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
     if x1 > x0 and y1 > y0:
         crop[y0 - y : y1 - y, x0 - x : x1 - x] = slide[y0:y1, x0:x1]
-    return np.asarray(Image.fromarray(crop).resize((PATCH_SIZE_PX, PATCH_SIZE_PX), Image.BILINEAR))
+    return cv2.resize(crop, (PATCH_SIZE_PX, PATCH_SIZE_PX))  # hestcore's call: the default INTER_LINEAR

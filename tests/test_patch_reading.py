@@ -1,0 +1,159 @@
+"""Patch reading without spatialdata: the store parts against spatialdata's reading, the resampling against plain
+OpenCV / PIL resizes of HEST's squares, bands against single patches, remote against local."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hest_spatialdata._store_parts import StoreFiles, image_levels, read_spot_table, shape_centres
+from hest_spatialdata.loaders import PatchDataset, hest_squares
+
+
+def _hest_square_resized(sdata, dataset: PatchDataset, index: int, method: str) -> np.ndarray:
+    """HEST's square of the chosen level (black off the slide), resized by ``cv2.resize`` or PIL's bilinear filter."""
+    import cv2
+
+    level = np.asarray(_levels(sdata)[dataset.level].data).transpose(1, 2, 0)
+    x0, y0 = (int(v) for v in dataset._cutter.origins[index])
+    size = dataset._cutter.size
+    crop = np.zeros((size, size, 3), np.uint8)
+    xa, ya = max(x0, 0), max(y0, 0)
+    xb, yb = min(x0 + size, level.shape[1]), min(y0 + size, level.shape[0])
+    crop[ya - y0 : yb - y0, xa - x0 : xb - x0] = level[ya:yb, xa:xb]
+    out = (dataset.patch_size_px,) * 2
+    if method == "hest":
+        return cv2.resize(crop, out)
+    return crop if size == dataset.patch_size_px else np.asarray(Image.fromarray(crop).resize(out, Image.BILINEAR))
+
+
+def _levels(sdata) -> list:
+    tree = sdata["he"]
+    return [tree[name]["image"] for name in sorted(tree.children, key=lambda n: int(n.removeprefix("scale")))]
+
+
+def test_store_parts_equal_spatialdata(visium_store: Path, sdata) -> None:
+    """Transformations, level sizes and spot centres read from the files are spatialdata's own."""
+    from spatialdata.transformations import get_transformation
+
+    files = StoreFiles(visium_store)
+    levels = image_levels(files)
+    assert len(levels) == len(_levels(sdata)) > 2
+    for level, element in zip(levels, _levels(sdata), strict=True):
+        assert level.shape == tuple(element.shape)
+        matrix = get_transformation(element, "global").to_affine_matrix(("x", "y"), ("x", "y"))
+        np.testing.assert_allclose(level.to_level, np.linalg.inv(matrix), atol=1e-9)
+        microns = get_transformation(element, "microns").to_affine_matrix(("x", "y"), ("x", "y"))
+        assert level.um_per_px == pytest.approx(np.abs(np.diag(microns)[:2]).max())
+    ids, centres = shape_centres(files, "spots")
+    spots = sdata["spots"]
+    assert list(ids) == list(spots.index.astype(str))
+    np.testing.assert_allclose(centres, np.column_stack([spots.geometry.x, spots.geometry.y]))
+    table = read_spot_table(files)
+    assert table.uns["spatialdata_attrs"]["region"] == "spots"
+    assert (table.X != sdata["table"].X).nnz == 0
+
+
+@pytest.mark.parametrize(
+    ("patch_size_px", "um_per_px", "tolerance"),
+    [(224, 0.5, 0.01), (40, 3.0, 0.01), (20, 5.0, -0.55), (33, 3.4, -0.45), (32, 4.0, -0.49), (48, 2.0, 0.01)],
+)
+def test_resample_modes_are_their_resizes(sdata, patch_size_px, um_per_px, tolerance) -> None:
+    """``hest`` is cv2.resize of HEST's square, ``antialias`` PIL's bilinear resize of it, pixel for pixel, at
+    enlargements, reductions (1.7x of level 0, 2.5x), an integer factor (2x) and none (1x)."""
+    order = np.random.default_rng(0).permutation(len(sdata["table"]))[:40]
+    options = {"patch_size_px": patch_size_px, "um_per_px": um_per_px, "level_tolerance": tolerance}
+    datasets = {method: PatchDataset(sdata, resample=method, **options) for method in ("hest", "antialias")}
+    for method, dataset in datasets.items():
+        for i in order.tolist():
+            np.testing.assert_array_equal(dataset[i][0], _hest_square_resized(sdata, dataset, i, method))
+
+
+def test_hest_squares_follow_dump_patches() -> None:
+    """HEST's corner: ``int(centre - size_src // 2)`` (truncated toward zero), side ``round(224 * downsample)``."""
+    centres = np.array([[1000.6, 2000.2], [100.3, 5.0], [-3.7, 10.0]])
+    origins, size = hest_squares(centres, 224, 0.5 / 0.2738, 1.0)
+    size_src = 224 * 0.5 / 0.2738  # 409.06: HEST subtracts 204.0
+    assert size == 409
+    np.testing.assert_array_equal(origins, [[796, 1796], [-103, -199], [-207, -194]])
+    assert (origins == (centres - size_src // 2).astype(int)).all()
+    origins, size = hest_squares(centres, 224, 0.5 / 0.2, 2.0)  # level 1 of a 0.2 µm/px slide: 560 / 2
+    assert size == 280 and origins[0].tolist() == [360, 860]
+
+
+def test_bands_batches_and_single_patches_agree(visium_store: Path) -> None:
+    ahead = PatchDataset(visium_store, patch_size_px=40, um_per_px=3.0, read_ahead=True, threads=2)
+    single = PatchDataset(visium_store, patch_size_px=40, um_per_px=3.0, read_ahead=False, threads=1)
+    order = np.random.default_rng(3).permutation(len(ahead))[:200].tolist()
+    batch = ahead.__getitems__(order)
+    for i, (image, expression, barcode) in zip(order, batch, strict=True):
+        np.testing.assert_array_equal(image, single[i][0])
+        np.testing.assert_array_equal(expression, single[i][1])
+        assert barcode == single.barcodes[i]
+    cached = ahead._cutter.cache.nbytes
+    assert cached >= 200 * 40 * 40 * 3  # finished patches kept
+    np.testing.assert_array_equal(ahead[order[0]][0], batch[0][0])  # a second read copies the kept patch
+    ahead[order[0]][0][:] = 0
+    np.testing.assert_array_equal(ahead[order[0]][0], batch[0][0])  # ... so a caller cannot spoil it
+    copy = pickle.loads(pickle.dumps(ahead))  # what a DataLoader worker gets: no patches, no locks
+    assert copy._cutter.cache.nbytes == 0
+    np.testing.assert_array_equal(copy[order[1]][0], batch[1][0])
+    with pytest.raises(ValueError, match="resample must be one of"):
+        PatchDataset(visium_store, resample="nearest")
+
+
+def test_opening_imports_no_spatialdata(visium_store: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "import hest_spatialdata as hs\n"
+        "from hest_spatialdata.loaders import PatchDataset\n"
+        f"d = PatchDataset({str(visium_store)!r}, genes=None)\n"
+        "d[0]; d.__getitems__([1, 2])\n"
+        f"c = hs.open_cohort([{str(visium_store)!r}]).patch_dataset(n_genes=5)\n"
+        "c[0]\n"
+        "print('spatialdata' in sys.modules, 'geopandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_file_url_equals_local_path(visium_store: Path) -> None:
+    """A store named by URL is read through fsspec (here its LocalFileSystem), with the same results."""
+    local = PatchDataset(visium_store, patch_size_px=32, um_per_px=4.0)
+    remote = PatchDataset(f"file://{visium_store}", patch_size_px=32, um_per_px=4.0)
+    assert not remote._cutter.chunks.files.local
+    for i in (0, 5, len(local) - 1):
+        np.testing.assert_array_equal(remote[i][0], local[i][0])
+        np.testing.assert_array_equal(remote[i][1], local[i][1])
+
+
+def test_s3_store_equals_local(visium_store: Path, s3_bucket) -> None:
+    """The same dataset over a loopback S3 server (moto): same items, chunks fetched concurrently per band."""
+    import s3fs
+
+    from hest_spatialdata.cohort import CohortPatchDataset
+
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options)
+    fs.put(str(visium_store) + "/", f"{s3_bucket.name}/stores/{visium_store.name}", recursive=True)
+    url = s3_bucket.url("stores", visium_store.name)
+    local = PatchDataset(visium_store, patch_size_px=32, um_per_px=4.0, genes=None)
+    remote = PatchDataset(url, patch_size_px=32, um_per_px=4.0, storage_options=s3_bucket.storage_options)
+    order = np.random.default_rng(0).permutation(len(local))[:50].tolist()
+    for (image, expression, barcode), i in zip(remote.__getitems__(order), order, strict=True):
+        np.testing.assert_array_equal(image, local[i][0])
+        np.testing.assert_array_equal(expression, local[i][1])
+        assert barcode == local.barcodes[i]
+    assert s3_bucket.server.requests(f"{s3_bucket.name}/stores/{visium_store.name}/images") > 0
+    cohort_local = CohortPatchDataset({"S": visium_store}, patch_size_px=32, um_per_px=4.0, n_genes=5)
+    cohort_remote = CohortPatchDataset({"S": url}, patch_size_px=32, um_per_px=4.0, n_genes=5)
+    assert cohort_remote.genes == cohort_local.genes
+    for a, b in zip(cohort_remote.__getitems__([0, 7]), cohort_local.__getitems__([0, 7]), strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2:] == b[2:]
