@@ -1,0 +1,219 @@
+"""Patch embeddings written into the stores, in sopa's layout: :func:`embed`.
+
+Each store gets two elements: the shapes ``{name}_patches`` (the square each embedding saw, centred on its spot,
+indexed by the spot barcode) and the table ``{name}_embeddings`` annotating them: ``X`` the embeddings (float32),
+obs index the spot barcode, ``obsm["spatial"]`` the spot centres (level-0 px, as sopa's patch centroids) and
+``uns["embedding_config"]`` how they were made (sopa's keys ``patch_width``, ``level``, ``model_name`` and ours).
+Both are written to a temporary store next to the store, then moved into it (a rename each) and the root's
+consolidated metadata is rewritten last: an interrupted run leaves the store as it was, or with the shapes alone,
+which the next run replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hest_spatialdata._constants import REGION_KEY, SPOT_INSTANCE_KEY, CoordinateSystems
+from hest_spatialdata._version import __version__
+from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import geopandas as gpd
+
+    from hest_spatialdata.cohort import Cohort, CohortPatchDataset
+
+#: Patches per encoder call by default.
+DEFAULT_BATCH_SIZE = 64
+EMBED_PARTIAL_MARK = ".embed-"
+
+
+def embeddings_table(name: str) -> str:
+    """Name of the table of embeddings ``name`` (sopa's ``{model_name}_embeddings``)."""
+    return f"{name}_embeddings"
+
+
+def patches_shapes(name: str) -> str:
+    """Name of the shapes element the table of embeddings ``name`` annotates."""
+    return f"{name}_patches"
+
+
+def embed(
+    store_or_cohort: str | Path | Iterable[str | Path] | Cohort,
+    encoder: Any,
+    name: str | None = None,
+    patch_size_px: int = 224,
+    um_per_px: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Embed every spot's patch with ``encoder`` and write the embeddings into each store (sopa's layout).
+
+    Parameters
+    ----------
+    store_or_cohort
+        A store, a folder or glob of stores, a list of stores (see :func:`hest_spatialdata.open_cohort`), or a
+        :class:`~hest_spatialdata.Cohort`. Local stores only.
+    encoder
+        A callable ``(B, 3, H, W) float in [0, 1] -> (B, D)`` (torch tensor where torch is installed, else numpy;
+        ``name`` required), a torch module, a timm model name, or ``"histogram"`` (a small CPU encoder); see
+        :func:`~hest_spatialdata.benchmark.as_encoder`.
+    name
+        Name of the embeddings: the table ``{name}_embeddings`` annotating the shapes ``{name}_patches``.
+    patch_size_px, um_per_px
+        The patches (HEST-Benchmark: 224 px at 0.5 µm/px, 112 µm), from the cohort's patch dataset.
+    batch_size
+        Patches per encoder call.
+    device
+        torch device for torch and timm encoders (``"cuda"``); ``None``: CPU.
+    overwrite
+        Replace embeddings of the same name; without it, stores holding them are skipped.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    Sample id -> ``"written"`` or ``"skipped"``.
+    """
+    from hest_spatialdata._progress import new_progress
+
+    cohort = _as_cohort(store_or_cohort)
+    model = as_encoder(encoder, name, device)
+    table_name = embeddings_table(model.name)
+    todo = [s for s in cohort if overwrite or not (cohort.path(s) / "tables" / table_name).is_dir()]
+    status = {s: "skipped" for s in cohort if s not in todo}
+    if not todo:
+        return status
+    dataset = cohort.subset(todo).patch_dataset(genes=[], patch_size_px=patch_size_px, um_per_px=um_per_px)
+    with new_progress(disable=not progress) as bar:
+        task = bar.add_task(f"embedding with {model.name}", total=len(dataset))
+        for sample_id in todo:
+            barcodes, embeddings = embed_sample(dataset, sample_id, model, batch_size, lambda n: bar.advance(task, n))
+            table, shapes = embedding_elements(cohort.path(sample_id), dataset, sample_id, model, barcodes, embeddings)
+            write_elements(cohort.path(sample_id), {patches_shapes(model.name): shapes}, {table_name: table})
+            status[sample_id] = "written"
+    return status
+
+
+def embed_sample(
+    dataset: CohortPatchDataset, sample_id: str, encoder: Encoder, batch_size: int, advance: Callable[[int], Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The barcodes and embeddings (float32) of every item of ``sample_id``, in dataset order."""
+    indices = dataset.items_of([sample_id])
+    parts = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        parts.append(encoder(np.stack([dataset[i][0] for i in chunk])))
+        advance(len(chunk))
+    return dataset.barcodes[indices].astype(str), np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def embedding_elements(
+    store: Path, dataset: CohortPatchDataset, sample_id: str, encoder: Encoder, barcodes: np.ndarray, x: np.ndarray
+) -> tuple[ad.AnnData, gpd.GeoDataFrame]:
+    """The table of embeddings and the patch squares it annotates (centred on the spots, level-0 px)."""
+    import anndata as ad
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.store import store_attrs
+
+    pixel_size = float((store_attrs(store) or {})["pixel_size_um"])
+    spots = read_spot_table(store)
+    ids = pd.Index(np.asarray(spots.obs.get(SPOT_INSTANCE_KEY, spots.obs_names)).astype(str))
+    centres = np.asarray(spots.obsm["spatial"], dtype=np.float64)[ids.get_indexer(barcodes)]
+    half = dataset.patch_size_px * dataset.um_per_px / pixel_size / 2
+    squares = shapely.box(centres[:, 0] - half, centres[:, 1] - half, centres[:, 0] + half, centres[:, 1] + half)
+    shapes_name = patches_shapes(encoder.name)
+    index = pd.Index(barcodes, dtype=object)
+    transformations = {
+        CoordinateSystems.GLOBAL.value: Identity(),
+        CoordinateSystems.MICRONS.value: Scale([pixel_size] * 2, ("x", "y")),
+    }
+    shapes = ShapesModel.parse(gpd.GeoDataFrame(geometry=squares, index=index), transformations=transformations)
+    obs = pd.DataFrame(
+        {REGION_KEY: pd.Categorical([shapes_name] * len(index)), SPOT_INSTANCE_KEY: barcodes}, index=index
+    )
+    table = TableModel.parse(
+        ad.AnnData(X=x, obs=obs), region=shapes_name, region_key=REGION_KEY, instance_key=SPOT_INSTANCE_KEY
+    )
+    table.obsm["spatial"] = centres
+    single = dataset.dataset(sample_id)
+    table.uns["embedding_config"] = {
+        "patch_width": dataset.patch_size_px,
+        "patch_size_px": dataset.patch_size_px,
+        "um_per_px": dataset.um_per_px,
+        "level": int(single.level),
+        "level_um_per_px": float(single.level_um_per_px),
+        "model_name": encoder.name,
+        "encoder": encoder.name,
+        "encoder_kind": encoder.kind,
+        "encoder_version": encoder.version,
+        "hest_spatialdata_version": __version__,
+    }
+    return table, shapes
+
+
+def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) -> None:
+    """Add (or replace) elements in a local store: written aside, moved in, consolidated metadata last.
+
+    The elements are written by spatialdata to a temporary store next to ``store``; each element folder is then
+    renamed into ``store`` (an existing one of the same name is moved aside first and deleted at the end), shapes
+    before tables, and zarr's consolidated metadata of the root is rewritten once all are in place. Nothing else
+    of the store is touched.
+    """
+    import spatialdata as sd
+
+    store = Path(store)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = store.with_name(f".{store.name}{EMBED_PARTIAL_MARK}{tag}")
+    old = store.with_name(f".{store.name}.old-{tag}")
+    try:
+        sd.SpatialData(shapes=shapes, tables=tables).write(partial)
+        for kind, names in (("shapes", shapes), ("tables", tables)):
+            for name in names:
+                _move_in(partial / kind, store / kind, name, old / kind)
+        _consolidate(store)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_in(source: Path, target: Path, name: str, aside: Path) -> None:
+    if not target.is_dir():  # the store has no element of this kind yet: the group moves in with it
+        source.rename(target)
+        return
+    if (target / name).exists():
+        aside.mkdir(parents=True, exist_ok=True)
+        (target / name).rename(aside / name)
+    (source / name).rename(target / name)
+
+
+def _consolidate(store: Path) -> None:
+    """Rewrite the root's consolidated metadata (what ``SpatialData.write_consolidated_metadata`` does)."""
+    import zarr
+
+    with warnings.catch_warnings():  # parquet files in shapes/ are not zarr nodes: zarr warns about them
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(zarr.storage.LocalStore(store))
+
+
+def _as_cohort(source: Any) -> Cohort:
+    from hest_spatialdata.cohort import Cohort, open_cohort
+
+    return source if isinstance(source, Cohort) else open_cohort(source)
