@@ -215,6 +215,10 @@ def test_result_files_and_options(stores: Path, tmp_path: Path) -> None:
     assert saved["pearson_mean"] == pytest.approx(result.pearson_mean) and saved["genes"] == result.genes
     table = pd.read_csv(pd.io.common.StringIO(result.to_csv()), index_col="gene")
     np.testing.assert_allclose(table[["fold0", "fold1"]].to_numpy(), result.per_gene.to_numpy())
+    given = hs.benchmark(stores, embeddings=NAME, genes=["Gad1", "Penk"], seed=3, folds=result.folds[::-1])
+    np.testing.assert_array_equal(given.per_gene.to_numpy(), result.per_gene.to_numpy()[:, ::-1])
+    with pytest.raises(ValueError, match="not in the cohort: TENX95"):
+        hs.benchmark(stores, embeddings=NAME, genes=["Gad1"], folds=[(["COHST"], ["TENX95"])])
     with pytest.raises(ValueError, match="2 to 2 folds"):
         hs.benchmark(stores, embeddings=NAME, genes=["Gad1"], n_folds=3)
     with pytest.raises(KeyError, match="sample COHST has no embeddings 'nope'"):

@@ -169,6 +169,8 @@ def benchmark(
     genes: Sequence[str] | None = None,
     n_folds: int | None = None,
     seed: int = 1,
+    *,
+    folds: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
 ) -> BenchmarkResult:
     """Run HEST-Benchmark's protocol on the embeddings ``embeddings`` of a cohort's stores.
 
@@ -184,6 +186,9 @@ def benchmark(
         ``None``: one fold per (dataset, patient) group; else that many folds (see :func:`benchmark_folds`).
     seed
         ``random_state`` of PCA and ridge (HEST's default: 1).
+    folds
+        Explicit ``(train sample ids, test sample ids)`` per fold (e.g. HEST's shipped ``splits/train_i.csv`` /
+        ``test_i.csv``) instead of :func:`benchmark_folds`.
 
     Returns
     -------
@@ -193,6 +198,8 @@ def benchmark(
     ------
     KeyError
         If a store holds no such embeddings, or lacks a gene.
+    ValueError
+        For folds that cannot be made, or explicit folds naming samples outside the cohort.
     """
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.cohort import Cohort, open_cohort
@@ -202,7 +209,10 @@ def benchmark(
     tables = {s: read_spot_table(cohort.path(s)) for s in cohort}
     genes = list(genes) if genes is not None else benchmark_genes(tables.values())
     data = {s: _sample_data(cohort.path(s), tables[s], embeddings, genes, s) for s in cohort}
-    folds = benchmark_folds(cohort, n_folds)
+    folds = benchmark_folds(cohort, n_folds) if folds is None else [(list(a), list(b)) for a, b in folds]
+    unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(data))
+    if unknown:
+        raise ValueError(f"the folds name samples not in the cohort: {', '.join(unknown)}")
     columns, n_spots = {}, []
     for k, (train, test) in enumerate(folds):
         x_train, y_train = (np.concatenate([data[s][i] for s in train]) for i in (0, 1))
