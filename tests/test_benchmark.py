@@ -89,6 +89,7 @@ def test_embed_skips_replaces_and_leaves_the_rest_untouched(cohort_dir: Path, tm
     shutil.copytree(cohort_dir / "COHST.zarr", tmp_path / "COHST.zarr")
     store = tmp_path / "COHST.zarr"
     before, root_before = _files(store), json.loads((store / "zarr.json").read_text())
+    (tmp_path / ".COHST.zarr.partial-999999999-deadbeef" / "shapes").mkdir(parents=True)  # left by a killed run
     assert hs.embed(store, "histogram", patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False) == {
         "COHST": "written"
     }

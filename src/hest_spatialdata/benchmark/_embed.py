@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 #: Patches per encoder call by default.
 DEFAULT_BATCH_SIZE = 64
-EMBED_PARTIAL_MARK = ".embed-"
 
 
 def embeddings_table(name: str) -> str:
@@ -103,7 +102,7 @@ def embed(
             table, shapes = embedding_elements(cohort.path(sample_id), dataset, sample_id, model, barcodes, embeddings)
             write_elements(cohort.path(sample_id), {patches_shapes(model.name): shapes}, {table_name: table})
             status[sample_id] = "written"
-    return status
+    return {s: status[s] for s in cohort}
 
 
 def embed_sample(
@@ -172,16 +171,20 @@ def embedding_elements(
 def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) -> None:
     """Add (or replace) elements in a local store: written aside, moved in, consolidated metadata last.
 
-    The elements are written by spatialdata to a temporary store next to ``store``; each element folder is then
+    The elements are written by spatialdata to a temporary store next to ``store`` (named as the converter names
+    its partial stores, so that either removes those a killed process left); each element folder is then
     renamed into ``store`` (an existing one of the same name is moved aside first and deleted at the end), shapes
     before tables, and zarr's consolidated metadata of the root is rewritten once all are in place. Nothing else
     of the store is touched.
     """
     import spatialdata as sd
 
+    from hest_spatialdata.store import PARTIAL_MARK, remove_stale_partials
+
     store = Path(store)
+    remove_stale_partials(store.parent, store.name.removesuffix(".zarr"))  # left by a killed run
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    partial = store.with_name(f".{store.name}{EMBED_PARTIAL_MARK}{tag}")
+    partial = store.with_name(f".{store.name}{PARTIAL_MARK}{tag}")
     old = store.with_name(f".{store.name}.old-{tag}")
     try:
         sd.SpatialData(shapes=shapes, tables=tables).write(partial)
