@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +161,10 @@ def _hest_get_k_genes(adatas, k: int = 50) -> list[str]:
         common = current if common is None else np.intersect1d(common, current)
     common = [g for g in common if "BLANK" not in g and "Control" not in g]
     stacked = pd.concat([adata.to_df()[common] for adata in adatas])
-    st = ad.AnnData(stacked.astype(np.float32))
-    sc.pp.filter_genes(st, min_cells=0)
+    with warnings.catch_warnings():  # the samples' barcodes repeat across samples, as in HEST's own stacking
+        warnings.simplefilter("ignore", UserWarning)
+        st = ad.AnnData(stacked.astype(np.float32))
+        sc.pp.filter_genes(st, min_cells=0)
     sc.pp.log1p(st)
     sc.pp.highly_variable_genes(st, n_top_genes=k)
     return st.var_names[st.var["highly_variable"]][:k].tolist()
