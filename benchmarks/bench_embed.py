@@ -7,8 +7,8 @@ subprocess (``_harness.py``), in alternating order over ``--repeat`` rounds:
 - ``patches``: the cohort patch dataset's items (224 px at 0.5 µm/px) in the order ``embed`` reads them (each sample's
   spots in turn), stacked into batches of ``--batch-size``: the rate the encoder is fed at;
 - ``encoder``: the built-in ``histogram`` encoder alone on one batch of those patches, repeated: its own rate;
-- ``embed``: ``hs.embed(stores, "histogram", overwrite=True)``: patches, encoder and the atomic write of the two
-  elements into every store.
+- ``embed``: ``hs.embed(stores, "histogram", spots="all", overwrite=True)``: patches, encoder and the atomic write of
+  the two elements into every store (every spot, as the two others read).
 
 Printed per run: patches/s, CPU seconds (user+sys of the process) and the 1-minute load around it; then a table with
 the best rates and ``embed`` as a fraction of its limit measured in the same run: reading the patches then encoding
@@ -45,7 +45,7 @@ def child(mode: str, n_stores: int, batch_size: int) -> dict[str, Any]:
     stores = cohort_dir(n_stores) / "stores"
     if mode == "embed":
         with _harness.Stopwatch() as run:
-            status = hs.embed(stores, "histogram", batch_size=batch_size, overwrite=True, progress=False)
+            status = hs.embed(stores, "histogram", batch_size=batch_size, spots="all", overwrite=True, progress=False)
         n = sum(hs.open_cohort(stores).table["n_spots"])
         assert set(status.values()) == {"written"}
         return {"n": int(n), "s": run.wall, "cpu": run.cpu}

@@ -3,6 +3,10 @@
 Three converted samples of two patients (``hest_spatialdata.example.cohort``): COHV1 and COHV2 of PATIENT_A, COHST of
 PATIENT_B, one dataset. The encoder is a real deterministic feature extractor (colour histograms and a fixed random
 projection, numpy only), so everything runs without torch.
+
+In the example every spot has a HEST patch; in the benchmark stores below COHV1's ``patches`` keep only the spots of
+the left 70 % of the slide (as when HEST drops the patches of spots off tissue) and COHST has none (a store converted
+without its patch file), so that the spots HEST-Benchmark uses differ from the table's.
 """
 
 from __future__ import annotations
@@ -26,17 +30,43 @@ from .helpers import TEST_PIXEL_SIZE_UM
 
 PATCH_PX, UM_PER_PX = 32, 4.0  # 128 µm patches of the 2 µm/px test slides: level 1, small and fast
 NAME = "hist"
+PATCHES_KEPT = 0.7  # COHV1's patches: the spots left of this quantile of x
+
+
+def _trim_patches(cohort_dir: Path, out: Path) -> None:
+    """Copy the cohort stores into ``out``; COHV1 keeps the patches of its left 70 %, COHST loses its patches."""
+    import spatialdata as sd
+
+    for store in cohort_dir.glob("*.zarr"):
+        shutil.copytree(store, out / store.name)
+    sdata = sd.read_zarr(out / "COHV1.zarr", selection=("shapes",))
+    patches = sdata["patches"]
+    x = patches.geometry.centroid.x
+    kept = patches[x <= x.quantile(PATCHES_KEPT)]
+    sdata.delete_element_from_disk("patches")
+    sdata["patches"] = kept
+    sdata.write_element("patches")
+    sd.read_zarr(out / "COHST.zarr", selection=("shapes",)).delete_element_from_disk("patches")
 
 
 @pytest.fixture(scope="module")
 def stores(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the cohort stores with the ``hist`` embeddings (read-only)."""
+    """A copy of the cohort stores (patches trimmed, see the module docstring) with the ``hist`` embeddings."""
     out = tmp_path_factory.mktemp("bench_stores")
-    for store in cohort_dir.glob("*.zarr"):
-        shutil.copytree(store, out / store.name)
+    _trim_patches(cohort_dir, out)
     status = hs.embed(out, HistogramEncoder(), NAME, PATCH_PX, UM_PER_PX, batch_size=100, progress=False)
     assert status == dict.fromkeys(["COHST", "COHV1", "COHV2"], "written")
+    every = hs.embed(out, HistogramEncoder(), f"{NAME}_all", PATCH_PX, UM_PER_PX, spots="all", progress=False)
+    assert every == status
     return out
+
+
+def _used_spots(sdata) -> list[str]:
+    """The spots HEST-Benchmark uses, read independently: the patches' barcodes, else every spot of the table."""
+    spot_ids = sdata["table"].obs["spot_id"].astype(str)
+    if "patches" not in sdata.shapes:
+        return spot_ids.tolist()
+    return spot_ids[spot_ids.isin(sdata["patches"].index.astype(str))].tolist()
 
 
 def _dense(x) -> np.ndarray:
@@ -66,12 +96,13 @@ def test_embeddings_are_a_table_annotating_the_patch_shapes(stores: Path) -> Non
         table, squares, spots = sdata[f"{NAME}_embeddings"], sdata[f"{NAME}_patches"], sdata["spots"]
         assert get_table_keys(table) == (f"{NAME}_patches", "region", "spot_id")
         assert table.obs_names.tolist() == table.obs["spot_id"].tolist() == squares.index.tolist()
-        assert sorted(table.obs_names) == sorted(sdata["table"].obs["spot_id"])  # one embedding per spot
+        assert table.obs_names.tolist() == _used_spots(sdata)  # one embedding per patch spot, in table order
+        assert table.uns["embedding_config"]["spots"] == ("all" if store.name == "COHST.zarr" else "patches")
         # the embeddings are the encoder's on the patches the single-store loader cuts at those spots
         patches = PatchDataset(store, PATCH_PX, UM_PER_PX, barcodes=table.obs_names)
         expected = HistogramEncoder()(to_unit_floats(np.stack([patches.image(i) for i in range(len(patches))])))
         np.testing.assert_allclose(table.X, expected, rtol=1e-5, atol=1e-6)
-        assert table.X.dtype == np.float32 and table.X.shape == (len(spots), 64)
+        assert table.X.dtype == np.float32 and table.X.shape == (len(_used_spots(sdata)), 64)
         # obsm["spatial"] = the spot centres; the shapes = 128 µm squares centred on them, in both systems
         centres = spots.loc[table.obs_names].geometry.get_coordinates().to_numpy()
         np.testing.assert_array_equal(table.obsm["spatial"], centres)
@@ -131,6 +162,8 @@ def test_a_failing_encoder_leaves_the_next_store_as_it_was(cohort_dir: Path, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["COHST.zarr", "COHV1.zarr"]
     with pytest.raises(ValueError, match="needs a name"):
         hs.embed(tmp_path, _FailsOnSecondSample())
+    with pytest.raises(ValueError, match="spots must be one of"):
+        hs.embed(tmp_path, "histogram", spots="tissue")
 
 
 def test_torch_module_encoder(cohort_dir: Path, tmp_path: Path) -> None:
@@ -177,21 +210,27 @@ def _by_hest_name(table):
                       var=pd.DataFrame(index=table.var["gene_name"].astype(str).to_numpy()))  # fmt: skip
 
 
-def test_benchmark_equals_scanpy_and_sklearn(stores: Path) -> None:
+def test_benchmark_equals_scanpy_and_sklearn(stores: Path, caplog: pytest.LogCaptureFixture) -> None:
     import spatialdata as sd
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
     result = hs.benchmark(stores, embeddings=NAME)
+    assert "sample COHST has no 'patches' shapes" in caplog.text  # falls back to all its spots, and says so
+    assert result.spots == {"COHST": "all", "COHV1": "patches", "COHV2": "patches"}
     samples = {s: sd.read_zarr(stores / f"{s}.zarr") for s in ("COHST", "COHV1", "COHV2")}
     counts = {s: _by_hest_name(sdata["table"]) for s, sdata in samples.items()}
+    # HEST's get_k_genes runs on each sample's whole st h5ad (get_k_genes_from_df): every spot of the table
     genes = _hest_get_k_genes(list(counts.values()))
     assert result.genes == genes and len(genes) == 50
     # (dataset, patient) groups: PATIENT_A's two samples, then PATIENT_B's one
     assert result.folds == [(["COHST"], ["COHV1", "COHV2"]), (["COHV1", "COHV2"], ["COHST"])]
-    x = {s: sdata[f"{NAME}_embeddings"].X for s, sdata in samples.items()}
-    y = {s: np.log1p(counts[s][samples[s][f"{NAME}_embeddings"].obs_names, genes].X.astype(np.float64)) for s in x}
+    # embeddings and targets: the spots of HEST's patch file (HEST's load_adata(barcodes=the patches' barcodes))
+    used = {s: _used_spots(sdata) for s, sdata in samples.items()}
+    assert len(used["COHV1"]) < 0.75 * samples["COHV1"]["table"].n_obs and len(used["COHV2"]) == 1554
+    x = {s: sdata[f"{NAME}_all_embeddings"][used[s]].X for s, sdata in samples.items()}
+    y = {s: np.log1p(counts[s][used[s], genes].X.astype(np.float64)) for s in x}
     for fold, (train, test) in enumerate(result.folds):
         x_train, x_test = np.vstack([x[s] for s in train]), np.vstack([x[s] for s in test])
         y_train, y_test = np.vstack([y[s] for s in train]), np.vstack([y[s] for s in test])
@@ -209,6 +248,12 @@ def test_benchmark_equals_scanpy_and_sklearn(stores: Path) -> None:
         fold_means.std()
     )
     assert 0.02 < result.pearson_mean < 0.5  # colour histograms carry some signal, far from a foundation model
+    # embeddings of every spot, benchmarked on the patch spots: the same; on all of them: more spots, another score
+    on_patches = hs.benchmark(stores, embeddings=f"{NAME}_all", genes=genes)
+    np.testing.assert_allclose(on_patches.per_gene.to_numpy(), result.per_gene.to_numpy(), rtol=1e-5, atol=1e-6)
+    everything = hs.benchmark(stores, embeddings=f"{NAME}_all", genes=genes, spots="all")
+    assert everything.spots == dict.fromkeys(["COHST", "COHV1", "COHV2"], "all")
+    assert everything.n_spots == [(1554, 3108), (3108, 1554)] and everything.pearson_mean != result.pearson_mean
 
 
 def test_result_files_and_options(stores: Path, tmp_path: Path) -> None:
@@ -229,6 +274,8 @@ def test_result_files_and_options(stores: Path, tmp_path: Path) -> None:
         hs.benchmark(stores, embeddings="nope", genes=["Gad1"])
     with pytest.raises(KeyError, match="sample COHST has no gene NotAGene"):
         hs.benchmark(stores, embeddings=NAME, genes=["NotAGene"])
+    with pytest.raises(ValueError, match="spots must be one of 'patches', 'all', got 'tissue'"):
+        hs.benchmark(stores, embeddings=NAME, genes=["Gad1"], spots="tissue")
 
 
 def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None:
@@ -292,3 +339,6 @@ def test_embed_and_benchmark_commands(cohort_dir: Path, tmp_path: Path) -> None:
     unknown = runner.invoke(main, ["benchmark", str(tmp_path / "stores"), "--embeddings", "x", "-o", str(out),
                                    "--bench-task", "HCC"])  # fmt: skip
     assert unknown.exit_code == 2 and "unknown task(s) HCC" in unknown.output
+    spots = runner.invoke(main, ["benchmark", str(tmp_path / "stores"), "--embeddings", "histogram", "-o", str(out),
+                                 "--spots", "tissue"])  # fmt: skip
+    assert spots.exit_code == 2 and "'tissue' is not one of 'patches', 'all'" in spots.output

@@ -7,21 +7,26 @@ obs index the spot barcode, ``obsm["spatial"]`` the spot centres (level-0 px, as
 Both are written to a temporary store next to the store, then moved into it (a rename each) and the root's
 consolidated metadata is rewritten last: an interrupted run leaves the store as it was, or with the shapes alone,
 which the next run replaces.
+
+The spots embedded are, by default, those HEST-Benchmark uses: the spots of HEST's patch file (the store's
+``patches`` shapes, indexed by barcode: the spots HEST kept under tissue); :func:`select_spots`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 
-from hest_spatialdata._constants import REGION_KEY, SPOT_INSTANCE_KEY, CoordinateSystems
+from hest_spatialdata._constants import REGION_KEY, SPOT_INSTANCE_KEY, CoordinateSystems, Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
 
@@ -33,6 +38,10 @@ if TYPE_CHECKING:
 
 #: Patches per encoder call by default.
 DEFAULT_BATCH_SIZE = 64
+#: Which spots are embedded and benchmarked: those of HEST's patch file (the ``patches`` shapes), or all of the table.
+SPOT_SETS = ("patches", "all")
+
+log = logging.getLogger(__name__)
 
 
 def embeddings_table(name: str) -> str:
@@ -54,10 +63,11 @@ def embed(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     *,
+    spots: Literal["patches", "all"] = "patches",
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Embed every spot's patch with ``encoder`` and write the embeddings into each store (sopa's layout).
+    """Embed the spots' patches with ``encoder`` and write the embeddings into each store (sopa's layout).
 
     Parameters
     ----------
@@ -76,6 +86,10 @@ def embed(
         Patches per encoder call.
     device
         torch device for torch and timm encoders (``"cuda"``); ``None``: CPU.
+    spots
+        ``"patches"``: the spots of HEST's patch file, as HEST-Benchmark (the store's ``patches`` shapes; a store
+        without them falls back to all its spots, with a logged warning); ``"all"``: every spot of the table.
+        Recorded as ``uns["embedding_config"]["spots"]`` (what was used).
     overwrite
         Replace embeddings of the same name; without it, stores holding them are skipped.
     progress
@@ -84,9 +98,15 @@ def embed(
     Returns
     -------
     Sample id -> ``"written"`` or ``"skipped"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``spots``, or a store none of whose spots is in its ``patches`` shapes.
     """
     from hest_spatialdata._progress import new_progress
 
+    check_spots(spots)
     cohort = _as_cohort(store_or_cohort)
     model = as_encoder(encoder, name, device)
     table_name = embeddings_table(model.name)
@@ -95,27 +115,80 @@ def embed(
     if not todo:
         return status
     dataset = cohort.subset(todo).patch_dataset(genes=[], patch_size_px=patch_size_px, um_per_px=um_per_px)
+    items = {s: _items(dataset, cohort.path(s), s, spots) for s in todo}
     with new_progress(disable=not progress) as bar:
-        task = bar.add_task(f"embedding with {model.name}", total=len(dataset))
+        task = bar.add_task(f"embedding with {model.name}", total=sum(len(i) for i, _ in items.values()))
         for sample_id in todo:
-            barcodes, embeddings = embed_sample(dataset, sample_id, model, batch_size, lambda n: bar.advance(task, n))
+            indices, used = items[sample_id]
+            embeddings = embed_items(dataset, indices, model, batch_size, lambda n: bar.advance(task, n))
+            barcodes = dataset.barcodes[indices].astype(str)
             table, shapes = embedding_elements(cohort.path(sample_id), dataset, sample_id, model, barcodes, embeddings)
+            table.uns["embedding_config"]["spots"] = used
             write_elements(cohort.path(sample_id), {patches_shapes(model.name): shapes}, {table_name: table})
             status[sample_id] = "written"
     return {s: status[s] for s in cohort}
 
 
-def embed_sample(
-    dataset: CohortPatchDataset, sample_id: str, encoder: Encoder, batch_size: int, advance: Callable[[int], Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The barcodes and embeddings (float32) of every item of ``sample_id``, in dataset order."""
+def select_spots(store: str | Path, barcodes: np.ndarray, spots: str, sample_id: str) -> tuple[np.ndarray, str]:
+    """Which of a store's spots ``barcodes`` HEST-Benchmark uses, and the rule applied (``"patches"`` or ``"all"``).
+
+    With ``spots="patches"``, those in the store's ``patches`` shapes (the barcodes of HEST's patch file: HEST
+    cuts no patch for a spot off the slide or mostly off tissue, so HEST-Benchmark never sees it); a store without
+    that element keeps all, with a logged warning naming the sample. ``spots="all"`` keeps all.
+
+    Returns
+    -------
+    A boolean mask over ``barcodes``, and ``"patches"`` or ``"all"``.
+
+    Raises
+    ------
+    ValueError
+        If none of ``barcodes`` is in the ``patches`` shapes.
+    """
+    check_spots(spots)
+    patches = patch_barcodes(store) if spots == "patches" else None
+    if patches is None:
+        if spots == "patches":
+            log.warning("sample %s has no %r shapes (HEST's patch file): all its spots are used", sample_id, "patches")
+        return np.ones(len(barcodes), dtype=bool), "all"
+    keep = np.isin(np.asarray(barcodes).astype(str), patches)
+    if not keep.any():
+        raise ValueError(f"sample {sample_id}: no spot of its table is in its patches ({Path(store) / 'shapes'})")
+    return keep, "patches"
+
+
+def patch_barcodes(store: str | Path) -> np.ndarray | None:
+    """The barcodes of a store's ``patches`` shapes (the index of its Parquet file), ``None`` without the element."""
+    folder = Path(store) / "shapes" / Elements.PATCHES.value
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return None
+    return np.concatenate([pd.read_parquet(f, columns=[]).index.astype(str).to_numpy() for f in files])
+
+
+def check_spots(spots: str) -> None:
+    """Raise ``ValueError`` unless ``spots`` is one of :data:`SPOT_SETS`."""
+    if spots not in SPOT_SETS:
+        raise ValueError(f"spots must be one of {', '.join(map(repr, SPOT_SETS))}, got {spots!r}")
+
+
+def _items(dataset: CohortPatchDataset, store: Path, sample_id: str, spots: str) -> tuple[np.ndarray, str]:
+    """The dataset items of ``sample_id`` to embed, and the spot rule applied."""
     indices = dataset.items_of([sample_id])
+    keep, used = select_spots(store, dataset.barcodes[indices], spots, sample_id)
+    return indices[keep], used
+
+
+def embed_items(
+    dataset: CohortPatchDataset, indices: np.ndarray, encoder: Encoder, batch_size: int, advance: Callable[[int], Any]
+) -> np.ndarray:
+    """The embeddings (float32) of the dataset items ``indices``, in that order."""
     parts = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         parts.append(encoder(np.stack([dataset[i][0] for i in chunk])))
         advance(len(chunk))
-    return dataset.barcodes[indices].astype(str), np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def embedding_elements(
@@ -124,7 +197,6 @@ def embedding_elements(
     """The table of embeddings and the patch squares it annotates (centred on the spots, level-0 px)."""
     import anndata as ad
     import geopandas as gpd
-    import pandas as pd
     import shapely
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import Identity, Scale

@@ -14,13 +14,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY
-from hest_spatialdata.benchmark._embed import embeddings_table
+from hest_spatialdata.benchmark._embed import check_spots, embeddings_table, select_spots
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -52,6 +52,8 @@ class BenchmarkResult:
         Seed of PCA and ridge.
     n_spots
         ``(n_train, n_test)`` spots per fold.
+    spots
+        Sample id -> the spots used: ``"patches"`` (those of HEST's patch file) or ``"all"``.
     """
 
     embeddings: str
@@ -60,6 +62,7 @@ class BenchmarkResult:
     per_gene: pd.DataFrame
     seed: int
     n_spots: list[tuple[int, int]] = field(default_factory=list)
+    spots: dict[str, str] = field(default_factory=dict)
 
     @property
     def pearson_per_fold(self) -> np.ndarray:
@@ -86,6 +89,7 @@ class BenchmarkResult:
             "genes": self.genes,
             "folds": [{"train": list(train), "test": list(test)} for train, test in self.folds],
             "n_spots": [{"train": a, "test": b} for a, b in self.n_spots],
+            "spots": self.spots,
             "seed": self.seed,
             "pearson_corrs": [
                 {"name": g, "pearson_corrs": row.tolist(), "mean": float(np.mean(row)), "std": float(np.std(row))}
@@ -171,6 +175,7 @@ def benchmark(
     seed: int = 1,
     *,
     folds: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+    spots: Literal["patches", "all"] = "patches",
 ) -> BenchmarkResult:
     """Run HEST-Benchmark's protocol on the embeddings ``embeddings`` of a cohort's stores.
 
@@ -189,6 +194,11 @@ def benchmark(
     folds
         Explicit ``(train sample ids, test sample ids)`` per fold (e.g. HEST's shipped ``splits/train_i.csv`` /
         ``test_i.csv``) instead of :func:`benchmark_folds`.
+    spots
+        ``"patches"``: the embedded spots that are in the store's ``patches`` shapes (HEST's patch file), as
+        HEST-Benchmark (a store without them: all its embedded spots, with a logged warning); ``"all"``: every
+        embedded spot. The genes are chosen on all the spots of the tables either way, as HEST's ``get_k_genes``
+        (run on each sample's whole st h5ad).
 
     Returns
     -------
@@ -205,10 +215,11 @@ def benchmark(
     from hest_spatialdata.cohort import Cohort, open_cohort
     from hest_spatialdata.cohort._expression import read_spot_table
 
+    check_spots(spots)
     cohort = cohort if isinstance(cohort, Cohort) else open_cohort(cohort)
     tables = {s: read_spot_table(cohort.path(s)) for s in cohort}
     genes = list(genes) if genes is not None else benchmark_genes(tables.values())
-    data = {s: _sample_data(cohort.path(s), tables[s], embeddings, genes, s) for s in cohort}
+    data = {s: _sample_data(cohort.path(s), tables[s], embeddings, genes, s, spots) for s in cohort}
     folds = benchmark_folds(cohort, n_folds) if folds is None else [(list(a), list(b)) for a, b in folds]
     unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(data))
     if unknown:
@@ -220,7 +231,7 @@ def benchmark(
         columns[f"fold{k}"] = fold_pearson(x_train, y_train, x_test, y_test, seed)
         n_spots.append((len(x_train), len(x_test)))
     per_gene = pd.DataFrame(columns, index=pd.Index(genes, name="gene"))
-    return BenchmarkResult(embeddings, genes, folds, per_gene, seed, n_spots)
+    return BenchmarkResult(embeddings, genes, folds, per_gene, seed, n_spots, {s: data[s][2] for s in data})
 
 
 def fold_pearson(
@@ -245,9 +256,12 @@ def fold_pearson(
 
 
 def _sample_data(
-    path: Path, table: ad.AnnData, embeddings: str, genes: Sequence[str], sample_id: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's embeddings and ``log1p`` counts of ``genes`` (float64, as HEST's ``load_adata``), by barcode."""
+    path: Path, table: ad.AnnData, embeddings: str, genes: Sequence[str], sample_id: str, spots: str
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """One sample's embeddings, ``log1p`` counts of ``genes`` (float64, HEST's ``load_adata``) and spot rule applied.
+
+    The rows are the embedded spots ``spots`` selects (:func:`select_spots`), the counts matched by barcode.
+    """
     import anndata as ad
     import scipy.sparse as sp
 
@@ -258,6 +272,8 @@ def _sample_data(
         raise KeyError(f"sample {sample_id} has no embeddings {embeddings!r} ({element}); run embed first")
     emb = ad.io.read_zarr(element)
     barcodes = np.asarray(emb.obs.get(SPOT_INSTANCE_KEY, emb.obs_names)).astype(str)
+    keep, used = select_spots(path, barcodes, spots, sample_id)
+    barcodes, x = barcodes[keep], np.asarray(emb.X, dtype=np.float32)[keep]
     ids = pd.Index(np.asarray(table.obs.get(SPOT_INSTANCE_KEY, table.obs_names)).astype(str))
     names = hest_gene_names(table)
     first = ~names.duplicated()
@@ -270,4 +286,4 @@ def _sample_data(
         raise KeyError(f"sample {sample_id}: {(rows < 0).sum()} embedded spots are not in its table")
     counts = table.X[rows][:, np.flatnonzero(first)[at]]
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    return np.asarray(emb.X, dtype=np.float32), np.log1p(counts.astype(np.float64))
+    return x, np.log1p(counts.astype(np.float64)), used

@@ -14,6 +14,14 @@ if TYPE_CHECKING:
     from hest_spatialdata.cohort import Cohort
 
 
+def spots_option(what: str) -> Any:
+    """``--spots patches|all``: the spots of HEST's patch file (default) or all of the table."""
+    return click.option(
+        "--spots", type=click.Choice(["patches", "all"]), default="patches", show_default=True,
+        help=f"{what}: those of HEST's patch file (the store's 'patches' shapes; all where a store has none), or all.",
+    )  # fmt: skip
+
+
 def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[str, Any]) -> Cohort:
     """The cohort of STORES (folders, stores or globs) less what the filters leave out; exits on bad input."""
     from hest_spatialdata.cohort import open_cohort
@@ -41,6 +49,7 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default=None, help="torch device, e.g. cuda. [default: cpu]")
 @click.option("--overwrite", is_flag=True, help="Replace embeddings of the same name (else those stores are skipped).")
+@spots_option("Spots embedded")
 @id_option("Sample id (repeatable).")
 @filter_options
 @quiet_option
@@ -53,18 +62,19 @@ def embed_command(
     batch_size: int,
     device: str | None,
     overwrite: bool,
+    spots: str,
     sample_ids: tuple[str, ...],
     quiet: bool,
     **filters: Any,
 ) -> None:
-    """Embed every spot's patch of STORES with an encoder; write {name}_embeddings into each store (sopa's layout)."""
+    """Embed the spots' patches of STORES with an encoder; write {name}_embeddings into each store (sopa's layout)."""
     from hest_spatialdata.benchmark._embed import embed
 
     cohort = _open(stores, sample_ids, filters)
     try:
         status = embed(
             cohort, encoder, name=name, patch_size_px=patch_size_px, um_per_px=um_per_px, batch_size=batch_size,
-            device=device, overwrite=overwrite, progress=not quiet,
+            device=device, spots=spots, overwrite=overwrite, progress=not quiet,
         )  # fmt: skip
     except (ImportError, ValueError) as e:
         fail(str(e))
@@ -85,6 +95,7 @@ def embed_command(
 )
 @click.option("--n-folds", type=click.IntRange(2), default=None, help="[default: one per (dataset, patient) group]")
 @click.option("--seed", type=int, default=1, show_default=True, help="random_state of PCA and ridge.")
+@spots_option("Embedded spots benchmarked")
 @id_option("Sample id (repeatable).")
 @filter_options
 def benchmark_command(
@@ -94,6 +105,7 @@ def benchmark_command(
     genes_path: Path | None,
     n_folds: int | None,
     seed: int,
+    spots: str,
     sample_ids: tuple[str, ...],
     **filters: Any,
 ) -> None:
@@ -106,7 +118,7 @@ def benchmark_command(
     cohort = _open(stores, sample_ids, filters)
     genes = json.loads(genes_path.read_text())["genes"] if genes_path is not None else None
     try:
-        result = benchmark(cohort, embeddings, genes=genes, n_folds=n_folds, seed=seed)
+        result = benchmark(cohort, embeddings, genes=genes, n_folds=n_folds, seed=seed, spots=spots)
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     out_dir.mkdir(parents=True, exist_ok=True)
