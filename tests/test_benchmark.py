@@ -128,6 +128,8 @@ def test_embed_skips_replaces_and_leaves_the_rest_untouched(cohort_dir: Path, tm
     new = ("shapes/histogram_patches", "tables/histogram_embeddings")
     assert _files(store, skip=new) == before  # only the two new elements were added
     root = json.loads((store / "zarr.json").read_text())
+    added = root["attributes"]["hest"].pop("added")  # the two elements are recorded as added after conversion
+    assert added == {"shapes": ["histogram_patches"], "tables": ["histogram_embeddings"]}
     assert root["attributes"] == root_before["attributes"]
     written = _files(store)
     again = hs.embed(store, "histogram", patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False)

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from hest_spatialdata._constants import REGION_KEY, SPOT_INSTANCE_KEY, CoordinateSystems, Elements
+from hest_spatialdata._constants import (
+    ADDED_KEY,
+    ATTRS_KEY,
+    REGION_KEY,
+    SPOT_INSTANCE_KEY,
+    CoordinateSystems,
+    Elements,
+)
 from hest_spatialdata._version import __version__
 from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
 
@@ -246,8 +253,9 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     The elements are written by spatialdata to a temporary store next to ``store`` (named as the converter names
     its partial stores, so that either removes those a killed process left); each element folder is then
     renamed into ``store`` (an existing one of the same name is moved aside first and deleted at the end), shapes
-    before tables, and zarr's consolidated metadata of the root is rewritten once all are in place. Nothing else
-    of the store is touched.
+    before tables; once all are in place, their names are added to ``attrs["hest"]["added"]`` (so that ``validate``
+    tells them from the converter's) and zarr's consolidated metadata of the root is rewritten. Nothing else of the
+    store is touched.
     """
     import spatialdata as sd
 
@@ -263,6 +271,7 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
         for kind, names in (("shapes", shapes), ("tables", tables)):
             for name in names:
                 _move_in(partial / kind, store / kind, name, old / kind)
+        _record_added(store, {"shapes": list(shapes), "tables": list(tables)})
         _consolidate(store)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -277,6 +286,19 @@ def _move_in(source: Path, target: Path, name: str, aside: Path) -> None:
         aside.mkdir(parents=True, exist_ok=True)
         (target / name).rename(aside / name)
     (source / name).rename(target / name)
+
+
+def _record_added(store: Path, elements: dict[str, list[str]]) -> None:
+    """List the elements in ``attrs["hest"]["added"]`` (kind -> names): added after conversion, not from HEST."""
+    import zarr
+
+    group = zarr.open_group(zarr.storage.LocalStore(store), mode="r+", use_consolidated=False)
+    hest = dict(group.attrs[ATTRS_KEY])
+    added = {kind: set(names) for kind, names in (hest.get(ADDED_KEY) or {}).items()}
+    for kind, names in elements.items():
+        added.setdefault(kind, set()).update(names)
+    hest[ADDED_KEY] = {kind: sorted(names) for kind, names in sorted(added.items()) if names}
+    group.attrs[ATTRS_KEY] = hest
 
 
 def _consolidate(store: Path) -> None:
