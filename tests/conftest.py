@@ -69,6 +69,20 @@ def hest_root_pair(hest_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
+def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three samples of :mod:`hest_spatialdata.example.cohort` (two patients) converted into one folder of
+    stores (read-only: copy it before adding to the stores)."""
+    from hest_spatialdata.example.cohort import write_cohort_samples
+    from hest_spatialdata.store import convert_sample
+
+    hest = tmp_path_factory.mktemp("cohort_hest")
+    stores = tmp_path_factory.mktemp("cohort_stores")
+    for sample_id in write_cohort_samples(hest, pixel_size_um=TEST_PIXEL_SIZE_UM):
+        convert_sample(hest, sample_id, stores)
+    return stores
+
+
+@pytest.fixture(scope="session")
 def hub_repo(hest_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files of a fake ``MahmoodLab/hest`` repo: the real v1_1_0 and v1_3_0 catalogs, a README, and the
     example sample as ZEN61 and NCBI680 with a thumbnail each (read-only)."""

@@ -12,23 +12,11 @@ import pytest
 import scipy.sparse as sp
 
 import hest_spatialdata as hs
-from hest_spatialdata.example.cohort import COHORT_SAMPLES, SLASHED_GENE, ST_DROPPED_GENES, write_cohort_samples
+from hest_spatialdata.example.cohort import COHORT_SAMPLES, SLASHED_GENE, ST_DROPPED_GENES
 
 from .helpers import TEST_PIXEL_SIZE_UM
 
 VISIUM = ["COHV1", "COHV2"]
-
-
-@pytest.fixture(scope="module")
-def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three cohort samples converted into one folder of stores (read-only)."""
-    from hest_spatialdata.store import convert_sample
-
-    hest = tmp_path_factory.mktemp("cohort_hest")
-    stores = tmp_path_factory.mktemp("cohort_stores")
-    for sample_id in write_cohort_samples(hest, pixel_size_um=TEST_PIXEL_SIZE_UM):
-        convert_sample(hest, sample_id, stores)
-    return stores
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def test_four_notebooks() -> None:
+def test_five_notebooks() -> None:
     assert [p.name for p in NOTEBOOKS] == [
-        "01_tour.ipynb", "02_analysis.ipynb", "03_patch_expression.ipynb", "04_cohort.ipynb"
+        "01_tour.ipynb", "02_analysis.ipynb", "03_patch_expression.ipynb", "04_cohort.ipynb", "05_benchmark.ipynb"
     ]  # fmt: skip
 
 

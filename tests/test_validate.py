@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import zarr
 from click.testing import CliRunner
@@ -109,3 +110,32 @@ def test_cli_validate_exit_codes(visium_store, store_copy, tmp_path):
     assert bad.exit_code == 1
     assert f"invalid: {store_copy}: elements on disk: missing shapes/spots" in bad.output
     assert [r["ok"] for r in json.loads(report.read_text())] == [True, False]
+
+
+def test_elements_added_by_embed_are_checked_not_reported_as_unknown(store_copy, hest_root):
+    import hest_spatialdata as hs
+
+    hs.embed(store_copy, "histogram", patch_size_px=32, um_per_px=4.0, progress=False)
+    report = validate(store_copy, hest_root)
+    assert report.ok, str(report)
+    checks = {check.name: check.detail for check in report.checks}
+    assert checks["elements in attrs['hest']['added']"] == "shapes/histogram_patches, tables/histogram_embeddings"
+    assert "elements not listed" not in checks  # they are accounted for, not unknown
+    assert "not in the source" not in checks["elements match the source"]
+    assert checks["table histogram_embeddings: annotates"].startswith("histogram_patches")
+    assert checks["table histogram_embeddings: one row per shape"] == "1554 rows, 1554 shapes"
+    assert "shape histogram_patches: coordinate systems" in checks
+    # a patch square without its embedding: the table annotates them still, but not one row per shape
+    parquet = store_copy / "shapes" / "histogram_patches" / "shapes.parquet"
+    squares = gpd.read_parquet(parquet)
+    extra = squares.iloc[[0]].set_axis(["not-a-spot"])
+    gpd.GeoDataFrame(pd.concat([squares, extra])).to_parquet(parquet)
+    failed = _failed(validate(store_copy, hest_root))
+    assert list(failed) == ["table histogram_embeddings: one row per shape"]
+    assert failed["table histogram_embeddings: one row per shape"] == "1554 rows, 1555 shapes: not the same ids"
+    # the same elements, not recorded as added (as another tool would add them): not in the source
+    root = zarr.open_group(store_copy, mode="r+", use_consolidated=False)
+    root.attrs["hest"] = {k: v for k, v in root.attrs["hest"].items() if k != "added"}
+    failed = _failed(validate(store_copy, hest_root))
+    assert list(failed) == ["elements match the source"]
+    assert failed["elements match the source"].endswith("shapes/histogram_patches, tables/histogram_embeddings")

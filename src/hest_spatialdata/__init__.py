@@ -16,9 +16,15 @@ from hest_spatialdata._version import __version__
 from hest_spatialdata.validate import validate
 
 quiet_ome_zarr()
+# The same for the subpackage `benchmark` (light: its attributes are lazy): imported now, then unbound, so that
+# `hs.benchmark` is the function (`from hest_spatialdata.benchmark import embed` still reaches the package).
+importlib.import_module("hest_spatialdata.benchmark")
+del globals()["benchmark"]
 
 if TYPE_CHECKING:
     from hest_spatialdata.batch import ConvertOptions
+    from hest_spatialdata.benchmark._embed import embed
+    from hest_spatialdata.benchmark._protocol import BenchmarkResult, benchmark
     from hest_spatialdata.cohort import Cohort, open_cohort
     from hest_spatialdata.conversion import ConversionError, convert
     from hest_spatialdata.example import example_sample
@@ -40,17 +46,23 @@ _LAZY_IMPORTS = {
     "Cohort": "hest_spatialdata.cohort",
     "to_legacy_anndata": "hest_spatialdata.legacy",
     "read_store": "hest_spatialdata.store_reader",
+    "embed": "hest_spatialdata.benchmark._embed",
+    "benchmark": "hest_spatialdata.benchmark._protocol",
+    "BenchmarkResult": "hest_spatialdata.benchmark._protocol",
 }
 
 __all__ = [
+    "BenchmarkResult",
     "Cohort",
     "ConversionError",
     "ConvertOptions",
     "HestInputError",
     "__version__",
+    "benchmark",
     "catalog",
     "convert",
     "download",
+    "embed",
     "example_sample",
     "open_cohort",
     "read_hest",

@@ -39,6 +39,8 @@ class Technology(StrEnum):
 
 #: Key of the store-level metadata in ``SpatialData.attrs``.
 ATTRS_KEY = "hest"
+#: Key of ``attrs["hest"]`` listing the elements added after conversion (kind -> names), e.g. by ``embed``.
+ADDED_KEY = "added"
 #: Key of the metadata JSON in the table's ``uns``.
 METADATA_UNS_KEY = "hest_metadata"
 #: Region / instance columns linking ``table`` to ``spots``.

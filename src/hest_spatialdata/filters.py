@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hest_spatialdata.layout import BENCH_TASKS
 from hest_spatialdata.metadata import technology_name
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ FILTER_COLUMNS: dict[str, tuple[str, ...]] = {
     "technology": ("st_technology", "technology"),
     "oncotree": ("oncotree_code",),
     "disease_state": ("disease_state",),
+    "bench_task": ("id", "sample_id"),
 }
 #: What each filter means, for command-line help.
 FILTER_HELP = {
@@ -31,6 +33,7 @@ FILTER_HELP = {
     "technology": "Technology: Visium, 'Visium HD' (incl. 3'), Xenium (incl. 5k), 'Spatial Transcriptomics'.",
     "oncotree": "OncoTree code, e.g. IDC, COAD.",
     "disease_state": "Disease state, e.g. Cancer, Healthy.",
+    "bench_task": f"HEST-Benchmark task (its samples): {', '.join(BENCH_TASKS)}.",
 }
 SPECIES_ALIASES = {"human": "homo sapiens", "mouse": "mus musculus"}
 _CANONICAL_TECHNOLOGIES = {"visium", "visium hd", "xenium", "spatial transcriptomics", "st"}
@@ -48,6 +51,8 @@ def normalise_filters(
     ------
     TypeError
         For an unknown filter name.
+    ValueError
+        For an unknown ``bench_task``.
     """
     if "id" in filters:
         ids = [*_as_list(ids), *_as_list(filters.pop("id"))]
@@ -55,6 +60,8 @@ def normalise_filters(
     if unknown:
         raise TypeError(f"unknown filter(s) {', '.join(unknown)}; known: ids, {', '.join(FILTER_COLUMNS)}")
     wanted = {name: _as_list(values) for name, values in {"ids": ids, **filters}.items()}
+    for task in wanted.get("bench_task", []):
+        bench_task_ids(task)  # an unknown task is an error, not an empty selection
     return {name: values for name, values in wanted.items() if values}
 
 
@@ -112,6 +119,8 @@ def filter_catalog(
 def _value_matches(name: str, field: Any, wanted: str) -> bool:
     if not isinstance(field, str) or not field.strip():
         return False
+    if name == "bench_task":
+        return field.strip() in bench_task_ids(wanted)
     wanted = wanted.strip().casefold()
     if name == "technology" and wanted in _CANONICAL_TECHNOLOGIES:
         return technology_name(field).casefold() == technology_name(wanted).casefold()
@@ -120,6 +129,20 @@ def _value_matches(name: str, field: Any, wanted: str) -> bool:
     field = field.strip().casefold()
     # "Homo sapiens/Mus musculus", "Cancer/Genetically modified": each part counts
     return field == wanted or wanted in (part.strip() for part in field.split("/"))
+
+
+def bench_task_ids(task: str) -> tuple[str, ...]:
+    """The sample ids of a HEST-Benchmark task (:data:`~hest_spatialdata.layout.BENCH_TASKS`), case-insensitively.
+
+    Raises
+    ------
+    ValueError
+        For an unknown task.
+    """
+    tasks = {name.casefold(): ids for name, ids in BENCH_TASKS.items()}
+    if task.strip().casefold() not in tasks:
+        raise ValueError(f"unknown HEST-Benchmark task {task!r}; known: {', '.join(BENCH_TASKS)}")
+    return tasks[task.strip().casefold()]
 
 
 def _as_list(values: str | Iterable[str] | None) -> list[str]:

@@ -297,3 +297,21 @@ class PatchesKeys:
     #: Attributes giving the footprint, looked up on ``img`` then ``coords``.
     PATCH_SIZE = "patch_size"
     FACTOR = "factor"
+
+
+def _ids(prefix: str, first: int, last: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{n}" for n in range(first, last + 1))
+
+
+#: HEST-Benchmark's tasks: task -> its sample ids (HEST-1k ids; the ``--bench-task`` filter and ``docs/benchmark.md``).
+BENCH_TASKS: dict[str, tuple[str, ...]] = {
+    "IDC": ("TENX95", "TENX99", "NCBI783", "NCBI785"),
+    "PRAD": _ids("MEND", 139, 162),
+    "PAAD": ("TENX116", "TENX126", "TENX140"),
+    "SKCM": ("TENX115", "TENX117"),
+    "COAD": ("TENX111", "TENX147", "TENX148", "TENX149"),
+    "READ": ("ZEN36", "ZEN40", "ZEN48", "ZEN49"),
+    "ccRCC": _ids("INT", 1, 24),
+    "LUAD": ("TENX118", "TENX141"),
+    "LYMPH_IDC": _ids("NCBI", 681, 684),
+}

@@ -323,7 +323,7 @@ def gene_columns(adata: Any, genes: Sequence[str] | None) -> tuple[np.ndarray | 
         if not isinstance(column, int | np.integer) or column < 0:
             raise KeyError(f"gene {gene!r} is not in the table (nor unique)")
         columns.append(int(column))
-    return np.array(columns), names[columns]
+    return np.array(columns, dtype=np.intp), names[columns]
 
 
 def _expression_matrix(x: Any, rows: np.ndarray, columns: np.ndarray | None) -> Any:

@@ -8,6 +8,10 @@ source; every image level equal to the TIFF's level, compared chunk by chunk (la
 slide size); spot centres equal to ``obsm['spatial']`` and radii to the reader's; tables equal (``X``, obs and var
 names); metadata equal to the JSON; for the other shapes, points and tables, counts, indices and geometries.
 
+Elements added after conversion (listed in ``attrs["hest"]["added"]``, e.g. by ``embed``) are checked for structure
+only (coordinate systems; a table annotates a shapes element of the store, one row per shape) and are not expected
+in the source.
+
 Importing this module is cheap; spatialdata is imported when a store is validated.
 """
 
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata._constants import METADATA_UNS_KEY, CoordinateSystems
+from hest_spatialdata._constants import ADDED_KEY, METADATA_UNS_KEY, CoordinateSystems
 from hest_spatialdata.locations import locate
 
 if TYPE_CHECKING:
@@ -190,6 +194,12 @@ def _check_structure(report: ValidationReport, sdata: SpatialData, hest: dict[st
     extra = sorted(present - listed)
     detail = f"missing: {_names(missing)}" if missing else f"{len(listed)} listed, all present"
     report.add("elements listed in attrs['hest']", not missing and bool(listed), detail or "none listed")
+    added = _added(hest)
+    if added:
+        lost = sorted(added - present)
+        detail = f"missing: {_names(lost)}" if lost else _names(sorted(added))
+        report.add(f"elements in attrs['hest']['{ADDED_KEY}']", not lost, detail)
+    extra = [e for e in extra if e not in added]
     if extra:
         report.add("elements not listed", True, f"also holds {_names(extra)} (not written by the converter)")
     pixel_size = hest.get("pixel_size_um")
@@ -198,8 +208,25 @@ def _check_structure(report: ValidationReport, sdata: SpatialData, hest: dict[st
             element = getattr(sdata, kind)[name]
             report.add(f"{kind[:-1]} {name}: coordinate systems", *_coordinate_systems(element, pixel_size))
     for name, table in sdata.tables.items():
-        report.add(f"table {name}: annotates", *_annotation(sdata, table))
+        annotates = report.add(f"table {name}: annotates", *_annotation(sdata, table))
+        if annotates and ("tables", name) in added:
+            report.add(f"table {name}: one row per shape", *_one_row_per_shape(sdata, table))
     _check_metadata_copies(report, sdata, hest)
+
+
+def _added(hest: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(kind, name) for kind, names in (hest.get(ADDED_KEY) or {}).items() for name in names}
+
+
+def _one_row_per_shape(sdata: SpatialData, table: ad.AnnData) -> tuple[bool, str]:
+    from spatialdata.models import get_table_keys
+
+    regions, _, instance_key = get_table_keys(table)
+    shapes = sdata.shapes.get(regions if isinstance(regions, str) else next(iter(regions), ""))
+    if shapes is None:
+        return False, f"annotates {regions!r}, not a shapes element of the store"
+    same = sorted(table.obs[instance_key].astype(str)) == sorted(shapes.index.astype(str))
+    return same, f"{table.n_obs} rows, {len(shapes)} shapes" + ("" if same else ": not the same ids")
 
 
 def _coordinate_systems(element: Any, pixel_size: float | None) -> tuple[bool, str]:
@@ -273,7 +300,7 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
         report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
         return
     report.add("source", True, f"{report.sample_id} in {report.against}")
-    expected, present = set(_elements(source)), set(_elements(sdata))
+    expected, present = set(_elements(source)), set(_elements(sdata)) - _added(hest)
     missing, extra = sorted(expected - present), sorted(present - expected)
     problems = [f"missing {_names(missing)}"] * bool(missing) + [f"not in the source {_names(extra)}"] * bool(extra)
     report.add("elements match the source", not problems, "; ".join(problems) or _names(sorted(expected)))

@@ -12,6 +12,7 @@ import click
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.filters import FILTER_COLUMNS, FILTER_HELP
+from hest_spatialdata.layout import BENCH_TASKS
 
 if TYPE_CHECKING:
     from hest_spatialdata.batch import ConvertOptions
@@ -65,7 +66,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for name in reversed(FILTER_COLUMNS):
         flag = f"--{name.replace('_', '-')}"
         text = f"{FILTER_HELP[name]} Repeatable or comma separated."
-        command = click.option(flag, name, multiple=True, help=text)(command)
+        checked = {"callback": split_choices("task", BENCH_TASKS)} if name == "bench_task" else {}
+        command = click.option(flag, name, multiple=True, help=text, **checked)(command)
     return command
 
 

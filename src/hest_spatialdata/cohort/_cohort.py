@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,35 @@ if TYPE_CHECKING:
 
 #: obs columns that :meth:`Cohort.expression` copies from :attr:`Cohort.table`.
 SAMPLE_OBS_COLUMNS = ("patient", "organ", "technology")
+
+
+def deal_groups(groups: Mapping[str, str], order: Sequence[str], n_folds: int) -> list[tuple[list[str], list[str]]]:
+    """Folds of whole groups: each group of ``order`` in turn goes to the fold with the fewest samples so far.
+
+    Parameters
+    ----------
+    groups
+        Sample id -> group, in the order the samples are listed in each fold.
+    order
+        Every group once, in dealing order (ties between folds go to the first).
+    n_folds
+        Number of folds.
+
+    Returns
+    -------
+    ``(train sample ids, test sample ids)`` per fold.
+    """
+    sizes = Counter(groups.values())
+    fold_of: dict[str, int] = {}
+    load = [0] * n_folds
+    for group in order:
+        fold = int(np.argmin(load))
+        fold_of[group] = fold
+        load[fold] += sizes[group]
+    return [
+        ([s for s, g in groups.items() if fold_of[g] != fold], [s for s, g in groups.items() if fold_of[g] == fold])
+        for fold in range(n_folds)
+    ]
 
 
 def open_cohort(
@@ -185,19 +215,9 @@ class Cohort:
         if not 2 <= n_folds <= len(unique):
             raise ValueError(f"n_folds must be between 2 and the {len(unique)} patient groups, got {n_folds}")
         order = [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
-        sizes = {group: sum(1 for g in groups.values() if g == group) for group in unique}
+        sizes = Counter(groups.values())
         order.sort(key=lambda group: -sizes[group])  # stable: ties keep the shuffled order
-        fold_of: dict[str, int] = {}
-        load = [0] * n_folds
-        for group in order:
-            fold = int(np.argmin(load))
-            fold_of[group] = fold
-            load[fold] += sizes[group]
-        folds = []
-        for fold in range(n_folds):
-            test = [s for s in self if fold_of[groups[s]] == fold]
-            folds.append(([s for s in self if s not in test], test))
-        return folds
+        return deal_groups(groups, order, n_folds)
 
     def groups(self) -> dict[str, str]:
         """Sample id -> its patient group (the patient, or the sample itself when it has no patient)."""

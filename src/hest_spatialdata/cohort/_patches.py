@@ -15,65 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY
 from hest_spatialdata._store_parts import read_spot_table
+from hest_spatialdata.benchmark._genes import benchmark_genes
 from hest_spatialdata.cohort._expression import hest_gene_names
 from hest_spatialdata.loaders import LEVEL_TOLERANCE, ChunkCache, PatchDataset, gene_columns
 
 if TYPE_CHECKING:
     import anndata as ad
 
-#: Probes that are not genes (Xenium and other panels), never chosen by :func:`benchmark_genes`.
-CONTROL_PROBE_MARKS = ("BLANK", "Control", "NegControl", "Unassigned", "antisense")
 #: Memory per process for finished patches (or decoded chunks) of all the stores of a cohort (one
 #: :class:`ChunkCache`): bounded, whatever the number and size of the slides. While it holds every patch of the
 #: dataset (150 KB per 224-px patch: ~6,900 patches), patches are cut a band of chunks at a time and kept, so a
 #: shuffled first epoch decodes each chunk about once and later epochs only copy patches; past that each patch
 #: decodes the chunks it covers (kept in the same cache).
 COHORT_CACHE_BYTES = 1024**3
-
-
-def benchmark_genes(tables: Iterable[ad.AnnData], n_genes: int = 50) -> list[str]:
-    """The genes HEST-Benchmark would train on: the ``n_genes`` most variable genes common to all samples.
-
-    HEST-Benchmark's tasks predict 50 highly variable genes chosen over the task's samples (its
-    ``var_50genes.json``, from HEST's ``get_k_genes(..., criteria="var")``). The rule here, exactly: the HEST gene
-    names (``var["gene_name"]``) present in every table, less control probes (names containing one of
-    :data:`CONTROL_PROBE_MARKS`), ranked by the variance of ``log1p(counts)`` over all spots of all samples pooled;
-    the first ``n_genes``, ties broken by name.
-
-    Parameters
-    ----------
-    tables
-        The samples' spot tables (counts in ``X``).
-    n_genes
-        How many genes.
-
-    Returns
-    -------
-    HEST gene names, most variable first.
-    """
-    tables = list(tables)
-    common = set.intersection(*(set(hest_gene_names(t)) for t in tables)) if tables else set()
-    candidates = sorted(g for g in common if not any(mark in g for mark in CONTROL_PROBE_MARKS))
-    if not candidates:
-        raise ValueError("the samples have no gene in common")
-    total = np.zeros(len(candidates))
-    squares = np.zeros(len(candidates))
-    n = 0
-    for table in tables:
-        columns = hest_gene_names(table).get_indexer(candidates)
-        x = table.X[:, columns]
-        x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, np.float64))
-        x.data = np.log1p(x.data)
-        total += np.asarray(x.sum(axis=0)).ravel()
-        squares += np.asarray(x.multiply(x).sum(axis=0)).ravel()
-        n += x.shape[0]
-    variance = squares / n - (total / n) ** 2
-    order = np.lexsort((np.array(candidates), -variance))
-    return [candidates[i] for i in order[:n_genes]]
 
 
 class CohortPatchDataset:

@@ -1,0 +1,140 @@
+"""``embed`` (patch embeddings into stores) and ``benchmark`` (HEST-Benchmark's protocol on them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hest_spatialdata.cli._options import fail, filter_options, filters_of, id_option, out_option, quiet_option
+
+if TYPE_CHECKING:
+    from hest_spatialdata.cohort import Cohort
+
+
+def spots_option(what: str) -> Any:
+    """``--spots patches|all``: the spots of HEST's patch file (default) or all of the table."""
+    return click.option(
+        "--spots", type=click.Choice(["patches", "all"]), default="patches", show_default=True,
+        help=f"{what}: those of HEST's patch file (the store's 'patches' shapes; all where a store has none), or all.",
+    )  # fmt: skip
+
+
+def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[str, Any]) -> Cohort:
+    """The cohort of STORES (folders, stores or globs) less what the filters leave out; exits on bad input."""
+    from hest_spatialdata.cohort import open_cohort
+    from hest_spatialdata.cohort._table import store_paths
+    from hest_spatialdata.errors import HestInputError
+
+    try:
+        paths = [path for source in stores for path in store_paths(source)]
+        cohort = open_cohort(paths, ids=sample_ids or None, **filters_of(filters))
+    except HestInputError as e:
+        fail(str(e))
+    if not len(cohort):
+        fail("no store matches the filters")
+    return cohort
+
+
+@click.command("embed")
+@click.argument("stores", nargs=-1, required=True)
+@click.option(
+    "--encoder", required=True, help="'histogram' (a small CPU encoder) or a timm model name (needs [bench])."
+)
+@click.option("--name", default=None, help="Name of the embeddings. [default: the encoder's]")
+@click.option("--patch-size", "patch_size_px", type=click.IntRange(8), default=224, show_default=True)
+@click.option("--um-per-px", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default=None, help="torch device, e.g. cuda. [default: cpu]")
+@click.option("--overwrite", is_flag=True, help="Replace embeddings of the same name (else those stores are skipped).")
+@spots_option("Spots embedded")
+@id_option("Sample id (repeatable).")
+@filter_options
+@quiet_option
+def embed_command(
+    stores: tuple[str, ...],
+    encoder: str,
+    name: str | None,
+    patch_size_px: int,
+    um_per_px: float,
+    batch_size: int,
+    device: str | None,
+    overwrite: bool,
+    spots: str,
+    sample_ids: tuple[str, ...],
+    quiet: bool,
+    **filters: Any,
+) -> None:
+    """Embed the spots' patches of STORES with an encoder; write {name}_embeddings into each store (sopa's layout)."""
+    from hest_spatialdata.benchmark._embed import embed
+
+    cohort = _open(stores, sample_ids, filters)
+    try:
+        status = embed(
+            cohort, encoder, name=name, patch_size_px=patch_size_px, um_per_px=um_per_px, batch_size=batch_size,
+            device=device, spots=spots, overwrite=overwrite, progress=not quiet,
+        )  # fmt: skip
+    except (ImportError, ValueError) as e:
+        fail(str(e))
+    for sample_id, what in status.items():
+        mark = "✓" if what == "written" else "↷"
+        click.echo(f"{mark} {sample_id}: {what}" + (" (holds them; --overwrite replaces)" if what == "skipped" else ""))
+
+
+@click.command("benchmark")
+@click.argument("stores", nargs=-1, required=True)
+@click.option("--embeddings", required=True, help="Name of the embeddings (the table {name}_embeddings).")
+@out_option("out_dir", "Folder for the results (JSON, CSV, genes JSON, per-gene PNG).")
+@click.option(
+    "--genes",
+    "genes_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {\"genes\": [...]} (HEST's var_50genes.json). [default: HEST's rule on these samples]",
+)
+@click.option("--n-folds", type=click.IntRange(2), default=None, help="[default: one per (dataset, patient) group]")
+@click.option("--seed", type=int, default=1, show_default=True, help="random_state of PCA and ridge.")
+@spots_option("Embedded spots benchmarked")
+@id_option("Sample id (repeatable).")
+@filter_options
+def benchmark_command(
+    stores: tuple[str, ...],
+    embeddings: str,
+    out_dir: Path,
+    genes_path: Path | None,
+    n_folds: int | None,
+    seed: int,
+    spots: str,
+    sample_ids: tuple[str, ...],
+    **filters: Any,
+) -> None:
+    """Run HEST-Benchmark's protocol on the embeddings of STORES; print the score, write the results to --out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hest_spatialdata.benchmark._protocol import benchmark
+
+    cohort = _open(stores, sample_ids, filters)
+    genes = json.loads(genes_path.read_text())["genes"] if genes_path is not None else None
+    try:
+        result = benchmark(cohort, embeddings, genes=genes, n_folds=n_folds, seed=seed, spots=spots)
+    except (KeyError, ValueError) as e:
+        fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "results": out_dir / f"{embeddings}_results.json",
+        "per gene": out_dir / f"{embeddings}_per_gene.csv",
+        "genes": out_dir / f"{embeddings}_genes.json",
+        "plot": out_dir / f"{embeddings}_per_gene.png",
+    }
+    result.to_json(files["results"])
+    result.to_csv(files["per gene"])
+    files["genes"].write_text(json.dumps({"genes": result.genes}, indent=1), encoding="utf-8")
+    result.plot(files["plot"])
+    click.echo(
+        f"{embeddings}: Pearson r {result.pearson_mean:.4f} ± {result.pearson_std:.4f} over {len(result.folds)} "
+        f"folds, {len(result.genes)} genes, {len(cohort)} samples"
+    )
+    for what, path in files.items():
+        click.echo(f"  {what}: {path}")
