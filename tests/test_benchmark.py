@@ -344,3 +344,19 @@ def test_embed_and_benchmark_commands(cohort_dir: Path, tmp_path: Path) -> None:
     spots = runner.invoke(main, ["benchmark", str(tmp_path / "stores"), "--embeddings", "histogram", "-o", str(out),
                                  "--spots", "tissue"])  # fmt: skip
     assert spots.exit_code == 2 and "'tissue' is not one of 'patches', 'all'" in spots.output
+
+
+def test_the_plot_takes_folds_of_equal_r(tmp_path):
+    """Folds with the same r per gene (the same sample held out twice): their mean differs in the last bit."""
+    import pandas as pd
+
+    from hest_spatialdata.benchmark import BenchmarkResult
+
+    r = [0.1665372240287077, 0.18331423716269618, 0.17502070987241175]
+    per_gene = pd.DataFrame({f"fold{k}": r for k in range(3)}, index=["Acta2", "Cabp7", "Spp1"])
+    mean = per_gene.to_numpy().mean(axis=1)
+    assert (per_gene.max(axis=1).to_numpy() - mean < 0).any()  # the rounding that broke the plot
+    folds = [(["A", "B"], ["C"]), (["A", "C"], ["B"]), (["B", "C"], ["A"])]
+    result = BenchmarkResult(embeddings="histogram", genes=list(per_gene.index), folds=folds, per_gene=per_gene, seed=1)
+    result.plot(tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000

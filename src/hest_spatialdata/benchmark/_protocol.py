@@ -122,7 +122,9 @@ class BenchmarkResult:
         order = self.per_gene.mean(axis=1).sort_values(ascending=False).index
         table = self.per_gene.loc[order]
         mean = table.mean(axis=1).to_numpy()
-        low, high = mean - table.min(axis=1).to_numpy(), table.max(axis=1).to_numpy() - mean
+        # clipped: the mean of equal folds can differ from them in the last bit, and matplotlib refuses a negative bar
+        low = np.clip(mean - table.min(axis=1).to_numpy(), 0, None)
+        high = np.clip(table.max(axis=1).to_numpy() - mean, 0, None)
         fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(order) + 1.5), 3.8), layout="constrained")
         ax.bar(np.arange(len(order)), mean, yerr=np.vstack([low, high]), color="#4c72b0", ecolor="#555", capsize=1.5)
         ax.axhline(self.pearson_mean, color="#c44e52", lw=1, label=f"mean over folds {self.pearson_mean:.3f}")
