@@ -336,3 +336,29 @@ def test_napari_reader_and_thumbnail_read_a_remote_store(visium_store: Path, s3_
     from PIL import Image
 
     assert max(Image.open(png).size) >= 1000
+
+
+def test_a_cohort_opened_with_storage_options_alone_reads_expression_and_patches(
+    visium_store: Path, s3_bucket, monkeypatch
+) -> None:
+    """The endpoint and keys only in storage_options: the spot tables and the patches are read with them too."""
+    import numpy as np
+
+    import hest_spatialdata as hs
+
+    server = s3_bucket.server
+    url = _upload(visium_store, s3_bucket.url(f"opts/{visium_store.name}"))
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
+    options = {"client_kwargs": {"endpoint_url": server.endpoint}, "key": "testing-key", "secret": "testing-secret"}
+    cohort = hs.open_cohort(url.rsplit("/", 1)[0], storage_options=options)
+    local = hs.open_cohort(visium_store.parent)
+    assert (cohort.expression().X != local.expression().X).nnz == 0
+    genes = list(local.expression().var_names[:3])
+    remote_patches = cohort.patch_dataset(genes=genes, patch_size_px=64, um_per_px=2.0)
+    local_patches = local.patch_dataset(genes=genes, patch_size_px=64, um_per_px=2.0)
+    for index in (0, len(local_patches) // 2):
+        mine, theirs = remote_patches[index], local_patches[index]
+        np.testing.assert_array_equal(mine[0], theirs[0])
+        np.testing.assert_array_equal(mine[1], theirs[1])
+        assert mine[2:] == theirs[2:]

@@ -44,6 +44,7 @@ class StoreFiles:
         self.storage_options = dict(storage_options or {})
         if is_url(store) and hasattr(store, "fs"):  # a UPath (locations.locate) carries its filesystem and options
             self.fs, self.root = store.fs, store.path.rstrip("/")
+            self.storage_options = {**getattr(store, "storage_options", {}), **self.storage_options}
         elif "://" in self.url:
             from fsspec.core import url_to_fs
 

@@ -37,6 +37,7 @@ from hest_spatialdata._store_parts import (
     table_keys,
 )
 from hest_spatialdata._zarr_chunks import open_level
+from hest_spatialdata.locations import is_url
 
 __all__ = ["DEFAULT_CACHE_BYTES", "FILL_VALUE", "LEVEL_TOLERANCE", "ChunkCache", "PatchDataset", "hest_squares"]
 
@@ -216,7 +217,7 @@ class PatchDataset:
 
 def _open(store: Any, table: str, image: str, spot_table: Any, storage_options: dict[str, Any] | None) -> dict:
     """What a dataset needs of a store: table, spot centres by id, pyramid levels and a chunk reader per level."""
-    if isinstance(store, str | Path | StoreFiles):
+    if isinstance(store, str | Path | StoreFiles) or is_url(store):  # a UPath (locations.locate) is not a Path
         files = store if isinstance(store, StoreFiles) else StoreFiles(store, storage_options)
         adata = spot_table if spot_table is not None else read_spot_table(files, table)
         levels = image_levels(files, image)

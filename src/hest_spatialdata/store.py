@@ -92,7 +92,8 @@ def convert_sample(
     conversion never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
     URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
     store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing
-    store is replaced only with ``overwrite=True``, and only once the new one is complete.
+    store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object storage
+    (no rename) the old store stops being complete before the upload starts.
 
     Parameters
     ----------
@@ -130,7 +131,7 @@ def convert_sample(
             raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
         options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
         return _convert_to_url(hest_dir, sample_id, final, overwrite=overwrite, **options)
-    out_dir = Path(out_dir)
+    out_dir = final.parent  # file:// URLs and local UPaths included
     if final.exists() and not overwrite:
         raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
     elements = None if elements is None else list(elements)

@@ -266,16 +266,29 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial = store.with_name(f".{store.name}{PARTIAL_MARK}{tag}")
     old = store.with_name(f".{store.name}.old-{tag}")
+    moved: list[tuple[str, str]] = []
     try:
         sd.SpatialData(shapes=shapes, tables=tables).write(partial)
         for kind, names in (("shapes", shapes), ("tables", tables)):
             for name in names:
                 _move_in(partial / kind, store / kind, name, old / kind)
+                moved.append((kind, name))
         _record_added(store, {"shapes": list(shapes), "tables": list(tables)})
         _consolidate(store)
+    except BaseException:
+        _move_back(store, old, moved)  # the store as it was: new elements out, set-aside ones back
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # only once the new elements are in and recorded
+
+
+def _move_back(store: Path, old: Path, moved: list[tuple[str, str]]) -> None:
+    for kind, name in reversed(moved):
+        shutil.rmtree(store / kind / name, ignore_errors=True)
+        if (old / kind / name).exists():
+            (old / kind / name).rename(store / kind / name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _move_in(source: Path, target: Path, name: str, aside: Path) -> None:

@@ -236,4 +236,6 @@ class Cohort:
         from hest_spatialdata.cohort._patches import CohortPatchDataset
 
         stores = {s: self.path(s) for s in self}
+        if self.storage_options:  # the stores' URLs alone would lose the endpoint and credentials
+            options.setdefault("storage_options", self.storage_options)
         return CohortPatchDataset(stores, genes=genes, patch_size_px=patch_size_px, um_per_px=um_per_px, **options)
