@@ -70,7 +70,7 @@ class FakeHub:
         self.faults = {"503": 0, "cut": 0, "slow": 0}
         self._transfers = 0
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _handler(self))
+        self._server = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -137,7 +137,9 @@ class FakeHub:
             return fault
 
 
-class _Server(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that does not report clients hanging up (expected with timeouts and cut bodies)."""
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and hung up: expected
             return

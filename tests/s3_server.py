@@ -24,14 +24,15 @@ import contextlib
 import http.client
 import json
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from .hub_server import QuietHTTPServer
 
 REGION = "us-east-1"
 FAKE_KEY, FAKE_SECRET = "testing-key", "testing-secret"
@@ -65,7 +66,7 @@ class LoopbackS3:
         self._count = 0
         self._lock = threading.Lock()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-        self._proxy = _Server(("127.0.0.1", 0), _handler(self))
+        self._proxy = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
         self._proxy.daemon_threads = True
         self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True)
 
@@ -240,13 +241,6 @@ class LoopbackS3:
             conn.getresponse().read()
         finally:
             conn.close()
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: expected with cut bodies
-            return
-        super().handle_error(request, client_address)
 
 
 def _handler(s3: LoopbackS3) -> type[BaseHTTPRequestHandler]:

@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 
 from hest_spatialdata._store_parts import ImageLevel, StoreFiles
-
-#: The only codec chain :class:`RawChunks` decodes (the one ``store.DEFAULT_RASTER_COMPRESSOR`` writes).
-RAW_CODECS = ("bytes", "zstd")
+from hest_spatialdata._zarr_layout import simple_layout
 
 
 class ZarrChunks:
@@ -59,18 +57,8 @@ class RawChunks:
 
     @staticmethod
     def simple(meta: dict[str, Any]) -> bool:
-        """Whether an array's ``zarr.json`` has the one layout :class:`RawChunks` decodes."""
-        return (
-            meta.get("zarr_format") == 3
-            and meta.get("node_type") == "array"
-            and meta.get("data_type") == "uint8"
-            and len(meta.get("shape", ())) == 3
-            and meta.get("chunk_grid", {}).get("name") == "regular"
-            and meta.get("chunk_key_encoding", {}).get("name") == "default"
-            and tuple(codec.get("name") for codec in meta.get("codecs", ())) == RAW_CODECS
-            and not meta.get("storage_transformers")
-            and meta["chunk_grid"]["configuration"]["chunk_shape"][0] == meta["shape"][0]
-        )
+        """Whether an array's ``zarr.json`` has the one layout :class:`RawChunks` decodes (:func:`simple_layout`)."""
+        return simple_layout(meta)
 
     def chunk_key(self, by: int, bx: int) -> str:
         """The key of chunk (by, bx) in the store."""

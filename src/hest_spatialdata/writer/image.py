@@ -25,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import zarr
 
+from hest_spatialdata._zarr_layout import simple_layout
+
 #: The formats spatialdata 0.8 writes for raster elements (``CurrentRasterFormat``); checked by the tests.
 NGFF_VERSION = "0.5-dev-spatialdata"
 SPATIALDATA_RASTER_VERSION = "0.3"
@@ -193,19 +195,10 @@ class ChunkFiles:
     @classmethod
     def of(cls, array: zarr.Array) -> ChunkFiles | None:
         """The writer of ``array``, or ``None`` when its layout is not the simple one (zarr writes it then)."""
-        codecs = array.metadata.codecs if array.metadata.zarr_format == 3 else ()
-        simple = (
-            isinstance(array.store, zarr.storage.LocalStore)
-            and len(codecs) == 2
-            and isinstance(codecs[0], zarr.codecs.BytesCodec)
-            and isinstance(codecs[1], zarr.codecs.ZstdCodec)
-            and array.dtype == np.uint8
-            and array.ndim == 3
-            and array.chunks[0] == array.shape[0]
-        )
-        if not simple:
+        if not (isinstance(array.store, zarr.storage.LocalStore) and simple_layout(array.metadata.to_dict())):
             return None
-        return cls(array, Path(array.store.root) / array.path, codecs[1].level, codecs[1].checksum)
+        zstd = array.metadata.codecs[1]
+        return cls(array, Path(array.store.root) / array.path, zstd.level, zstd.checksum)
 
     def write_block(self, block: np.ndarray, y0: int, x0: int) -> None:
         """Write the chunks of a ``(h, w, c)`` block whose corner ``(y0, x0)`` is on the chunk grid."""
