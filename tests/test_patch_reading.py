@@ -6,6 +6,9 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
+import weakref
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +160,84 @@ def test_s3_store_equals_local(visium_store: Path, s3_bucket) -> None:
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
         assert a[2:] == b[2:]
+
+
+class _CountingChunks:
+    """A level's chunks (a real H&E image in ``chunk``-px chunks) that counts its reads and its decoded chunks alive."""
+
+    def __init__(self, image: np.ndarray, chunk: int) -> None:
+        import dask.array as da
+
+        from hest_spatialdata._patch_reader import DaskChunks
+
+        self._chunks = DaskChunks(da.from_array(image, chunks=(image.shape[0], chunk, chunk)))
+        self.shape, self.y_edges, self.x_edges = self._chunks.shape, self._chunks.y_edges, self._chunks.x_edges
+        self.reads: Counter = Counter()
+        self.alive = self.peak = 0
+        self._lock = threading.Lock()
+
+    def read(self, by: int, bx: int) -> np.ndarray:
+        block = np.array(self._chunks.read(by, bx))
+        with self._lock:
+            self.reads[by, bx] += 1
+            self.alive += 1
+            self.peak = max(self.peak, self.alive)
+        weakref.finalize(block, self._freed)
+        return block
+
+    def _freed(self) -> None:
+        with self._lock:
+            self.alive -= 1
+
+
+def _epoch(cutter, n: int, seed: int) -> dict[int, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    batches = [order[start : start + 32] for start in range(0, n, 32)]
+    return {i: patch for batch in batches for i, patch in zip(batch, cutter.patches(batch), strict=True)}
+
+
+def test_an_epoch_decodes_each_chunk_once_and_holds_few_rows(visium_store: Path, sdata) -> None:
+    """Bands of squares that straddle chunk rows: the chunks two bands share are decoded once (kept as spares), and
+    a band, however tall, holds at most three chunk rows at once."""
+    from hest_spatialdata._patch_reader import BAND_ROWS, ChunkCache, PatchCutter
+
+    image = np.asarray(_levels(sdata)[0].data)
+    dataset = PatchDataset(visium_store, patch_size_px=64, um_per_px=2.0)
+    origins, size, n = dataset._cutter.origins, dataset._cutter.size, len(dataset)
+    assert size == 64
+    single = PatchCutter(
+        _CountingChunks(image, 160), origins, size, 48, ChunkCache(0), "x", read_ahead=False, threads=1
+    )
+    expected = {i: single.patches([i])[0] for i in range(n)}
+
+    ample = _CountingChunks(image, 160)
+    cutter = PatchCutter(ample, origins, size, 48, ChunkCache(2**30), "x", read_ahead=True, threads=2)
+    for i, patch in _epoch(cutter, n, seed=0).items():
+        np.testing.assert_array_equal(patch, expected[i])
+    assert set(ample.reads) == {b for i in range(n) for b in cutter._blocks(i)}
+    assert max(ample.reads.values()) == 1
+    straddling = int((cutter.rows[:, 1] // BAND_ROWS != cutter.band_of).sum())
+    assert straddling > 0.15 * n  # the case at stake: many squares reach into the next band
+
+    nothing_kept = _CountingChunks(image, 160)  # no cache: every band decodes all its chunks, as it goes
+    cutter = PatchCutter(nothing_kept, origins, size, 48, ChunkCache(0), "x", read_ahead=True, threads=2)
+    for band in np.unique(cutter.band_of)[1:4].tolist():
+        members = np.flatnonzero(cutter.band_of == band).tolist()
+        for i, patch in zip(members, cutter.patches(members), strict=True):
+            np.testing.assert_array_equal(patch, expected[i])
+    assert cutter.cache.nbytes == 0
+    assert nothing_kept.peak <= 3 * (len(nothing_kept.x_edges) - 1)  # rows r - 1, r (being cut) and r + 1
+
+
+def test_chunk_cache_drops_spares_first() -> None:
+    from hest_spatialdata.loaders import ChunkCache
+
+    block = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
+    cache = ChunkCache(900)
+    cache.put(("spare",), block.copy(), spare=True)
+    cache.put(("a",), block.copy())
+    cache.put(("b",), block.copy())
+    cache.get(("spare",))  # recently used, but a spare
+    cache.put(("c",), block.copy())
+    assert cache.get(("spare",)) is None and all(cache.get((k,)) is not None for k in "abc")
+    assert cache.pop(("a",)) is not None and cache.pop(("a",)) is None and cache.nbytes == 600

@@ -7,10 +7,11 @@ Two ways of working, chosen per dataset:
   covers ~0.5 MB of level-0 pixels, and a shuffled epoch over several slides needs more decoded chunks than a
   cache of reasonable size holds, so most chunks are decoded several times per epoch;
 - **by band** (``read_ahead``): the first patch asked of a band of chunk rows cuts every patch of that band at once
-  (its chunks decoded once, concurrently, in a thread pool; the patches resampled in the same pool) and keeps the
-  finished patches in the cache. A finished 224-px patch takes 150 KB against ~530 KB of decoded chunks under it,
-  so the cache holds a whole cohort's patches where it would not hold their chunks; the first epoch decodes each
-  chunk about once and the next ones only copy patches out.
+  and keeps the finished patches in the cache. A finished 224-px patch takes 150 KB against ~530 KB of decoded
+  chunks under it, so the cache holds a whole cohort's patches where it would not hold their chunks. A band's chunks
+  are decoded row after row in a thread pool, each row freed once the squares over it are cut, and the chunks a band
+  shares with its neighbours (the squares of a band reach into the row below it) are kept as spares until the other
+  band is cut: the first epoch decodes each chunk once, and the next ones only copy patches out.
 
 Resampling (:func:`resample`) is by default HEST's own: OpenCV's ``cv2.resize`` with its default bilinear
 interpolation, as hestcore's ``WSIPatcher`` makes the patches of HEST's h5; a level that already has the asked
@@ -23,7 +24,8 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,9 @@ from PIL import Image
 #: Value of the pixels of a patch that lie off the slide (black, as HEST's OpenSlide crops).
 FILL_VALUE = 0
 
-#: Chunk rows per band (``read_ahead``): each band decodes its rows plus part of the next one.
+#: Chunk rows per band (``read_ahead``). A band's squares reach into the chunk row below it (~40 % of them at 415 px
+#: in 1024-px chunks); the chunks two bands share are decoded once (kept as spares until the other band is cut), so
+#: the height only sets how many patches the first request of a band waits for.
 BAND_ROWS = 2
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -66,7 +70,8 @@ class ChunkCache:
     """Decoded chunks or finished patches kept in memory, least recently used dropped past ``max_bytes``.
 
     One per :class:`~hest_spatialdata.loaders.PatchDataset` by default; a cohort passes one to all its stores'
-    datasets, so that the memory bound holds for the whole cohort. Safe to use from several threads.
+    datasets, so that the memory bound holds for the whole cohort. Safe to use from several threads. Arrays put as
+    ``spare`` (chunks kept for a neighbouring band, which saves decoding them again) are dropped before the others.
 
     Parameters
     ----------
@@ -78,27 +83,43 @@ class ChunkCache:
         self.max_bytes = int(max_bytes)
         self.nbytes = 0
         self._items: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+        self._spare: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
         """The array under ``key`` (now the most recently used), or ``None``."""
         with self._lock:
-            block = self._items.get(key)
-            if block is not None:
-                self._items.move_to_end(key)
-            return block
+            for items in (self._items, self._spare):
+                block = items.get(key)
+                if block is not None:
+                    items.move_to_end(key)
+                    return block
+            return None
 
-    def put(self, key: tuple[Any, ...], block: np.ndarray) -> None:
-        """Keep ``block``, dropping the least recently used arrays past the budget."""
+    def put(self, key: tuple[Any, ...], block: np.ndarray, *, spare: bool = False) -> None:
+        """Keep ``block``, dropping spare arrays, then the least recently used ones, past the budget."""
         if self.max_bytes <= 0:
             return
         with self._lock:
-            previous = self._items.pop(key, None)
-            self.nbytes += block.nbytes - (previous.nbytes if previous is not None else 0)
-            self._items[key] = block
-            while self.nbytes > self.max_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
+            self._drop(key)
+            self.nbytes += block.nbytes
+            (self._spare if spare else self._items)[key] = block
+            while self.nbytes > self.max_bytes and (self._spare or self._items):
+                _, evicted = (self._spare or self._items).popitem(last=False)
                 self.nbytes -= evicted.nbytes
+
+    def pop(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """Take the array under ``key`` out of the cache (``None`` if it is not there)."""
+        with self._lock:
+            return self._drop(key)
+
+    def _drop(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        block = self._items.pop(key, None)
+        if block is None:
+            block = self._spare.pop(key, None)
+        if block is not None:
+            self.nbytes -= block.nbytes
+        return block
 
     def __getstate__(self) -> dict[str, Any]:
         return {"max_bytes": self.max_bytes}  # a process's cache stays in it
@@ -165,21 +186,20 @@ class PatchCutter:
             _, chunk_y, chunk_x = chunks.chunk_shape
             self.y_edges = np.append(np.arange(0, chunks.shape[1], chunk_y), chunks.shape[1])
             self.x_edges = np.append(np.arange(0, chunks.shape[2], chunk_x), chunks.shape[2])
-        top = np.clip(self.origins[:, 1], 0, chunks.shape[1] - 1)
-        # bands of BAND_ROWS chunk rows, by the row of each square's top: a square reaches into the next row below
-        # (~40 % of them at 415 px in 1024-px chunks), so wider bands decode fewer chunks twice
-        self.band_of = (np.searchsorted(self.y_edges, top, "right") - 1) // BAND_ROWS
+        self.rows, self.cols, self.off_level = _square_blocks(origins, self.size, self.y_edges, self.x_edges)
+        self.band_of = self.rows[:, 0] // BAND_ROWS
         self._band_lock = threading.Lock()
         self._band_locks: dict[int, threading.Lock] = {}
+        self._bands_cut: set[int] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_band_lock"], state["_band_locks"]  # a DataLoader worker gets its own
+        del state["_band_lock"], state["_band_locks"], state["_bands_cut"]  # a DataLoader worker starts afresh
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._band_lock, self._band_locks = threading.Lock(), {}
+        self._band_lock, self._band_locks, self._bands_cut = threading.Lock(), {}, set()
 
     def patches(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Patches of ``indices`` (each (out_px, out_px, 3) uint8, a fresh array)."""
@@ -190,7 +210,11 @@ class PatchCutter:
                 found.update(self._cut_band(band, missing))
         else:
             found.update(zip(missing, parallel_map(thread_pool(self.threads), self._cut_one, missing), strict=True))
-        return [found[i].copy() if self.read_ahead else found[i] for i in indices]
+        if not self.read_ahead:
+            return [found[i] for i in indices]
+        # the caller gets its own copy of each kept patch, made in the pool: copying the batch is the one serial
+        # step of an epoch, and a patch just cut by another thread is slow to copy from this one
+        return parallel_map(thread_pool(self.threads), np.copy, [found[i] for i in indices])
 
     # ------------------------------------------------------------------ by band
 
@@ -198,23 +222,87 @@ class PatchCutter:
         with self._band_lock:
             lock = self._band_locks.setdefault(band, threading.Lock())
         with lock:  # two threads asking one band: the second finds the first's patches
-            members = np.flatnonzero(self.band_of == band).tolist()
+            members = self._members(band)
             done = {i: p for i in members if (p := self.cache.get((self.key, "patch", i))) is not None}
             todo = [i for i in members if i not in done]
-            if todo:
-                blocks = sorted({b for i in todo for b in self._blocks(i)})
-                pool = thread_pool(self.threads)
-                decoded = dict(zip(blocks, self._read_blocks(pool, blocks), strict=True))
-                cut = parallel_map(pool, lambda i: self._cut(i, decoded.__getitem__), todo)
-                for i, patch in zip(todo, cut, strict=True):
-                    self.cache.put((self.key, "patch", i), patch)
-                    done[i] = patch
+            with self._band_lock:
+                neighbours = [b for b in (band - 1, band + 1) if b not in self._bands_cut]
+            wanted_later = {b for other in neighbours for i in self._members(other) for b in self._blocks(i)}
+            for i, patch in self._cut_row_by_row(todo, wanted_later).items():
+                self.cache.put((self.key, "patch", i), patch)
+                done[i] = patch
+            with self._band_lock:
+                self._bands_cut.add(band)
         return {i: done[i] for i in wanted if i in done}
 
-    def _read_blocks(self, pool: ThreadPoolExecutor | None, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
-        if hasattr(self.chunks, "files") and not self.chunks.files.local:  # remote: one concurrent fetch
-            return self.chunks.read_many(blocks)
-        return parallel_map(pool, lambda b: self.chunks.read(*b), blocks)
+    def _members(self, band: int) -> list[int]:
+        return np.flatnonzero(self.band_of == band).tolist()
+
+    def _cut_row_by_row(self, todo: list[int], wanted_later: set[tuple[int, int]]) -> dict[int, np.ndarray]:
+        """Patches of ``todo``, their chunks decoded one chunk row after the other and dropped once cut.
+
+        Every task goes to the pool at once, in an order that keeps both the threads and the memory in check: the
+        chunks of row ``r + 1``, then the squares whose last row is ``r``. A square's task waits only on chunks
+        queued before it (already started: the pool is first in, first out), and a row's chunks are freed when the
+        last square over them is cut, so a band holds about two chunk rows however tall it is.
+
+        The chunk rows a band shares with its neighbours (its squares reach into the row below) are decoded once:
+        chunks in ``wanted_later`` (those a band not yet cut needs) are kept in the cache as spares, and a band takes
+        the spares its neighbour left instead of decoding them.
+        """
+        pool = thread_pool(self.threads) or _INLINE
+        users: dict[int, list[int]] = {}  # chunk row -> the squares over it
+        for i in todo:
+            for row in range(self.rows[i, 0], self.rows[i, 1] + 1):
+                users.setdefault(int(row), []).append(i)
+        rows = sorted(users)
+        decoding: dict[tuple[int, int], Any] = {}
+        cutting: dict[int, Future] = {}
+        for position in range(len(rows) + 1):
+            if position < len(rows):
+                row = rows[position]
+                blocks = sorted({(row, bx) for i in users[row] for bx in range(self.cols[i, 0], self.cols[i, 1] + 1)})
+                decoding.update(self._submit_reads(pool, blocks, wanted_later))
+            if position == 0:
+                continue
+            last = rows[position - 1]
+            for i in users[last]:
+                if self.rows[i, 1] == last:
+                    needed = {b: decoding[b] for b in self._blocks(i)}
+                    cutting[i] = pool.submit(self._cut, i, lambda b, needed=needed: needed[b].result())
+            still_needed = min((self.rows[i, 0] for i in todo if self.rows[i, 1] > last), default=last + 1)
+            for block in [b for b in decoding if b[0] < still_needed]:
+                del decoding[block]  # the squares over it hold it until they are cut
+        return {i: future.result() for i, future in cutting.items()}
+
+    def _submit_reads(
+        self, pool: Any, blocks: list[tuple[int, int]], wanted_later: set[tuple[int, int]]
+    ) -> dict[tuple[int, int], Any]:
+        """A future per chunk of ``blocks``: a spare a neighbouring band left, or a read.
+
+        A remote store fetches its chunks together, in one concurrent request. Chunks in ``wanted_later`` are kept
+        as spares once read.
+        """
+        futures: dict[tuple[int, int], Any] = {}
+        for b in blocks:
+            key = (self.key, "chunk", *b)
+            spare = self.cache.get(key) if b in wanted_later else self.cache.pop(key)  # a third band may need it
+            if spare is not None:
+                futures[b] = _Done(spare)
+        to_read = [b for b in blocks if b not in futures]
+        if to_read and hasattr(self.chunks, "files") and not self.chunks.files.local:
+            together = pool.submit(self.chunks.read_many, to_read)
+            futures |= {b: _Item(together, k) for k, b in enumerate(to_read)}
+        else:
+            futures |= {b: pool.submit(self.chunks.read, *b) for b in to_read}
+        for b in to_read:
+            if b in wanted_later:
+                futures[b].add_done_callback(partial(self._keep_spare, b))
+        return futures
+
+    def _keep_spare(self, block: tuple[int, int], future: Any) -> None:
+        if future.exception() is None:
+            self.cache.put((self.key, "chunk", *block), future.result(), spare=True)
 
     # ------------------------------------------------------------------ per patch
 
@@ -233,19 +321,17 @@ class PatchCutter:
 
     def _blocks(self, index: int) -> list[tuple[int, int]]:
         """The chunks (by, bx) that the square of ``index`` covers."""
-        x0, y0 = (int(v) for v in self.origins[index])
-        _, height, width = self.chunks.shape
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + self.size, width), min(y0 + self.size, height)
-        if xb <= xa or yb <= ya:
+        if self.off_level[index]:
             return []
-        return [(by, bx) for by in _block_range(self.y_edges, ya, yb) for bx in _block_range(self.x_edges, xa, xb)]
+        (r0, r1), (c0, c1) = self.rows[index].tolist(), self.cols[index].tolist()
+        return [(by, bx) for by in range(r0, r1 + 1) for bx in range(c0, c1 + 1)]
 
     def _cut(self, index: int, chunk: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
-        """The patch of ``index``: its square (c, y, x), pixels off the level :data:`FILL_VALUE`, resampled."""
+        """The patch of ``index``: its square, pixels off the level :data:`FILL_VALUE`, resampled."""
         x0, y0 = (int(v) for v in self.origins[index])
-        _, height, width = self.chunks.shape
+        channels, height, width = self.chunks.shape
         inside = x0 >= 0 and y0 >= 0 and x0 + self.size <= width and y0 + self.size <= height
-        square = np.empty((self.chunks.shape[0], self.size, self.size), dtype=np.uint8)
+        square = np.empty((channels, self.size, self.size), dtype=np.uint8)
         if not inside:
             square.fill(FILL_VALUE)
         for by, bx in self._blocks(index):
@@ -256,7 +342,72 @@ class PatchCutter:
             square[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[
                 :, sy0 - top : sy1 - top, sx0 - left : sx1 - left
             ]
-        return resample(square, self.out_px, self.method)
+        return resample(interleave(square), self.out_px, self.method)
+
+
+class _Item:
+    """Item ``k`` of the list a future returns, behind a future's interface."""
+
+    def __init__(self, future: Future, k: int) -> None:
+        self.future, self.k = future, k
+
+    def result(self) -> np.ndarray:
+        return self.future.result()[self.k]
+
+    def exception(self) -> BaseException | None:
+        return self.future.exception()
+
+    def add_done_callback(self, function: Callable[[Any], None]) -> None:
+        self.future.add_done_callback(lambda _: function(self))
+
+
+class _Done(Future):
+    """A future already holding ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.set_result(value)
+
+
+class _InlineExecutor:
+    """A ``submit`` that runs the call at once: with one thread, the band code stays the same without a pool."""
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as error:  # noqa: BLE001 - handed to the caller, as a pool's future does
+            future.set_exception(error)
+        return future
+
+
+_INLINE = _InlineExecutor()
+
+
+def _square_blocks(
+    origins: np.ndarray, size: int, y_edges: np.ndarray, x_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First and last chunk row and column under each square, (n, 2) each, and which squares miss the level."""
+    height, width = int(y_edges[-1]), int(x_edges[-1])
+    x0, y0 = origins[:, 0].astype(np.int64), origins[:, 1].astype(np.int64)
+    ya, yb = np.clip(y0, 0, height - 1), np.clip(y0 + size, 1, height)
+    xa, xb = np.clip(x0, 0, width - 1), np.clip(x0 + size, 1, width)
+    rows = np.column_stack([np.searchsorted(y_edges, ya, "right"), np.searchsorted(y_edges, yb - 1, "right")]) - 1
+    cols = np.column_stack([np.searchsorted(x_edges, xa, "right"), np.searchsorted(x_edges, xb - 1, "right")]) - 1
+    off_level = (x0 + size <= 0) | (y0 + size <= 0) | (x0 >= width) | (y0 >= height)
+    return rows, cols, off_level
+
+
+def interleave(planes: np.ndarray) -> np.ndarray:
+    """A contiguous (c, h, w) array as (h, w, c), with OpenCV's merge (a fifth of numpy's strided copy).
+
+    Copying a square out of its chunks and merging the copy costs less than merging straight from the chunks.
+    """
+    import cv2
+
+    if planes.shape[0] in (3, 4):
+        return cv2.merge(list(planes))
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1))
 
 
 #: How patches are resampled (``PatchDataset(resample=...)``), see :func:`resample`.
@@ -264,31 +415,24 @@ RESAMPLE_METHODS = ("hest", "antialias")
 
 
 def resample(square: np.ndarray, out_px: int, method: str = "hest") -> np.ndarray:
-    """A (c, s, s) uint8 square as an (out_px, out_px, c) patch.
+    """An (s, s, c) uint8 square as an (out_px, out_px, c) patch.
 
-    ``"hest"``: ``cv2.resize`` of the (s, s, c) image with OpenCV's default interpolation (``INTER_LINEAR``, no
+    ``"hest"``: ``cv2.resize`` of the square with OpenCV's default interpolation (``INTER_LINEAR``, no
     antialiasing), the call hestcore's ``WSIPatcher`` makes for every patch of HEST's h5: on the same square the
     result is HEST's patch bit for bit. A reduction by more than 2x samples the square rather than averaging it
     (aliasing), as HEST's patches do.
 
-    ``"antialias"``: PIL's bilinear resize of each channel plane (a triangle filter whose support grows with the
-    reduction; identical to PIL's resize of the RGB image). Smoother patches, but not HEST's: ~6-12x the CPU of
-    ``"hest"`` at 415 -> 224 px.
+    ``"antialias"``: PIL's bilinear resize (a triangle filter whose support grows with the reduction). Smoother
+    patches, but not HEST's: ~6-12x the CPU of ``"hest"`` at 415 -> 224 px.
     """
-    channels, side, _ = square.shape
+    side, _, channels = square.shape
     if side == out_px:
-        return np.ascontiguousarray(square.transpose(1, 2, 0))
+        return square
     if method == "hest":
         import cv2
 
-        image = cv2.merge(list(square))
-        return cv2.resize(image, (out_px, out_px), interpolation=cv2.INTER_LINEAR).reshape(out_px, out_px, channels)
-    out = np.empty((out_px, out_px, channels), dtype=np.uint8)
-    for c in range(channels):
-        out[..., c] = np.asarray(Image.fromarray(square[c]).resize((out_px, out_px), Image.BILINEAR))
-    return out
-
-
-def _block_range(edges: np.ndarray, start: int, stop: int) -> range:
-    """Indices of the chunks along one axis that ``[start, stop)`` touches."""
-    return range(int(np.searchsorted(edges, start, "right")) - 1, int(np.searchsorted(edges, stop - 1, "right")))
+        return cv2.resize(square, (out_px, out_px), interpolation=cv2.INTER_LINEAR).reshape(out_px, out_px, channels)
+    if channels == 3:
+        return np.asarray(Image.fromarray(square, "RGB").resize((out_px, out_px), Image.BILINEAR))
+    planes = [Image.fromarray(np.ascontiguousarray(square[..., c])) for c in range(channels)]
+    return np.stack([np.asarray(p.resize((out_px, out_px), Image.BILINEAR)) for p in planes], axis=-1)
