@@ -136,3 +136,22 @@ def test_a_slide_alone_is_written_without_importing_spatialdata(hest_root, tmp_p
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
     assert sd.read_zarr(tmp_path / f"{EXAMPLE_SAMPLE_ID}.zarr").attrs["hest"]["elements"] == {"images": ["he"]}
+
+
+def test_labels_store_equals_the_one_spatialdata_writes(hest_root, tmp_path):
+    """``nuclei_labels`` written chunk by chunk (writer/labels.py): every file as spatialdata writes the element."""
+    ours = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["nuclei_labels"], chunk_size=256)
+    theirs = tmp_path / "spatialdata.zarr"
+    sdata = read_hest(hest_root, EXAMPLE_SAMPLE_ID, elements=["nuclei_labels"], chunk_size=256)
+    sdata.write(theirs, raster_compressor=DEFAULT_RASTER_COMPRESSOR)
+    ours_files, theirs_files = _files(ours), _files(theirs)
+    assert ours_files.keys() == theirs_files.keys()
+    assert sum(name.startswith("labels/nuclei_labels/s0/c/") for name in ours_files) > 4  # several chunks, some empty
+    for name, data in theirs_files.items():
+        if name.endswith("zarr.json"):
+            assert json.loads(ours_files[name]) == json.loads(data), name
+        else:
+            assert ours_files[name] == data, name
+    a, b = sd.read_zarr(ours)["nuclei_labels"], sd.read_zarr(theirs)["nuclei_labels"]
+    for scale in b.children:
+        xr.testing.assert_identical(a[scale]["image"], b[scale]["image"])

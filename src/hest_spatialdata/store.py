@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial as partial_call
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,10 +259,49 @@ def _write_others(
     # dask's own pool would outlive a failure; this one is shut down (its tasks awaited) before the clean-up
     pool = ThreadPoolExecutor(how.threads, thread_name_prefix="element-writer")
     running.callback(pool.shutdown, wait=True, cancel_futures=True)
+    # labels are drawn from the nuclei while they are written (compiled, free of the GIL): writing them beside the
+    # other elements, whose writing is mostly single-threaded Python, uses the cores those leave idle
+    beside = ThreadPoolExecutor(1, thread_name_prefix="labels")
+    running.callback(beside.shutdown, wait=True, cancel_futures=True)
     with dask.config.set(pool=pool):
-        for _, name, _ in sdata.gen_elements():
-            sdata.write_element(name, raster_compressor=how.raster_compressor)
+        names = [name for _, name, _ in sdata.gen_elements()]
+        labels = [beside.submit(_start_labels(sdata, partial, n, how)) for n in names if n in sdata.labels]
+        for name in names:
+            if name not in sdata.labels:
+                sdata.write_element(name, raster_compressor=how.raster_compressor)
+        for written in labels:
+            written.result()
     return sdata
+
+
+def _start_labels(sdata: SpatialData, partial: Path, name: str, how: _Others) -> Callable[[], None]:
+    """Write the metadata of a labels element now; return the call that writes its chunks.
+
+    See :func:`hest_spatialdata.writer.labels.write_labels`. spatialdata writes the element instead (in the returned
+    call) when a transformation is neither an identity nor a scale.
+    """
+    import zarr
+    from spatialdata.transformations import Identity, Scale, get_transformation
+
+    from hest_spatialdata.writer.labels import write_labels
+
+    element = sdata.labels[name]
+    systems: dict[str, tuple[float, float] | None] = {}
+    for system, transformation in get_transformation(element, get_all=True).items():
+        if isinstance(transformation, Identity):
+            systems[system] = None
+        elif isinstance(transformation, Scale) and sorted(transformation.axes) == ["x", "y"]:
+            factors = dict(zip(transformation.axes, transformation.scale, strict=True))
+            systems[system] = (float(factors["y"]), float(factors["x"]))
+        else:
+            return partial_call(sdata.write_element, name, raster_compressor=how.raster_compressor)
+    scales = (
+        sorted(element.children, key=lambda k: int(k.removeprefix("scale"))) if hasattr(element, "children") else []
+    )
+    levels = [element[scale]["image"].data for scale in scales] or [element.data]
+    root = zarr.open_group(zarr.storage.LocalStore(partial), mode="r+")
+    return write_labels(root, name, levels, coordinate_systems=systems, raster_compressor=how.raster_compressor,
+                        threads=how.threads)  # fmt: skip
 
 
 def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overwrite: bool, **options: Any) -> UPath:

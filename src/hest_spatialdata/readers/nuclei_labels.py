@@ -18,6 +18,7 @@ labels too. The labels are made from the ``nuclei`` polygons, never stored inste
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -32,7 +33,6 @@ from spatialdata.transformations import set_transformation
 from xarray import DataTree
 
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers._polyfill import draw_chunk
 
 #: How label ids map to the rows of ``nuclei`` (written into ``attrs["hest"]["nuclei_labels"]``).
 LABEL_ID_RULE = "cell_id (the index of nuclei) + 1; 0 is background"
@@ -89,10 +89,7 @@ def nuclei_label_levels(
     -------
     One uint32 dask array per level of :func:`level_shapes`.
     """
-    coords, starts = _outer_ring_coords(geometry)
-    lower, upper = np.minimum.reduceat(coords, starts[:-1]), np.maximum.reduceat(coords, starts[:-1])
-    tree = shapely.STRtree(shapely.box(lower[:, 0], lower[:, 1], upper[:, 0], upper[:, 1]))
-    polygons = _Polygons(tree, coords, starts, np.asarray(ids, np.uint32))
+    polygons = _Polygons(geometry, np.asarray(ids, np.uint32))
     return [_level(polygons, shape, 2**k, chunk_size) for k, shape in enumerate(level_shapes(slide_shape))]
 
 
@@ -105,18 +102,75 @@ def level_shapes(slide_shape: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 class _Polygons:
-    """The outer rings as flat coordinates, with a spatial index of their bounds."""
+    """The nuclei's outer rings as flat coordinates, with the rings each chunk of a level draws.
 
-    def __init__(self, tree: shapely.STRtree, coords: np.ndarray, starts: np.ndarray, ids: np.ndarray) -> None:
-        self.ids = ids
-        self.tree = tree
-        self.coords = coords
-        self.starts = starts
+    Everything is prepared by the first chunk drawn (in a writer thread), not when the element is made: reading a
+    sample costs no rasterisation, and the compiled fill (numba) is imported only when labels are drawn.
+    """
 
-    def draw(self, y0: int, x0: int, height: int, width: int, factor: int) -> np.ndarray:
-        window = shapely.box(x0 * factor, y0 * factor, (x0 + width) * factor, (y0 + height) * factor)
-        hits = np.sort(self.tree.query(window))  # later rows drawn last: they win where nuclei overlap
-        return draw_chunk(self.coords, self.starts, self.ids, hits, (y0, x0, height, width), factor)
+    def __init__(self, geometry: np.ndarray, ids: np.ndarray) -> None:
+        self.geometry, self.ids = geometry, ids
+        self._lock = threading.Lock()
+        self._rings: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._hits: dict[tuple[tuple[int, int], int, int], _ChunkHits] = {}
+
+    def draw(self, y0: int, x0: int, shape: tuple[int, int], level: tuple[tuple[int, int], int, int]) -> np.ndarray:
+        """Chunk ``shape`` at ``(y0, x0)`` of the level ``(level shape, factor, chunk size)``."""
+        from hest_spatialdata.readers._polyfill import draw_chunk
+
+        coords, starts, hits = self._chunk_hits(level)
+        _, factor, _ = level
+        return draw_chunk(coords, starts, self.ids, hits.of(y0, x0), (y0, x0, *shape), factor)
+
+    def _chunk_hits(self, level: tuple[tuple[int, int], int, int]) -> tuple[np.ndarray, np.ndarray, _ChunkHits]:
+        with self._lock:
+            if self._rings is None:
+                coords, starts = _outer_ring_coords(self.geometry)
+                self._rings = (coords, starts, *_ring_bounds(coords, starts))
+            coords, starts, lower, upper = self._rings
+            if level not in self._hits:
+                self._hits[level] = _ChunkHits(lower, upper, *level)
+            return coords, starts, self._hits[level]
+
+
+class _ChunkHits:
+    """For each chunk of a level, the rings whose bounds meet its window (edges included), in row order.
+
+    The same rings as a query of the window's box in a ``shapely.STRtree`` of the rings' bounds (the same float
+    comparisons), found for all chunks at once by sorting each ring into the chunks its bounds span: the chunk grid is
+    regular, so no tree is needed, and no per-chunk query.
+    """
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, shape: tuple[int, int], factor: int, chunk: int) -> None:
+        height, width = shape
+        self.chunks_x = -(-width // chunk)
+        (y_first, y_last), (x_first, x_last) = (
+            _spans(lower[:, axis], upper[:, axis], size, chunk, factor) for axis, size in ((1, height), (0, width))
+        )
+        columns = np.maximum(x_last - x_first + 1, 0)
+        counts = np.where(y_last >= y_first, (y_last - y_first + 1) * columns, 0)
+        ring = np.repeat(np.arange(len(counts)), counts)
+        k = np.arange(len(ring)) - np.repeat(np.cumsum(counts) - counts, counts)  # position in the ring's chunks
+        per_row = np.repeat(columns, counts)
+        chunk_index = (
+            (np.repeat(y_first, counts) + k // per_row) * self.chunks_x + np.repeat(x_first, counts) + k % per_row
+        )
+        order = np.argsort(chunk_index, kind="stable")  # stable: rings stay in row order within a chunk
+        self.rings = ring[order]
+        self.offsets = np.searchsorted(chunk_index[order], np.arange(-(-height // chunk) * self.chunks_x + 1))
+        self.chunk = chunk
+
+    def of(self, y0: int, x0: int) -> np.ndarray:
+        """The rings to draw in the chunk whose corner is ``(y0, x0)`` (level px)."""
+        index = (y0 // self.chunk) * self.chunks_x + x0 // self.chunk
+        return self.rings[self.offsets[index] : self.offsets[index + 1]]
+
+
+def _spans(low: np.ndarray, high: np.ndarray, size: int, chunk: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last chunk along one axis whose window ``[start, end]`` (level-0 px) meets ``[low, high]``."""
+    starts = np.arange(0, size, chunk) * factor
+    ends = np.minimum(np.arange(chunk, size + chunk, chunk), size)[: len(starts)] * factor
+    return np.searchsorted(ends, low, "left"), np.searchsorted(starts, high, "right") - 1
 
 
 def _level(polygons: _Polygons, shape: tuple[int, int], factor: int, chunk_size: int) -> da.Array:
@@ -124,12 +178,27 @@ def _level(polygons: _Polygons, shape: tuple[int, int], factor: int, chunk_size:
     # a name of our own: dask would otherwise tokenize (pickle) every polygon to name the task
     name = f"nuclei-labels-{factor}-{uuid.uuid4().hex}"
     meta = np.empty((0, 0), np.uint32)
-    return template.map_blocks(_draw_block, polygons, factor, dtype=np.uint32, meta=meta, name=name)
+    level = (tuple(shape), factor, chunk_size)
+    return template.map_blocks(_draw_block, polygons, level, dtype=np.uint32, meta=meta, name=name)
 
 
-def _draw_block(block: np.ndarray, polygons: _Polygons, factor: int, block_info: dict[Any, Any] | None = None) -> Any:
+def _draw_block(
+    block: np.ndarray, polygons: _Polygons, level: tuple[tuple[int, int], int, int], block_info: Any = None
+) -> np.ndarray:
     (y0, _), (x0, _) = block_info[0]["array-location"] if block_info else ((0, 0), (0, 0))
-    return polygons.draw(y0, x0, block.shape[0], block.shape[1], factor)
+    return polygons.draw(y0, x0, block.shape, level)
+
+
+def _ring_bounds(coords: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper corner of each ring's bounds; an empty ring gets bounds no window meets."""
+    counts = np.diff(starts)
+    lower = np.full((len(counts), 2), np.inf)
+    upper = np.full((len(counts), 2), -np.inf)
+    filled = counts > 0
+    if filled.any():
+        lower[filled] = np.minimum.reduceat(coords, starts[:-1][filled])
+        upper[filled] = np.maximum.reduceat(coords, starts[:-1][filled])
+    return lower, upper
 
 
 def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +209,8 @@ def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     polygons = shapely.get_type_id(geometry) == shapely.GeometryType.POLYGON
     if polygons.all() and not shapely.get_num_interior_rings(geometry).any():
         # polygons without holes (HEST's CellViT): their vertices are their outer rings', no geometry copied
-        coords, owner = shapely.get_coordinates(geometry, return_index=True)
-        return coords, np.searchsorted(owner, np.arange(len(geometry) + 1))
+        starts = np.concatenate([[0], np.cumsum(shapely.get_num_coordinates(geometry))])
+        return shapely.get_coordinates(geometry), starts
     parts, owner = shapely.get_parts(geometry, return_index=True)
     if len(parts) != len(geometry):
         area = shapely.area(parts)

@@ -25,11 +25,13 @@ from typing import Any, Protocol
 import numpy as np
 import zarr
 
-from hest_spatialdata._zarr_layout import simple_layout
+from hest_spatialdata._zarr_layout import plain_zstd_layout
 
 #: The formats spatialdata 0.8 writes for raster elements (``CurrentRasterFormat``); checked by the tests.
 NGFF_VERSION = "0.5-dev-spatialdata"
 SPATIALDATA_RASTER_VERSION = "0.3"
+#: The ``image-label`` version spatialdata 0.8 gives a labels element.
+LABELS_VERSION = "0.5"
 AXES = ("c", "y", "x")
 
 
@@ -177,10 +179,11 @@ class ChunkFiles:
 
     zarr-python spends ~4 ms of its I/O thread per chunk (a 32k slide has ~1,400 chunks) on top of the encoding,
     serialised on its event loop; for this one simple layout, what zarr writes is defined by the zarr v3
-    specification: the chunk's C-order bytes (padded with the fill value at the array's edge) compressed by
-    numcodecs' ``Zstd`` (which zarr's ``ZstdCodec`` calls), at the key the array's chunk key encoding gives, and no
-    file for a chunk that is all fill value. ``tests/test_image_writer.py`` compares the stores byte for byte with
-    spatialdata's own write, so a change of zarr's format fails loudly. Use :meth:`of`.
+    specification: the chunk's C-order little-endian bytes (padded with the fill value at the array's edge)
+    compressed by numcodecs' ``Zstd`` (which zarr's ``ZstdCodec`` calls), at the key the array's chunk key encoding
+    gives, and no file for a chunk that is all fill value. ``tests/test_image_writer.py`` compares the stores byte
+    for byte with spatialdata's own write (images and labels), so a change of zarr's format fails loudly. Use
+    :meth:`of`.
     """
 
     def __init__(self, array: zarr.Array, folder: Path, level: int, checksum: bool) -> None:
@@ -189,28 +192,40 @@ class ChunkFiles:
         self._array = array
         self._folder = folder
         self._codec = Zstd(level=level, checksum=checksum)
-        self._chunk: tuple[int, int, int] = tuple(array.chunks)  # type: ignore[assignment]
+        self._chunk: tuple[int, ...] = tuple(array.chunks)
         self._fill = array.metadata.fill_value
 
     @classmethod
     def of(cls, array: zarr.Array) -> ChunkFiles | None:
         """The writer of ``array``, or ``None`` when its layout is not the simple one (zarr writes it then)."""
-        if not (isinstance(array.store, zarr.storage.LocalStore) and simple_layout(array.metadata.to_dict())):
+        meta = array.metadata.to_dict()
+        if not (isinstance(array.store, zarr.storage.LocalStore) and plain_zstd_layout(meta)):
+            return None
+        if np.dtype(array.dtype).byteorder == ">":
             return None
         zstd = array.metadata.codecs[1]
         return cls(array, Path(array.store.root) / array.path, zstd.level, zstd.checksum)
 
     def write_block(self, block: np.ndarray, y0: int, x0: int) -> None:
-        """Write the chunks of a ``(h, w, c)`` block whose corner ``(y0, x0)`` is on the chunk grid."""
+        """Write the chunks of a ``(h, w, c)`` block of a ``(c, y, x)`` array, its corner ``(y0, x0)`` on the grid."""
         c, ch, cw = self._chunk
         for y in range(0, block.shape[0], ch):
             for x in range(0, block.shape[1], cw):
                 part = block[y : y + ch, x : x + cw]
-                chunk = np.full((c, ch, cw), self._fill, dtype=np.uint8)
+                chunk = np.full((c, ch, cw), self._fill, dtype=self._array.dtype)
                 chunk[:, : part.shape[0], : part.shape[1]] = part.transpose(2, 0, 1)
-                self._write((0, (y0 + y) // ch, (x0 + x) // cw), chunk)
+                self.write_chunk((0, (y0 + y) // ch, (x0 + x) // cw), chunk)
 
-    def _write(self, coords: tuple[int, ...], chunk: np.ndarray) -> None:
+    def write_part(self, part: np.ndarray, coords: tuple[int, ...]) -> None:
+        """Write chunk ``coords`` from ``part``, the array's values there (smaller than a chunk at the array's edge)."""
+        if part.shape != self._chunk:
+            chunk = np.full(self._chunk, self._fill, dtype=self._array.dtype)
+            chunk[tuple(slice(0, n) for n in part.shape)] = part
+            part = chunk
+        self.write_chunk(coords, np.ascontiguousarray(part, dtype=self._array.dtype))
+
+    def write_chunk(self, coords: tuple[int, ...], chunk: np.ndarray) -> None:
+        """Write a whole chunk (C-contiguous, the chunk's shape) at its grid ``coords``."""
         path = self._folder / self._array.metadata.encode_chunk_key(coords)
         if not chunk.any() if self._fill == 0 else (chunk == self._fill).all():
             return  # zarr writes no chunk that is all fill value
@@ -246,27 +261,29 @@ def image_attrs(
     name: str,
     shapes: Sequence[tuple[int, ...]],
     *,
-    channels: Sequence[str],
+    channels: Sequence[str] | None,
     coordinate_systems: Mapping[str, tuple[float, float] | None],
 ) -> dict[str, Any]:
-    """The attributes of :func:`write_image_metadata` for the group at ``name`` (e.g. ``"/images/he"``)."""
+    """The attributes of :func:`write_image_metadata` for the group at ``name`` (e.g. ``"/images/he"``).
+
+    ``channels=None`` gives a labels element's attributes: axes ``(y, x)``, no channels, ``image-label``.
+    """
+    axes = AXES if channels is not None else AXES[1:]
     multiscale = {
         "datasets": [
             {"path": f"s{k}", "coordinateTransformations": transforms}
             for k, transforms in enumerate(_level_transformations(shapes))
         ],
-        "name": name,
-        "axes": [_axis(a) for a in AXES],
-        "coordinateTransformations": [_transformation(cs, scale) for cs, scale in coordinate_systems.items()],
+        "name": name.rpartition("/")[2] if channels is None else name,
+        "axes": [_axis(a) for a in axes],
+        "coordinateTransformations": [_transformation(cs, scale, axes) for cs, scale in coordinate_systems.items()],
     }
-    return {
-        "ome": {
-            "version": NGFF_VERSION,
-            "multiscales": [multiscale],
-            "omero": {"channels": [{"label": c} for c in channels]},
-        },
-        "spatialdata_attrs": {"version": SPATIALDATA_RASTER_VERSION},
-    }
+    ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    if channels is None:
+        ome["image-label"] = {"version": LABELS_VERSION}
+    else:
+        ome["omero"] = {"channels": [{"label": c} for c in channels]}
+    return {"ome": ome, "spatialdata_attrs": {"version": SPATIALDATA_RASTER_VERSION}}
 
 
 def _level_transformations(shapes: Sequence[tuple[int, ...]]) -> list[list[dict[str, Any]]]:
@@ -290,9 +307,9 @@ def _axis(name: str, *, unit: bool = False) -> dict[str, str]:
     return {"name": name, "type": "space", "unit": "unit"} if unit else {"name": name, "type": "space"}
 
 
-def _transformation(system: str, scale: tuple[float, float] | None) -> dict[str, Any]:
-    axes = [_axis(a, unit=True) for a in AXES]
-    ends = {"input": {"name": "".join(AXES), "axes": axes}, "output": {"name": system, "axes": axes}}
+def _transformation(system: str, scale: tuple[float, float] | None, axes: Sequence[str] = AXES) -> dict[str, Any]:
+    described = [_axis(a, unit=True) for a in axes]
+    ends = {"input": {"name": "".join(axes), "axes": described}, "output": {"name": system, "axes": described}}
     if scale is None:
         return {"type": "identity"} | ends
-    return {"type": "scale", "scale": [1.0, float(scale[0]), float(scale[1])]} | ends
+    return {"type": "scale", "scale": [1.0] * (len(axes) - 2) + [float(scale[0]), float(scale[1])]} | ends
