@@ -109,3 +109,19 @@ def test_class_outlines_mark_the_edge_of_each_nucleus() -> None:
     assert outlines[1, 1] == 3 and outlines[3, 2] == 3  # its edge, also where it touches nucleus 2
     assert outlines[4, 2] == 5 and outlines[6, 3] == 5
     assert outlines[0].sum() == 0 and outlines[7].sum() == 0
+
+
+def test_an_empty_nucleus_draws_nothing() -> None:
+    """An empty polygon (first, in the middle or last) has no pixel: the others are drawn as without it."""
+    nuclei = nuclei_tiles()[0].geometry.to_numpy()[:200]
+    empty = shapely.Polygon()
+    with_empty = np.concatenate([[empty], nuclei[:100], [empty], nuclei[100:], [empty]])
+    ids = np.arange(1, len(with_empty) + 1)
+    kept = np.array([g is not empty for g in with_empty])
+    shape = tuple(int(v) + 8 for v in shapely.total_bounds(nuclei)[[3, 2]])
+    with dask.config.set(scheduler="sync"):
+        drawn = [lv.compute() for lv in nuclei_label_levels(with_empty, ids, shape, 128)]
+        expected = [lv.compute() for lv in nuclei_label_levels(with_empty[kept], ids[kept], shape, 128)]
+    for a, b in zip(drawn, expected, strict=True):
+        assert np.array_equal(a, b)
+    assert len(np.unique(drawn[0])) > 150
