@@ -102,3 +102,19 @@ def _snapshot(store: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(store)): (p.stat().st_size, p.stat().st_mtime_ns) for p in store.rglob("*") if p.is_file()
     }
+
+
+def test_a_store_set_aside_by_a_dead_overwrite_comes_back(hest_root, tmp_path):
+    """A converter killed between the two renames of an overwrite leaves the old store aside: the next run puts it
+    back (never lost); once the new store is in place, what was set aside is deleted."""
+    store = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
+    before = _snapshot(store)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".{EXAMPLE_SAMPLE_ID}.zarr.replaced-{dead.stdout.strip()}"
+    store.rename(aside)  # killed after "final -> aside", before "partial -> final"
+    with pytest.raises(StoreExistsError, match="exists; pass --overwrite"):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
+    assert _snapshot(store) == before and _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+    shutil.copytree(store, aside)  # killed after both renames, before the clean-up
+    convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"], overwrite=True)
+    assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 #: ~1.2x the TIFF).
 DEFAULT_RASTER_COMPRESSOR: dict[str, int] | None = {"zstd": 1}
 PARTIAL_MARK = ".partial-"
+#: Marks an existing store set aside while an overwrite renames the new one in (``.{id}.zarr.replaced-{pid}``).
+REPLACED_MARK = ".replaced-"
 
 
 class StoreExistsError(FileExistsError):
@@ -133,6 +135,7 @@ def convert_sample(
         options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
         return _convert_to_url(hest_dir, sample_id, final, overwrite=overwrite, **options)
     out_dir = final.parent  # file:// URLs and local UPaths included
+    remove_stale_partials(out_dir, sample_id)  # first: a store a dead overwrite set aside is put back
     if final.exists() and not overwrite:
         raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
     elements = None if elements is None else list(elements)
@@ -141,7 +144,6 @@ def convert_sample(
     with_image = elements is None or Elements.HE.value in elements
     slide = files.require(Part.WSI) if with_image else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out_dir, sample_id)
     partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     threads = _threads()
     with ExitStack() as running:  # on the way out, every writer thread is stopped and awaited ...
@@ -317,11 +319,21 @@ def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overw
 
 
 def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
-    """Delete temporary stores of ``sample_id`` left by converters that are no longer running."""
-    for partial in out_dir.glob(f".{sample_id}.zarr{PARTIAL_MARK}*"):
-        pid = partial.name.split(PARTIAL_MARK, 1)[1].split("-", 1)[0]
-        if not (pid.isdigit() and process_alive(int(pid))):
-            shutil.rmtree(partial, ignore_errors=True)
+    """Clean up after converters of ``sample_id`` that are no longer running.
+
+    Their temporary stores are deleted. A store set aside by an overwrite (:func:`_replace`) is deleted when the new
+    one is in place, and put back when the converter died between the two renames, so no store is ever lost.
+    """
+    final = out_dir / f"{sample_id}.zarr"
+    for mark in (PARTIAL_MARK, REPLACED_MARK):
+        for leftover in out_dir.glob(f".{sample_id}.zarr{mark}*"):
+            pid = leftover.name.split(mark, 1)[1].split("-", 1)[0]
+            if pid.isdigit() and process_alive(int(pid)):
+                continue
+            if mark == REPLACED_MARK and not final.exists():
+                leftover.rename(final)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
@@ -330,9 +342,9 @@ def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
         return
     if not overwrite:  # another process finished the same store meanwhile
         raise StoreExistsError(f"{final} appeared while converting; pass --overwrite to replace it")
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}{REPLACED_MARK}{os.getpid()}")
     final.rename(old)
-    partial.rename(final)
+    partial.rename(final)  # a crash before this line leaves ``old``: remove_stale_partials puts it back
     shutil.rmtree(old, ignore_errors=True)
 
 
