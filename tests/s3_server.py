@@ -61,6 +61,7 @@ class LoopbackS3:
         self.fail_every, self.cut_every, self.fault_methods = fail_every, cut_every, fault_methods
         self.refuse = ""  # every PUT to a key containing this (non-empty) text is answered 503: a write that fails
         self.put_delay_s = 0.0  # each PUT waits this long before being forwarded (to kill a converter mid-upload)
+        self.lose_reply = ""  # the next PUT to a key containing this reaches moto, but its reply is lost
         self.faults = {"503": 0, "cut": 0}
         self.log: list[tuple[str, str, int, int]] = []  # (method, bucket/key, bytes received, bytes sent)
         self._count = 0
@@ -145,11 +146,15 @@ class LoopbackS3:
         methods: tuple[str, ...] = ("GET", "PUT"),
         refuse: str = "",
         put_delay_s: float = 0.0,
+        lose_reply: str = "",
     ) -> None:
-        """Change the fault injection (and restart its request count); no argument: no faults."""
+        """Change the fault injection (and restart its request count); no argument: no faults.
+
+        ``lose_reply``: the next PUT to a key containing it reaches moto, but its reply is lost (connection closed).
+        """
         with self._lock:
             self.fail_every, self.cut_every, self.fault_methods = fail_every, cut_every, methods
-            self.refuse, self.put_delay_s = refuse, put_delay_s
+            self.refuse, self.put_delay_s, self.lose_reply = refuse, put_delay_s, lose_reply
             self._count = 0
 
     def next_fault(self, method: str, key: str = "") -> str | None:
@@ -158,6 +163,11 @@ class LoopbackS3:
             with self._lock:
                 self.faults["503"] += 1
             return "503"
+        if method == "PUT" and self.lose_reply and self.lose_reply in key:
+            with self._lock:
+                self.lose_reply = ""  # once
+                self.faults["lost"] = self.faults.get("lost", 0) + 1
+            return "lost"
         if method not in self.fault_methods:
             return None
         with self._lock:
@@ -277,6 +287,12 @@ def _handler(s3: LoopbackS3) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             body = self._read_body()
+            if fault == "lost":  # done by moto, but the client never hears of it
+                self._ask_moto(method, body)
+                s3.record(method, key, len(body), 0)
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if fault == "503":
                 s3.record(method, key, len(body), 0)
                 self._slow_down()

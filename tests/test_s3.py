@@ -235,6 +235,20 @@ def test_a_live_claim_keeps_a_second_converter_out(visium_store: Path, s3_bucket
     assert list(s3_bucket.objects("stores/")) == [f"stores/{visium_store.name}/{CLAIM_NAME}"]
 
 
+def test_a_claim_whose_reply_was_lost_is_still_ours(visium_store: Path, s3_bucket) -> None:
+    """The claim's conditional create reaches the server but its reply is lost: the retry finds the claim there,
+    sees its own token, and goes on (it is not another converter's)."""
+    from hest_spatialdata._publish import CLAIM_NAME, publish_store
+
+    url = s3_bucket.url("stores", visium_store.name)
+    s3_bucket.server.set_faults(lose_reply=CLAIM_NAME)
+    publish_store(visium_store, locate(url), sample_id=EXAMPLE_SAMPLE_ID, overwrite=False)
+    assert s3_bucket.server.faults.get("lost") == 1
+    prefix = f"stores/{visium_store.name}/"
+    files = {p.relative_to(visium_store).as_posix() for p in visium_store.rglob("*") if p.is_file()}
+    assert {k[len(prefix) :] for k in s3_bucket.objects(prefix)} == files  # complete, and the claim released
+
+
 def test_two_converters_of_one_sample_leave_one_whole_store(visium_store: Path, s3_bucket) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -121,6 +121,8 @@ def _claim(fs: Any, root: str, sample_id: str) -> str:
             return token
         except FileExistsError:
             claim = _read_claim(fs, root)
+            if claim is not None and claim.get("token") == token:  # our create went through, its reply was lost
+                return token
             if claim is not None and not _stale(claim):
                 since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(claim.get("created", 0))))
                 raise StoreBusyError(
