@@ -249,6 +249,20 @@ def test_a_claim_whose_reply_was_lost_is_still_ours(visium_store: Path, s3_bucke
     assert {k[len(prefix) :] for k in s3_bucket.objects(prefix)} == files  # complete, and the claim released
 
 
+def test_a_busy_store_is_refused_before_converting(hest_root: Path, s3_bucket, tmp_path: Path) -> None:
+    """A live claim on the target is seen before the sample is read: a damaged slide is not even opened."""
+    from hest_spatialdata._publish import CLAIM_NAME, StoreBusyError
+    from hest_spatialdata.store import convert_sample
+
+    root = copy_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, EXAMPLE_SAMPLE_ID)
+    (root / "wsis" / f"{EXAMPLE_SAMPLE_ID}.tif").write_bytes(b"not a tiff")  # converting first would fail on it
+    url = s3_bucket.url("stores")
+    claim = {"host": os.uname().nodename, "pid": os.getpid(), "token": "other", "created": time.time()}
+    locate(f"{url}/{EXAMPLE_SAMPLE_ID}.zarr/{CLAIM_NAME}").write_bytes(json.dumps(claim).encode())
+    with pytest.raises(StoreBusyError, match="is being written by"):
+        convert_sample(root, EXAMPLE_SAMPLE_ID, url)
+
+
 def test_two_converters_of_one_sample_leave_one_whole_store(visium_store: Path, s3_bucket) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -124,13 +124,33 @@ def _claim(fs: Any, root: str, sample_id: str) -> str:
             if claim is not None and claim.get("token") == token:  # our create went through, its reply was lost
                 return token
             if claim is not None and not _stale(claim):
-                since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(claim.get("created", 0))))
-                raise StoreBusyError(
-                    f"sample {sample_id}: {root} is being written by {claim.get('host')}:{claim.get('pid')} "
-                    f"since {since}; wait for it, or remove {CLAIM_NAME} if that converter is gone"
-                ) from None
+                raise _busy(sample_id, root, claim) from None
             fs.rm_file(f"{root}/{CLAIM_NAME}")
     raise StoreBusyError(f"sample {sample_id}: could not claim {root} (another converter keeps claiming it)")
+
+
+def check_not_busy(target: UPath, sample_id: str) -> None:
+    """Raise :class:`StoreBusyError` if a live converter holds ``target``'s claim (publishing checks again).
+
+    Parameters
+    ----------
+    target
+        The store's URL.
+    sample_id
+        For the message.
+    """
+    fs, root = target.fs, target.path.rstrip("/")
+    claim = _read_claim(fs, root)
+    if claim is not None and not _stale(claim):
+        raise _busy(sample_id, root, claim)
+
+
+def _busy(sample_id: str, root: str, claim: dict[str, Any]) -> StoreBusyError:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(claim.get("created", 0))))
+    return StoreBusyError(
+        f"sample {sample_id}: {root} is being written by {claim.get('host')}:{claim.get('pid')} "
+        f"since {since}; wait for it, or remove {CLAIM_NAME} if that converter is gone"
+    )
 
 
 def _read_claim(fs: Any, root: str) -> dict[str, Any] | None:

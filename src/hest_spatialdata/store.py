@@ -310,8 +310,9 @@ def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overw
     """Write the store into a local temporary folder (one sample's disk), then publish it to ``final``."""
     import tempfile
 
-    from hest_spatialdata._publish import publish_store
+    from hest_spatialdata._publish import check_not_busy, publish_store
 
+    check_not_busy(final, sample_id)  # before converting: a store another converter holds is refused at once
     with tempfile.TemporaryDirectory(prefix=f"hest-{sample_id}-", dir=os.environ.get("HEST_TMPDIR")) as scratch:
         local = convert_sample(hest_dir, sample_id, scratch, **options)
         publish_store(local, final, sample_id=sample_id, overwrite=overwrite)
