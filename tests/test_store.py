@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,35 @@ def test_a_store_set_aside_by_a_dead_overwrite_comes_back(hest_root, tmp_path):
     shutil.copytree(store, aside)  # killed after both renames, before the clean-up
     convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"], overwrite=True)
     assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+
+
+def test_a_failure_beside_the_labels_stops_them_and_leaves_nothing(hest_root, tmp_path, monkeypatch):
+    """The labels are written in their own thread: when another element fails meanwhile, they stop at their next
+    chunk, the error is the other element's, and nothing of the store remains."""
+    import threading
+
+    from hest_spatialdata.writer import labels as labels_writer
+
+    written, started = [], threading.Event()
+    original_setitem = labels_writer._ChunkTarget.__setitem__
+
+    def slow_setitem(self, key, values):  # a big slide's labels: many chunks still to write
+        started.set()
+        written.append(key)
+        time.sleep(0.05)
+        original_setitem(self, key, values)
+
+    def failing_write_element(self, name, **kwargs):
+        started.wait(30)
+        raise OSError(f"disk full while writing {name}")
+
+    monkeypatch.setattr(labels_writer._ChunkTarget, "__setitem__", slow_setitem)
+    monkeypatch.setattr(SpatialData, "write_element", failing_write_element)
+    with pytest.raises(OSError, match="disk full"):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["nuclei", "nuclei_labels"], chunk_size=64)
+    assert _siblings(tmp_path) == []
+    import tifffile
+
+    with tifffile.TiffFile(hest_root / "wsis" / f"{EXAMPLE_SAMPLE_ID}.tif") as tif:
+        height, width = tif.pages[0].shape[:2]
+    assert 0 < len(written) < (-(-height // 64) * -(-width // 64)) // 4  # stopped long before level 0 was done

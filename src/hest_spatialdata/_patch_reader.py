@@ -252,12 +252,15 @@ class PatchCutter:
         """
         pool = thread_pool(self.threads) or _INLINE
         users: dict[int, list[int]] = {}  # chunk row -> the squares over it
+        cutting: dict[int, Future] = {}
         for i in todo:
+            if self.off_level[i]:  # all fill value: no chunk to wait for
+                cutting[i] = pool.submit(self._cut, i, None)
+                continue
             for row in range(self.rows[i, 0], self.rows[i, 1] + 1):
                 users.setdefault(int(row), []).append(i)
         rows = sorted(users)
         decoding: dict[tuple[int, int], Any] = {}
-        cutting: dict[int, Future] = {}
         for position in range(len(rows) + 1):
             if position < len(rows):
                 row = rows[position]
@@ -270,7 +273,7 @@ class PatchCutter:
                 if self.rows[i, 1] == last:
                     needed = {b: decoding[b] for b in self._blocks(i)}
                     cutting[i] = pool.submit(self._cut, i, lambda b, needed=needed: needed[b].result())
-            still_needed = min((self.rows[i, 0] for i in todo if self.rows[i, 1] > last), default=last + 1)
+            still_needed = min((self.rows[i, 0] for r in rows[position:] for i in users[r]), default=last + 1)
             for block in [b for b in decoding if b[0] < still_needed]:
                 del decoding[block]  # the squares over it hold it until they are cut
         return {i: future.result() for i, future in cutting.items()}

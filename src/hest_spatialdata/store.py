@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -265,9 +266,11 @@ def _write_others(
     # other elements, whose writing is mostly single-threaded Python, uses the cores those leave idle
     beside = ThreadPoolExecutor(1, thread_name_prefix="labels")
     running.callback(beside.shutdown, wait=True, cancel_futures=True)
+    stop = threading.Event()
+    running.callback(stop.set)  # first, on the way out: the labels stop at their next chunk
     with dask.config.set(pool=pool):
         names = [name for _, name, _ in sdata.gen_elements()]
-        labels = [beside.submit(_start_labels(sdata, partial, n, how)) for n in names if n in sdata.labels]
+        labels = [beside.submit(_start_labels(sdata, partial, n, how, stop)) for n in names if n in sdata.labels]
         for name in names:
             if name not in sdata.labels:
                 sdata.write_element(name, raster_compressor=how.raster_compressor)
@@ -276,7 +279,9 @@ def _write_others(
     return sdata
 
 
-def _start_labels(sdata: SpatialData, partial: Path, name: str, how: _Others) -> Callable[[], None]:
+def _start_labels(
+    sdata: SpatialData, partial: Path, name: str, how: _Others, stop: threading.Event
+) -> Callable[[], None]:
     """Write the metadata of a labels element now; return the call that writes its chunks.
 
     See :func:`hest_spatialdata.writer.labels.write_labels`. spatialdata writes the element instead (in the returned
@@ -303,7 +308,7 @@ def _start_labels(sdata: SpatialData, partial: Path, name: str, how: _Others) ->
     levels = [element[scale]["image"].data for scale in scales] or [element.data]
     root = zarr.open_group(zarr.storage.LocalStore(partial), mode="r+")
     return write_labels(root, name, levels, coordinate_systems=systems, raster_compressor=how.raster_compressor,
-                        threads=how.threads)  # fmt: skip
+                        threads=how.threads, stop=stop)  # fmt: skip
 
 
 def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overwrite: bool, **options: Any) -> UPath:

@@ -114,6 +114,12 @@ class _Polygons:
         self._rings: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._hits: dict[tuple[tuple[int, int], int, int], _ChunkHits] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"geometry": self.geometry, "ids": self.ids}  # prepared again where it is drawn (a dask worker)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["geometry"], state["ids"])
+
     def draw(self, y0: int, x0: int, shape: tuple[int, int], level: tuple[tuple[int, int], int, int]) -> np.ndarray:
         """Chunk ``shape`` at ``(y0, x0)`` of the level ``(level shape, factor, chunk size)``."""
         from hest_spatialdata.readers._polyfill import draw_chunk

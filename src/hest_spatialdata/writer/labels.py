@@ -11,7 +11,9 @@ zarr for another store or codec); the metadata is then written as spatialdata 0.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ def write_labels(
     coordinate_systems: Mapping[str, tuple[float, float] | None],
     raster_compressor: Mapping[str, int] | None = None,
     threads: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Callable[[], None]:
     """Create the labels element ``labels/{name}`` of a store; the returned call draws and writes its chunks.
 
@@ -52,6 +55,8 @@ def write_labels(
         The codec, as spatialdata's ``raster_compressor``.
     threads
         Threads computing the chunks; default one per core.
+    stop
+        Once set, the chunk writing stops at the next chunk (with :class:`concurrent.futures.CancelledError`).
 
     Returns
     -------
@@ -68,7 +73,7 @@ def write_labels(
             f"s{k}", shape=level.shape, chunks=tuple(c[0] for c in level.chunks), dtype=level.dtype,
             compressors=codecs, fill_value=0, dimension_names=LABEL_AXES,
         )  # fmt: skip
-        targets.append(_ChunkTarget(array))
+        targets.append(_ChunkTarget(array, stop))
     element.attrs.put(image_attrs(element.name, [a.shape for a in levels], channels=None,
                                   coordinate_systems=coordinate_systems))  # fmt: skip
     names = dict(labels.attrs).get("ome", {}).get("labels", [])
@@ -84,10 +89,12 @@ def write_labels(
 class _ChunkTarget:
     """``da.store``'s target for one level: each block (one chunk) written as a chunk file (or by zarr)."""
 
-    def __init__(self, array: zarr.Array) -> None:
-        self.array, self.files = array, ChunkFiles.of(array)
+    def __init__(self, array: zarr.Array, stop: threading.Event | None) -> None:
+        self.array, self.files, self.stop = array, ChunkFiles.of(array), stop
 
     def __setitem__(self, key: tuple[slice, ...], values: np.ndarray) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise CancelledError("the conversion stopped")
         if self.files is None:
             self.array[key] = values
             return
