@@ -241,3 +241,31 @@ def test_chunk_cache_drops_spares_first() -> None:
     cache.put(("c",), block.copy())
     assert cache.get(("spare",)) is None and all(cache.get((k,)) is not None for k in "abc")
     assert cache.pop(("a",)) is not None and cache.pop(("a",)) is None and cache.nbytes == 600
+
+
+def test_each_request_cuts_one_more_band_ahead(visium_store: Path, sdata) -> None:
+    """After a request, the band next to it is cut in the background (an epoch asks for every band): its patches
+    are then served from the cache, equal to cutting them on request."""
+    from hest_spatialdata._patch_reader import _AHEAD_BUSY, ChunkCache, PatchCutter
+
+    image = np.asarray(_levels(sdata)[0].data)
+    dataset = PatchDataset(visium_store, patch_size_px=64, um_per_px=2.0)
+    origins, size = dataset._cutter.origins, dataset._cutter.size
+    single = PatchCutter(
+        _CountingChunks(image, 160), origins, size, 48, ChunkCache(0), "x", read_ahead=False, threads=1
+    )
+    chunks = _CountingChunks(image, 160)
+    cutter = PatchCutter(chunks, origins, size, 48, ChunkCache(2**30), "x", read_ahead=True, threads=2)
+    first = int(np.flatnonzero(cutter.band_of == 2)[0])
+    cutter.patches([first])
+    with _AHEAD_BUSY:  # the band cut ahead is done
+        pass
+    assert cutter._bands_cut == {2, 3}
+    reads = sum(chunks.reads.values())
+    ahead = np.flatnonzero(cutter.band_of == 3).tolist()
+    for i, patch in zip(ahead, cutter.patches(ahead), strict=True):
+        np.testing.assert_array_equal(patch, single.patches([i])[0])
+    with _AHEAD_BUSY:
+        pass
+    assert cutter._bands_cut == {2, 3, 4}  # the request found band 3 cut, and started band 4
+    assert sum(chunks.reads.values()) > reads  # ... which read chunks of its own

@@ -43,6 +43,18 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
+#: One band cut ahead at a time per process (:meth:`PatchCutter._cut_a_band_ahead`), in its own thread: it waits on
+#: the pool's tasks, so it must not be one of them.
+_AHEAD_BUSY = threading.Lock()
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        if -1 not in _POOLS:
+            _POOLS[-1] = ThreadPoolExecutor(1, thread_name_prefix="hest-patches-ahead")
+        return _POOLS[-1]
+
+
 def thread_pool(threads: int) -> ThreadPoolExecutor | None:
     """One pool of ``threads`` threads per process and size (``None`` for one thread: work in the caller)."""
     if threads <= 1:
@@ -188,18 +200,21 @@ class PatchCutter:
             self.x_edges = np.append(np.arange(0, chunks.shape[2], chunk_x), chunks.shape[2])
         self.rows, self.cols, self.off_level = _square_blocks(origins, self.size, self.y_edges, self.x_edges)
         self.band_of = self.rows[:, 0] // BAND_ROWS
+        self._band_ids = np.unique(self.band_of).tolist()
         self._band_lock = threading.Lock()
         self._band_locks: dict[int, threading.Lock] = {}
         self._bands_cut: set[int] = set()
+        self._last_band: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_band_lock"], state["_band_locks"], state["_bands_cut"]  # a DataLoader worker starts afresh
+        for name in ("_band_lock", "_band_locks", "_bands_cut", "_last_band"):  # a DataLoader worker starts afresh
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._band_lock, self._band_locks, self._bands_cut = threading.Lock(), {}, set()
+        self._band_lock, self._band_locks, self._bands_cut, self._last_band = threading.Lock(), {}, set(), None
 
     def patches(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Patches of ``indices`` (each (out_px, out_px, 3) uint8, a fresh array)."""
@@ -214,7 +229,37 @@ class PatchCutter:
             return [found[i] for i in indices]
         # the caller gets its own copy of each kept patch, made in the pool: copying the batch is the one serial
         # step of an epoch, and a patch just cut by another thread is slow to copy from this one
-        return parallel_map(thread_pool(self.threads), np.copy, [found[i] for i in indices])
+        batch = parallel_map(thread_pool(self.threads), np.copy, [found[i] for i in indices])
+        self._cut_a_band_ahead()
+        return batch
+
+    def _cut_a_band_ahead(self) -> None:
+        """Start cutting, in the background, one band no request has asked for yet (next to the last one cut).
+
+        An epoch asks for every band, so this is work it would do anyway, done while the caller uses the batch; one
+        band at a time per process, and one per request at most, so a few requests start little.
+        """
+        if self.threads <= 1 or not _AHEAD_BUSY.acquire(blocking=False):
+            return
+        with self._band_lock:
+            cut, last = set(self._bands_cut), self._last_band
+        uncut = [b for b in self._band_ids if b not in cut]
+        nearby = [b for b in (last + 1, last - 1) if b in uncut] if last is not None else []
+        band = (nearby or uncut or [None])[0]
+        patch_bytes = self.out_px**2 * self.chunks.shape[0]
+        if band is None or self.cache.nbytes + len(self._members(band)) * patch_bytes > self.cache.max_bytes:
+            _AHEAD_BUSY.release()  # all cut, or the cache would drop patches for it: no work that may be wasted
+            return
+
+        def cut_ahead() -> None:
+            try:
+                self._cut_band(band, [])
+            except Exception:  # noqa: BLE001 - the request that needs this band cuts it again and raises
+                pass
+            finally:
+                _AHEAD_BUSY.release()
+
+        _ahead_pool().submit(cut_ahead)
 
     # ------------------------------------------------------------------ by band
 
@@ -233,6 +278,7 @@ class PatchCutter:
                 done[i] = patch
             with self._band_lock:
                 self._bands_cut.add(band)
+                self._last_band = band
         return {i: done[i] for i in wanted if i in done}
 
     def _members(self, band: int) -> list[int]:
