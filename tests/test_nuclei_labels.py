@@ -125,3 +125,34 @@ def test_an_empty_nucleus_draws_nothing() -> None:
     for a, b in zip(drawn, expected, strict=True):
         assert np.array_equal(a, b)
     assert len(np.unique(drawn[0])) > 150
+
+
+def test_pixel_centres_on_edges_and_vertices_follow_scikit_image() -> None:
+    """Polygons whose edges and vertices fall exactly on pixel centres (at level 0 and, halved, at level 1): the
+    cases the compiled fill hands back to scikit-image's own arithmetic (a crossing within its margin of a centre)."""
+    rng = np.random.default_rng(7)
+    shapes = []
+    for k in range(300):
+        x, y = 40 + 13 * (k % 30) + 0.5, 40 + 13 * (k // 30) + 0.5  # on a pixel centre (level 0: centre = i + 0.5)
+        w, h = rng.integers(1, 9, 2)
+        kind = k % 3
+        if kind == 0:  # axis-aligned: vertical edges through pixel centres
+            shapes.append(shapely.box(x, y, x + w, y + h))
+        elif kind == 1:  # a triangle with a vertex on a centre and a 45-degree edge through centres
+            shapes.append(shapely.Polygon([(x, y), (x + w, y + w), (x, y + w)]))
+        else:  # integer corners: centres of level 1 (factor 2: centre = 2 i + 1)
+            shapes.append(shapely.box(x - 0.5, y - 0.5, x - 0.5 + 2 * w, y - 0.5 + h))
+    nuclei = np.array(shapes, dtype=object)
+    ids = np.arange(1, len(nuclei) + 1)
+    slide_shape, chunk = (240, 460), 128
+    levels = nuclei_label_levels(nuclei, ids, slide_shape, chunk)
+    reference = _ReferenceRule(nuclei, ids)
+    for k, level in enumerate(levels):
+        with dask.config.set(scheduler="sync"):
+            drawn = level.compute()
+        expected = np.zeros_like(drawn)
+        for y0 in range(0, drawn.shape[0], chunk):
+            for x0 in range(0, drawn.shape[1], chunk):
+                window = expected[y0 : y0 + chunk, x0 : x0 + chunk]
+                window[:] = reference.chunk(y0, x0, window.shape, 2**k)
+        assert np.array_equal(drawn, expected), f"level {k}: {np.count_nonzero(drawn != expected)} pixels differ"

@@ -20,6 +20,9 @@ import numpy as np
 
 #: skimage's tolerance for a pixel centre on a vertex (``skimage/_shared/geometry.pyx``).
 _EPS = 1e-12
+#: How close to a crossing a pixel centre is decided by skimage's own arithmetic: ~1e6 times the rounding error of
+#: the crossing abscissa for coordinates of a few thousand pixels.
+_MARGIN = 1e-6
 
 
 @numba.njit(cache=True, nogil=True)
@@ -57,6 +60,7 @@ def draw_chunk(
     oy = float(y0) + 0.5  # pixel (i, j) covers [i, i + 1): it is drawn when its centre is inside
     ox = float(x0) + 0.5
     edges = np.empty((64, 3), np.int64)  # per row: the edges straddling it, then the vertices on it
+    crossings = np.empty(64)  # per row: the abscissa where each of those edges crosses it
     for k in range(len(hits)):
         index = hits[k]
         ring = coords[starts[index] : starts[index + 1]]
@@ -64,7 +68,8 @@ def draw_chunk(
         ys = ring[:, 1] / factor - oy
         if len(edges) < 2 * len(xs):
             edges = np.empty((2 * len(xs), 3), np.int64)
-        drawn = _fill(canvas, xs, ys, ids[index], edges) if len(xs) else 0
+            crossings = np.empty(2 * len(xs))
+        drawn = _fill(canvas, xs, ys, ids[index], edges, crossings) if len(xs) else 0
         if drawn == 0 and len(xs) > 0:  # smaller than a pixel at this level: a dot, so the overview still shows it
             row = min(max(int(np.rint(_mean(ys))), 0), height - 1)
             col = min(max(int(np.rint(_mean(xs))), 0), width - 1)
@@ -74,9 +79,15 @@ def draw_chunk(
 
 @numba.njit(cache=True, nogil=True)
 def _fill(
-    canvas: np.ndarray, xs: np.ndarray, ys: np.ndarray, value: np.uint32, edges: np.ndarray
+    canvas: np.ndarray, xs: np.ndarray, ys: np.ndarray, value: np.uint32, edges: np.ndarray, crossings: np.ndarray
 ) -> int:  # pragma: no cover - compiled
-    """Set the pixels of scikit-image's ``_polygon`` (over the rows and columns it scans); returns their number."""
+    """Set the pixels of scikit-image's ``_polygon`` (over the rows and columns it scans); returns their number.
+
+    Per row, each straddling edge's crossing abscissa ``C`` is computed once: the sign skimage's test takes for a
+    pixel at ``x`` (its ``crossing``, ``C - x`` up to ~1e-12 for coordinates of a few thousand px) is then read
+    from ``C - x``, and skimage's own arithmetic (:func:`_inside`) decides only the pixels within :data:`_MARGIN` of
+    a crossing.
+    """
     height, width = canvas.shape
     n = len(xs)
     row_first = int(max(0.0, ys.min()))  # skimage's bounds: int(max(0, min)) .. ceil(max), within the shape
@@ -94,11 +105,42 @@ def _fill(
                 n_vertices += 1
         if n_edges == 0 and n_vertices == 0:
             continue
+        for k in range(n_edges):
+            i = edges[k, 0]
+            j = i - 1 if i > 0 else n - 1
+            y0 = ys[i] - y
+            y1 = ys[j] - y
+            crossings[k] = (xs[i] * y1 - xs[j] * y0) / (y1 - y0)
         for c in range(col_first, col_last + 1):
-            if _inside(xs, ys, float(c), y, edges, n_edges, n_vertices):
+            x = float(c)
+            if n_vertices > 0:
+                inside = _inside(xs, ys, x, y, edges, n_edges, n_vertices)
+            else:
+                inside = _inside_from_crossings(crossings, x, edges, n_edges)
+                if inside < 0:  # a crossing within the margin: skimage's arithmetic decides
+                    inside = _inside(xs, ys, x, y, edges, n_edges, 0)
+            if inside:
                 canvas[r, c] = value
                 drawn += 1
     return drawn
+
+
+@numba.njit(cache=True, nogil=True)
+def _inside_from_crossings(
+    crossings: np.ndarray, x: float, edges: np.ndarray, n_edges: int
+) -> int:  # pragma: no cover - compiled
+    """1 inside or on an edge, 0 outside, -1 undecided (a crossing within :data:`_MARGIN` of ``x``)."""
+    right = 0
+    left = 0
+    for k in range(n_edges):
+        d = crossings[k] - x
+        if d > _MARGIN:
+            right += edges[k, 1]
+        elif d < -_MARGIN:
+            left += edges[k, 2]
+        else:
+            return -1
+    return 1 if (right & 1) == 1 or (left & 1) == 1 else 0
 
 
 @numba.njit(cache=True, nogil=True)
