@@ -112,12 +112,14 @@ def test_class_outlines_mark_the_edge_of_each_nucleus() -> None:
 
 
 def test_an_empty_nucleus_draws_nothing() -> None:
-    """An empty polygon (first, in the middle or last) has no pixel: the others are drawn as without it."""
+    """An empty polygon (first, in the middle or last), a missing geometry or an empty MultiPolygon has no pixel:
+    the others are drawn, under their own ids, as without it (also when a MultiPolygon's parts are drawn)."""
     nuclei = nuclei_tiles()[0].geometry.to_numpy()[:200]
-    empty = shapely.Polygon()
-    with_empty = np.concatenate([[empty], nuclei[:100], [empty], nuclei[100:], [empty]])
+    nuclei[50] = shapely.MultiPolygon([shapely.affinity.scale(nuclei[50], 0.5, 0.5), nuclei[50]])
+    empty, missing, no_parts = shapely.Polygon(), None, shapely.MultiPolygon()
+    with_empty = np.concatenate([[empty], nuclei[:100], [empty, missing, no_parts], nuclei[100:], [empty]])
     ids = np.arange(1, len(with_empty) + 1)
-    kept = np.array([g is not empty for g in with_empty])
+    kept = np.array([g is not None and not g.is_empty for g in with_empty])
     shape = tuple(int(v) + 8 for v in shapely.total_bounds(nuclei)[[3, 2]])
     with dask.config.set(scheduler="sync"):
         drawn = [lv.compute() for lv in nuclei_label_levels(with_empty, ids, shape, 128)]

@@ -111,7 +111,7 @@ def test_a_store_set_aside_by_a_dead_overwrite_comes_back(hest_root, tmp_path):
     store = convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
     before = _snapshot(store)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    aside = tmp_path / f".{EXAMPLE_SAMPLE_ID}.zarr.replaced-{dead.stdout.strip()}"
+    aside = tmp_path / f".{EXAMPLE_SAMPLE_ID}.zarr.replaced-{dead.stdout.strip()}-abcd1234"
     store.rename(aside)  # killed after "final -> aside", before "partial -> final"
     with pytest.raises(StoreExistsError, match="exists; pass --overwrite"):
         convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
@@ -119,6 +119,13 @@ def test_a_store_set_aside_by_a_dead_overwrite_comes_back(hest_root, tmp_path):
     shutil.copytree(store, aside)  # killed after both renames, before the clean-up
     convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"], overwrite=True)
     assert _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
+    # a container reuses process ids: a leftover named with ours is an earlier process's, and is put back too
+    ours = tmp_path / f".{EXAMPLE_SAMPLE_ID}.zarr.replaced-{os.getpid()}-abcd1234"
+    before = _snapshot(store)
+    store.rename(ours)
+    with pytest.raises(StoreExistsError, match="exists; pass --overwrite"):
+        convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, elements=["spots"])
+    assert _snapshot(store) == before and _siblings(tmp_path) == [f"{EXAMPLE_SAMPLE_ID}.zarr"]
 
 
 def test_a_failure_beside_the_labels_stops_them_and_leaves_nothing(hest_root, tmp_path, monkeypatch):

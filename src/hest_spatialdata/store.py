@@ -8,6 +8,7 @@ no more than reading a few JSON files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 #: ~1.2x the TIFF).
 DEFAULT_RASTER_COMPRESSOR: dict[str, int] | None = {"zstd": 1}
 PARTIAL_MARK = ".partial-"
-#: Marks an existing store set aside while an overwrite renames the new one in (``.{id}.zarr.replaced-{pid}``).
+#: Marks an existing store set aside while an overwrite renames the new one in (``.{id}.zarr.replaced-{pid}-{hex}``).
 REPLACED_MARK = ".replaced-"
+#: The temporary and set-aside stores this process is writing now (a leftover with our process id is not one).
+_WRITING: set[Path] = set()
 
 
 class StoreExistsError(FileExistsError):
@@ -146,6 +149,7 @@ def convert_sample(
     slide = files.require(Part.WSI) if with_image else None
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _WRITING.add(partial)
     threads = _threads()
     with ExitStack() as running:  # on the way out, every writer thread is stopped and awaited ...
         try:
@@ -162,6 +166,7 @@ def convert_sample(
         finally:
             running.close()  # ... before the partial store is removed: nothing of it may remain after a failure
             shutil.rmtree(partial, ignore_errors=True)
+            _WRITING.discard(partial)
     return final
 
 
@@ -328,16 +333,19 @@ def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
     """Clean up after converters of ``sample_id`` that are no longer running.
 
     Their temporary stores are deleted. A store set aside by an overwrite (:func:`_replace`) is deleted when the new
-    one is in place, and put back when the converter died between the two renames, so no store is ever lost.
+    one is in place, and put back when the converter died between the two renames, so no store is ever lost. A
+    leftover named with this process's id is an earlier process's (containers reuse ids) unless this process is
+    writing it now.
     """
     final = out_dir / f"{sample_id}.zarr"
     for mark in (PARTIAL_MARK, REPLACED_MARK):
         for leftover in out_dir.glob(f".{sample_id}.zarr{mark}*"):
             pid = leftover.name.split(mark, 1)[1].split("-", 1)[0]
-            if pid.isdigit() and process_alive(int(pid)):
+            if leftover in _WRITING or (pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))):
                 continue
             if mark == REPLACED_MARK and not final.exists():
-                leftover.rename(final)
+                with contextlib.suppress(OSError):  # another run put it back first
+                    leftover.rename(final)
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -348,10 +356,14 @@ def _replace(partial: Path, final: Path, *, overwrite: bool) -> None:
         return
     if not overwrite:  # another process finished the same store meanwhile
         raise StoreExistsError(f"{final} appeared while converting; pass --overwrite to replace it")
-    old = final.with_name(f".{final.name}{REPLACED_MARK}{os.getpid()}")
-    final.rename(old)
-    partial.rename(final)  # a crash before this line leaves ``old``: remove_stale_partials puts it back
-    shutil.rmtree(old, ignore_errors=True)
+    old = final.with_name(f".{final.name}{REPLACED_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    _WRITING.add(old)
+    try:
+        final.rename(old)
+        partial.rename(final)  # a crash before this line leaves ``old``: remove_stale_partials puts it back
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        _WRITING.discard(old)
 
 
 def _threads() -> int:

@@ -217,13 +217,12 @@ def _outer_ring_coords(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # polygons without holes (HEST's CellViT): their vertices are their outer rings', no geometry copied
         starts = np.concatenate([[0], np.cumsum(shapely.get_num_coordinates(geometry))])
         return shapely.get_coordinates(geometry), starts
-    parts, owner = shapely.get_parts(geometry, return_index=True)
-    if len(parts) != len(geometry):
-        area = shapely.area(parts)
-        order = np.lexsort((-area, owner))
-        parts = parts[order[np.r_[True, owner[order][1:] != owner[order][:-1]]]]
-    coords, owner = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
-    return coords, np.searchsorted(owner, np.arange(len(parts) + 1))
+    parts, owner = shapely.get_parts(geometry, return_index=True)  # a missing or empty geometry has none
+    largest = np.lexsort((-shapely.area(parts), owner))
+    largest = largest[np.r_[True, owner[largest][1:] != owner[largest][:-1]]] if len(largest) else largest
+    coords, part = shapely.get_coordinates(shapely.get_exterior_ring(parts[largest]), return_index=True)
+    # ring k is geometry k's, whatever geometries have no part (an empty ring: nothing drawn)
+    return coords, np.searchsorted(owner[largest][part], np.arange(len(geometry) + 1))
 
 
 def class_outlines(labels: da.Array, label_classes: np.ndarray) -> da.Array:
