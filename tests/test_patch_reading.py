@@ -269,3 +269,30 @@ def test_each_request_cuts_one_more_band_ahead(visium_store: Path, sdata) -> Non
         pass
     assert cutter._bands_cut == {2, 3, 4}  # the request found band 3 cut, and started band 4
     assert sum(chunks.reads.values()) > reads  # ... which read chunks of its own
+
+
+_INHERITED: dict[str, PatchDataset] = {}
+
+
+def _patches_in_child(dataset: PatchDataset | None, indices: list[int]) -> list[np.ndarray]:
+    return (dataset if dataset is not None else _INHERITED["dataset"]).images(indices)
+
+
+def test_a_forked_worker_reads_after_the_parent_did(visium_store: Path) -> None:
+    """A DataLoader worker started by fork (Linux's default) after the parent read patches (its pools running, a
+    band being cut ahead): the child's pools and locks start afresh, and it reads the same patches, whether the
+    dataset reaches it pickled or inherited."""
+    import multiprocessing
+
+    dataset = PatchDataset(visium_store, patch_size_px=40, um_per_px=3.0, read_ahead=True, threads=2)
+    order = np.random.default_rng(5).permutation(len(dataset))[:64].tolist()
+    expected = dataset.images(order)  # the pools now exist in the parent, a band is being cut ahead
+    _INHERITED["dataset"] = dataset
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            pickled = pool.apply_async(_patches_in_child, (dataset, order[:32])).get(timeout=120)
+            inherited = pool.apply_async(_patches_in_child, (None, order[32:])).get(timeout=120)
+    finally:
+        _INHERITED.clear()
+    for a, b in zip([*pickled, *inherited], expected, strict=True):
+        np.testing.assert_array_equal(a, b)

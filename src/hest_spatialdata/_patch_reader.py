@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +54,26 @@ def _ahead_pool() -> ThreadPoolExecutor:
         if -1 not in _POOLS:
             _POOLS[-1] = ThreadPoolExecutor(1, thread_name_prefix="hest-patches-ahead")
         return _POOLS[-1]
+
+
+#: Datasets' cutters and caches alive in this process, whose locks a forked child makes anew.
+_LOCKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Start pools afresh and make every lock anew in a forked process (a DataLoader worker on Linux).
+
+    The child has none of its parent's threads: an inherited pool never runs a task, and a lock a parent's thread
+    held at the fork is never released.
+    """
+    global _POOLS_LOCK, _AHEAD_BUSY
+    _POOLS.clear()
+    _POOLS_LOCK, _AHEAD_BUSY = threading.Lock(), threading.Lock()
+    for item in list(_LOCKED):
+        item._new_locks()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def thread_pool(threads: int) -> ThreadPoolExecutor | None:
@@ -96,6 +117,10 @@ class ChunkCache:
         self.nbytes = 0
         self._items: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._spare: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+        self._new_locks()
+        _LOCKED.add(self)
+
+    def _new_locks(self) -> None:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> np.ndarray | None:
@@ -201,10 +226,14 @@ class PatchCutter:
         self.rows, self.cols, self.off_level = _square_blocks(origins, self.size, self.y_edges, self.x_edges)
         self.band_of = self.rows[:, 0] // BAND_ROWS
         self._band_ids = np.unique(self.band_of).tolist()
-        self._band_lock = threading.Lock()
-        self._band_locks: dict[int, threading.Lock] = {}
         self._bands_cut: set[int] = set()
         self._last_band: int | None = None
+        self._new_locks()
+        _LOCKED.add(self)
+
+    def _new_locks(self) -> None:
+        self._band_lock = threading.Lock()
+        self._band_locks: dict[int, threading.Lock] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -214,7 +243,9 @@ class PatchCutter:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._band_lock, self._band_locks, self._bands_cut, self._last_band = threading.Lock(), {}, set(), None
+        self._bands_cut, self._last_band = set(), None
+        self._new_locks()
+        _LOCKED.add(self)
 
     def patches(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Patches of ``indices`` (each (out_px, out_px, 3) uint8, a fresh array)."""
@@ -229,7 +260,9 @@ class PatchCutter:
             return [found[i] for i in indices]
         # the caller gets its own copy of each kept patch, made in the pool: copying the batch is the one serial
         # step of an epoch, and a patch just cut by another thread is slow to copy from this one
-        batch = parallel_map(thread_pool(self.threads), np.copy, [found[i] for i in indices])
+        # (inline while a band is cut ahead: the copies would wait behind its tasks in the pool)
+        pool = None if _AHEAD_BUSY.locked() else thread_pool(self.threads)
+        batch = parallel_map(pool, np.copy, [found[i] for i in indices])
         self._cut_a_band_ahead()
         return batch
 
@@ -259,7 +292,10 @@ class PatchCutter:
             finally:
                 _AHEAD_BUSY.release()
 
-        _ahead_pool().submit(cut_ahead)
+        try:
+            _ahead_pool().submit(cut_ahead)
+        except RuntimeError:  # the interpreter is shutting down
+            _AHEAD_BUSY.release()
 
     # ------------------------------------------------------------------ by band
 
@@ -482,6 +518,6 @@ def resample(square: np.ndarray, out_px: int, method: str = "hest") -> np.ndarra
 
         return cv2.resize(square, (out_px, out_px), interpolation=cv2.INTER_LINEAR).reshape(out_px, out_px, channels)
     if channels == 3:
-        return np.asarray(Image.fromarray(square, "RGB").resize((out_px, out_px), Image.BILINEAR))
+        return np.asarray(Image.fromarray(square).resize((out_px, out_px), Image.BILINEAR))
     planes = [Image.fromarray(np.ascontiguousarray(square[..., c])) for c in range(channels)]
     return np.stack([np.asarray(p.resize((out_px, out_px), Image.BILINEAR)) for p in planes], axis=-1)
