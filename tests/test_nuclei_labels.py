@@ -58,7 +58,14 @@ def test_labels_equal_the_scikit_image_rule_pixel_for_pixel() -> None:
     slide_shape, chunk = (2003, 1999), 300
     levels = nuclei_label_levels(nuclei, ids, slide_shape, chunk)
     assert len(levels) == 2
+    for expected in _drawn_as_the_reference(levels, nuclei, ids, chunk):
+        assert len(np.unique(expected)) > 0.8 * len(nuclei)  # most nuclei show (overlapped ones partly)
+
+
+def _drawn_as_the_reference(levels: list, nuclei: np.ndarray, ids: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """Assert every level equals :class:`_ReferenceRule` chunk by chunk; the expected levels."""
     reference = _ReferenceRule(nuclei, ids)
+    expected_levels = []
     for k, level in enumerate(levels):
         with dask.config.set(scheduler="sync"):
             drawn = level.compute()
@@ -68,7 +75,8 @@ def test_labels_equal_the_scikit_image_rule_pixel_for_pixel() -> None:
                 window = expected[y0 : y0 + chunk, x0 : x0 + chunk]
                 window[:] = reference.chunk(y0, x0, window.shape, 2**k)
         assert np.array_equal(drawn, expected), f"level {k}: {np.count_nonzero(drawn != expected)} pixels differ"
-        assert len(np.unique(expected)) > 0.8 * len(nuclei)  # most nuclei show (overlapped ones partly)
+        expected_levels.append(expected)
+    return expected_levels
 
 
 class _ReferenceRule:
@@ -148,13 +156,4 @@ def test_pixel_centres_on_edges_and_vertices_follow_scikit_image() -> None:
     ids = np.arange(1, len(nuclei) + 1)
     slide_shape, chunk = (240, 460), 128
     levels = nuclei_label_levels(nuclei, ids, slide_shape, chunk)
-    reference = _ReferenceRule(nuclei, ids)
-    for k, level in enumerate(levels):
-        with dask.config.set(scheduler="sync"):
-            drawn = level.compute()
-        expected = np.zeros_like(drawn)
-        for y0 in range(0, drawn.shape[0], chunk):
-            for x0 in range(0, drawn.shape[1], chunk):
-                window = expected[y0 : y0 + chunk, x0 : x0 + chunk]
-                window[:] = reference.chunk(y0, x0, window.shape, 2**k)
-        assert np.array_equal(drawn, expected), f"level {k}: {np.count_nonzero(drawn != expected)} pixels differ"
+    _drawn_as_the_reference(levels, nuclei, ids, chunk)
