@@ -137,15 +137,16 @@ _SPECS = (
             "AdaptiveAvgPool2d(1); ImageNet normalisation)",
             _card("timm/resnet50.tv_in1k"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "ctranspath",
         None,
         needs="CTransPath's Swin with its ConvStem (the timm_ctp package and HEST's ctran.py adapter); not built here",
         hub_repo="MahmoodLab/hest-bench",
         dim=768,
+        output="model",
         sources=(_HEST_ZOO, _HEST_CTRANSPATH),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "phikon",
         None,
@@ -154,7 +155,7 @@ _SPECS = (
         hub_repo="owkin/phikon",
         dim=768,
         sources=(_HEST_ZOO, _card("owkin/phikon")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "phikon_v2",
         None,
@@ -163,7 +164,7 @@ _SPECS = (
         hub_repo="owkin/phikon-v2",
         dim=1024,
         sources=(_HEST_ZOO, _card("owkin/phikon-v2")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "h0_mini",
         None,
@@ -175,7 +176,7 @@ _SPECS = (
         mean=HOPTIMUS_MEAN,
         std=HOPTIMUS_STD,
         sources=(_HEST_ZOO + " (H0MiniInferenceEncoder: CLS token)", _card("bioptimus/H0-mini")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "hibou_large",
         None,
@@ -187,7 +188,7 @@ _SPECS = (
         std=HIBOU_STD,
         interpolation="bicubic",
         sources=(_HEST_ZOO, _TRIDENT_ZOO + " (HIBOU_MEAN/STD)", _card("histai/hibou-L")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "kaiko_base_8",
         "vit_base_patch8_224",
@@ -203,15 +204,16 @@ _SPECS = (
             _TRIDENT_ZOO + " (KaikoB8InferenceEncoder: the timm port of kaiko-ai's ViT-B/8)",
             "https://github.com/kaiko-ai/towards_large_pathology_fms",
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "remedis",
         None,
         needs="HEST's REMEDIS adapter (a ResNet-152x2 with standardised convolutions loading the "
         "TensorFlow checkpoint converted to torch, path-152x2-remedis-m_torch.pth); not built here",
         dim=4096,
+        output="model",
         sources=(_HEST_ZOO, _HEST_REMEDIS),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "conch_v1",
         None,
@@ -220,10 +222,11 @@ _SPECS = (
         "encode_image(proj_contrast=False, normalize=False))",
         hub_repo="MahmoodLab/CONCH",
         dim=512,
+        output="model",
         mean=OPENAI_CLIP_MEAN,
         std=OPENAI_CLIP_STD,
         sources=(_HEST_ZOO, _card("MahmoodLab/CONCH")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "uni_v1",
         "vit_large_patch16_224",
@@ -237,7 +240,7 @@ _SPECS = (
             _TRIDENT_ZOO + " (UNIInferenceEncoder: timm_kwargs, strict local load)",
             _card("MahmoodLab/UNI"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "uni2",
         "vit_giant_patch14_224",
@@ -261,7 +264,7 @@ _SPECS = (
         dim=1536,
         output="cls",
         sources=(_TRIDENT_ZOO + " (UNIv2InferenceEncoder: timm_kwargs, strict local load)", _card("MahmoodLab/UNI2-h")),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "gigapath",
         "vit_giant_patch14_dinov2",
@@ -287,7 +290,7 @@ _SPECS = (
             _TRIDENT_ZOO + " (GigaPathInferenceEncoder: timm_kwargs, strict local load)",
             _card("prov-gigapath/prov-gigapath"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "virchow",
         "vit_huge_patch14_224",
@@ -302,7 +305,7 @@ _SPECS = (
             _TRIDENT_ZOO + " (VirchowInferenceEncoder: timm_kwargs)",
             _card("paige-ai/Virchow"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "virchow2",
         "vit_huge_patch14_224",
@@ -317,7 +320,7 @@ _SPECS = (
             _TRIDENT_ZOO + " (Virchow2InferenceEncoder: timm_kwargs)",
             _card("paige-ai/Virchow2"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "hoptimus0",
         "vit_giant_patch14_reg4_dinov2",
@@ -333,7 +336,7 @@ _SPECS = (
             _TRIDENT_ZOO + " (HOptimus0InferenceEncoder: vit_giant_patch14_reg4_dinov2, global_pool='token')",
             _card("bioptimus/H-optimus-0"),
         ),
-    ),  # fmt: skip
+    ),
     EncoderSpec(
         "hoptimus1",
         "vit_giant_patch14_reg4_dinov2",
@@ -345,7 +348,7 @@ _SPECS = (
         mean=HOPTIMUS_MEAN,
         std=HOPTIMUS_STD,
         sources=(_TRIDENT_ZOO + " (HOptimus1InferenceEncoder)", _card("bioptimus/H-optimus-1")),
-    ),  # fmt: skip
+    ),
 )
 
 #: HEST-Benchmark's encoders by registry name.
