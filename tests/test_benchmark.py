@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 import hest_spatialdata as hs
 from hest_spatialdata.benchmark import HistogramEncoder, benchmark_genes
-from hest_spatialdata.layout import BENCH_TASKS
+from hest_spatialdata.source.layout import BENCH_TASKS
 
 from .helpers import TEST_PIXEL_SIZE_UM
 
@@ -89,7 +89,7 @@ def test_embeddings_are_a_table_annotating_the_patch_shapes(stores: Path) -> Non
     from spatialdata.transformations import get_transformation
 
     from hest_spatialdata.benchmark._encoders import to_unit_floats
-    from hest_spatialdata.loaders import PatchDataset
+    from hest_spatialdata.loaders.dataset import PatchDataset
 
     for store in sorted(stores.glob("*.zarr")):
         sdata = sd.read_zarr(store)
@@ -300,7 +300,7 @@ def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None
 
 
 def test_bench_task_filter() -> None:
-    from hest_spatialdata.filters import filter_catalog, normalise_filters, record_matches
+    from hest_spatialdata.source.filters import filter_catalog, normalise_filters, record_matches
 
     assert record_matches({"id": "TENX95"}, normalise_filters(bench_task="idc"))
     assert not record_matches({"id": "TENX96"}, normalise_filters(bench_task="IDC,SKCM"))
