@@ -80,7 +80,7 @@ def child(mode: str, pixel_size: float, chunk_size: int = 0) -> dict[str, Any]:
     if options["source"] == "loader":  # imported before the clock starts: paid once per process
         import spatialdata  # noqa: F401
 
-        from hest_spatialdata.loaders.dataset import PatchDataset
+        from hest_spatialdata.loaders import PatchDataset
         from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
     folder = sample_dir(pixel_size, chunk_size)
     h5_path = folder / "hest" / "patches" / f"{SAMPLE_ID}.h5"

@@ -89,7 +89,7 @@ def test_embeddings_are_a_table_annotating_the_patch_shapes(stores: Path) -> Non
     from spatialdata.transformations import get_transformation
 
     from hest_spatialdata.benchmark._encoders import to_unit_floats
-    from hest_spatialdata.loaders.dataset import PatchDataset
+    from hest_spatialdata.loaders import PatchDataset
 
     for store in sorted(stores.glob("*.zarr")):
         sdata = sd.read_zarr(store)
@@ -281,7 +281,7 @@ def test_result_files_and_options(stores: Path, tmp_path: Path) -> None:
 
 
 def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None:
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
 
     tables = [read_spot_table(cohort_dir / f"{s}.zarr") for s in ("COHST", "COHV1", "COHV2")]
     chosen = benchmark_genes(tables)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.loaders.dataset import PatchDataset
+from hest_spatialdata.loaders import PatchDataset
 
 from .helpers import TEST_PIXEL_SIZE_UM
 

@@ -115,7 +115,7 @@ def test_opening_imports_no_spatialdata(visium_store: Path, tmp_path: Path) -> N
     code = (
         "import sys\n"
         "import hest_spatialdata as hs\n"
-        "from hest_spatialdata.loaders.dataset import PatchDataset\n"
+        "from hest_spatialdata.loaders import PatchDataset\n"
         f"d = PatchDataset({str(visium_store)!r}, genes=None)\n"
         "d[0]; d.__getitems__([1, 2])\n"
         f"c = hs.open_cohort([{str(visium_store)!r}]).patch_dataset(n_genes=5)\n"

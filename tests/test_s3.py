@@ -90,7 +90,7 @@ def test_read_store_points_stay_lazy_and_equal(rich_store: Path, s3_bucket) -> N
 
 
 def test_spatialdata_still_cannot_read_remote_stores(visium_store: Path, s3_bucket) -> None:
-    """Pins the reasons for store_reader.py; when this fails, spatialdata changed: re-check whether
+    """Pins the reasons for storage/reader.py; when this fails, spatialdata changed: re-check whether
     ``spatialdata.read_zarr`` now reads a remote store and the adapter can go."""
     import spatialdata as sd
     import zarr

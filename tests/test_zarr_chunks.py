@@ -76,7 +76,7 @@ def test_missing_chunk_is_the_fill_value(visium_store: Path, sdata, tmp_path: Pa
 def test_patches_same_from_store_files_and_from_dask(visium_store: Path, sdata, cache_bytes: int) -> None:
     import spatialdata as sd
 
-    from hest_spatialdata.loaders.dataset import PatchDataset
+    from hest_spatialdata.loaders import PatchDataset
 
     in_memory = sd.SpatialData(
         images={"he": sdata["he"]}, shapes={"spots": sdata["spots"]}, tables={"table": sdata["table"]}

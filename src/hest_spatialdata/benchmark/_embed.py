@@ -208,7 +208,7 @@ def embedding_elements(
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import Identity, Scale
 
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
     from hest_spatialdata.storage.store import store_attrs
 
     pixel_size = float((store_attrs(store) or {})["pixel_size_um"])

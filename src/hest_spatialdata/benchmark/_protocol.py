@@ -215,7 +215,7 @@ def benchmark(
     """
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.cohort import Cohort, open_cohort
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
 
     check_spots(spots)
     cohort = cohort if isinstance(cohort, Cohort) else open_cohort(cohort)
