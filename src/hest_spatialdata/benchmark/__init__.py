@@ -2,7 +2,8 @@
 
 - :func:`embed` (``_embed.py``): one embedding per spot from the cohort's patch dataset, written into each store
   in sopa's layout (a table ``{name}_embeddings`` annotating the shapes ``{name}_patches``);
-- :func:`benchmark` (``_protocol.py``): HEST-Benchmark's folds, PCA + ridge and Pearson r, a :class:`BenchmarkResult`;
+- :func:`benchmark` (``_protocol.py``, one fold's fit in ``_fit.py``): HEST-Benchmark's folds, PCA + ridge and
+  Pearson r, its variants (:data:`PROTOCOLS`), a :class:`BenchmarkResult` (``_result.py``: files, comparisons);
 - :func:`benchmark_genes` (``_genes.py``): HEST's ``get_k_genes``;
 - :func:`as_encoder` (``_encoders.py``, torch and timm in ``_torch.py``): what turns patches into embeddings.
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from hest_spatialdata.benchmark._embed import embed
     from hest_spatialdata.benchmark._encoders import BUILTIN_ENCODERS, Encoder, HistogramEncoder, as_encoder
     from hest_spatialdata.benchmark._genes import benchmark_genes
-    from hest_spatialdata.benchmark._protocol import BenchmarkResult, benchmark, benchmark_folds
+    from hest_spatialdata.benchmark._protocol import PROTOCOLS, benchmark, benchmark_folds
+    from hest_spatialdata.benchmark._result import BenchmarkResult
 
 _LAZY = {
     "benchmark_genes": "_genes",
@@ -31,10 +33,11 @@ _LAZY = {
     "BUILTIN_ENCODERS": "_encoders",
     "benchmark": "_protocol",
     "benchmark_folds": "_protocol",
-    "BenchmarkResult": "_protocol",
+    "BenchmarkResult": "_result",
+    "PROTOCOLS": "_protocol",
 }
 
-__all__ = ["BUILTIN_ENCODERS", "BenchmarkResult", "Encoder", "HistogramEncoder", "as_encoder",
+__all__ = ["BUILTIN_ENCODERS", "PROTOCOLS", "BenchmarkResult", "Encoder", "HistogramEncoder", "as_encoder",
            "benchmark", "benchmark_folds", "benchmark_genes", "embed"]  # fmt: skip
 
 

@@ -78,7 +78,7 @@ def benchmark_genes(tables: Iterable[ad.AnnData], n_genes: int = 50, min_cells_p
 
 
 def seurat_highly_variable(x: sp.spmatrix | np.ndarray, n_top_genes: int) -> np.ndarray:
-    """scanpy's ``highly_variable_genes(adata, n_top_genes=n_top_genes)`` on ``log1p`` data ``x``: the mask.
+    """The mask of scanpy's ``highly_variable_genes(adata, n_top_genes=n_top_genes)`` on ``log1p`` data ``x``.
 
     Flavour ``seurat``, one batch, as scanpy 1.12 computes it: ``expm1`` of the data in its dtype; each gene's
     mean and variance (ddof 1) in float64 from the values and their squares (``mean(x²) - mean(x)²``, the squares
