@@ -189,3 +189,36 @@ def test_duplicate_table_matches_hest_catalog() -> None:
     assert by_figures <= listed
     assert all(g.source.startswith("https://") and g.evidence for g in DUPLICATE_SAMPLES)
     assert {"MEND41", "MEND45", "MEND47", "MEND51"} <= {s for g in DUPLICATE_SAMPLES for s in g.ids}
+
+
+def test_benchmark_command_protocol_options_and_compare(stores: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hest_spatialdata.cli import main
+
+    runner = CliRunner()
+    (tmp_path / "genes.json").write_text(json.dumps({"genes": GENES}))
+    run = ["benchmark", str(stores), "--embeddings", NAME, "--genes", str(tmp_path / "genes.json")]
+    done = runner.invoke(main, [*run, "-o", str(tmp_path / "a"), "--protocol", "paper-a13", "--pearson", "per_sample"])
+    assert done.exit_code == 0, done.output
+    assert "(protocol pca None, alpha hest, pearson per_sample)" in done.output
+    saved = json.loads((tmp_path / "a" / f"{NAME}_results.json").read_text())
+    assert {k: saved["protocol"][k] for k in ("preset", "pca", "alpha", "pearson")} == {
+        "preset": None, "pca": None, "alpha": "hest", "pearson": "per_sample"}  # fmt: skip
+    expected = hs.benchmark(stores, NAME, genes=GENES, pca=None, pearson="per_sample")
+    assert saved["pearson_mean"] == pytest.approx(expected.pearson_mean)
+    a = str(tmp_path / "a" / f"{NAME}_results.json")
+    again = runner.invoke(main, [*run, "-o", str(tmp_path / "b"), "--pca", "full", "--alpha", "0.5", "--compare", a])
+    assert again.exit_code == 0, again.output
+    assert "(protocol pca None, alpha 0.5, pearson pooled)" in again.output and "NOT comparable with" in again.output
+    assert '✗ protocol.alpha: 0.5 | "hest"' in again.output and "✗ protocol.pearson" in again.output
+    b = str(tmp_path / "b" / f"{NAME}_results.json")
+    compared = runner.invoke(main, ["benchmark", "--compare", a, "--compare", b])
+    assert compared.exit_code == 1 and "NOT comparable" in compared.output
+    same = runner.invoke(main, ["benchmark", "--compare", a, "--compare", a])
+    assert same.exit_code == 0 and f"comparable with {a}" in same.output
+    for bad, message in ((["--pca", "0"], "neither a number of components"), (["--alpha", "cv"], "not 'hest'")):
+        refused = runner.invoke(main, [*run, "-o", str(tmp_path / "c"), *bad])
+        assert refused.exit_code == 2 and message in refused.output
+    alone = runner.invoke(main, ["benchmark", "--compare", a])
+    assert alone.exit_code == 2 and "two results JSONs" in alone.output
