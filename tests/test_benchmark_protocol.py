@@ -222,3 +222,39 @@ def test_benchmark_command_protocol_options_and_compare(stores: Path, tmp_path: 
         assert refused.exit_code == 2 and message in refused.output
     alone = runner.invoke(main, ["benchmark", "--compare", a])
     assert alone.exit_code == 2 and "two results JSONs" in alone.output
+
+
+# ------------------------------------------------------------------------------------ LazySlide / wsidata
+
+
+def test_embeddings_read_as_wsidata_features(stores: Path) -> None:
+    """wsidata's layout (``attrs["tile_spec"][tile_key]``, shapes ``tile_key``, table ``feature_key``): the tile spec
+    computed from the store describes the patch squares; with wsidata installed, it reads the features."""
+    import spatialdata as sd
+
+    from hest_spatialdata.benchmark import wsidata_tile_spec
+
+    store = stores / "COHV1.zarr"
+    spec = wsidata_tile_spec(store, NAME)
+    sdata = sd.read_zarr(store, selection=("shapes", "tables"))
+    squares = sdata[f"{NAME}_patches"].geometry.bounds
+    base_side = spec["height"] * spec["base_downsample"]  # wsidata's base_height: the side at level 0
+    np.testing.assert_allclose(squares["maxx"] - squares["minx"], base_side)
+    config = sdata[f"{NAME}_embeddings"].uns["embedding_config"]
+    assert spec["mpp"] == UM_PER_PX and spec["ops_level"] == config["level"] == 1
+    assert spec["height"] * spec["ops_downsample"] == pytest.approx(PATCH_PX * UM_PER_PX / config["level_um_per_px"])
+    with pytest.raises(KeyError, match="no embeddings 'nope'"):
+        wsidata_tile_spec(store, "nope")
+    wsidata = pytest.importorskip("wsidata", reason="wsidata is not installed (pip install wsidata)")
+    spec_type = wsidata.TileSpec(**spec)  # wsidata takes the dict as it is
+    assert spec_type.base_height == int(base_side)
+    wsi = wsidata.open_wsi(sd.read_zarr(store), image_key="he")
+    wsi.attrs["tile_spec"] = {f"{NAME}_patches": spec}
+    features = wsi.fetch.features_anndata(f"{NAME}_embeddings", tile_key=f"{NAME}_patches")
+    table = sdata[f"{NAME}_embeddings"]
+    np.testing.assert_array_equal(features.X, table.X)
+    assert features.obs_names.tolist() == table.obs_names.tolist()
+    np.testing.assert_allclose(features.obsm["spatial"], squares[["minx", "miny"]].to_numpy())
+    assert features.uns["tile_spec"]["mpp"] == UM_PER_PX
+    region = wsi.reader.get_region(0, 0, 16, 16, level=0)
+    assert region.shape == (16, 16, 3) and region.dtype == np.uint8  # the H&E pyramid, read through wsidata

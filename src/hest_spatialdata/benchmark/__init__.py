@@ -5,6 +5,7 @@
 - :func:`benchmark` (``_protocol.py``, one fold's fit in ``_fit.py``): HEST-Benchmark's folds, PCA + ridge and
   Pearson r, its variants (:data:`PROTOCOLS`), a :class:`BenchmarkResult` (``_result.py``: files, comparisons);
 - :func:`benchmark_genes` (``_genes.py``): HEST's ``get_k_genes``;
+- :func:`wsidata_tile_spec` (``_wsidata.py``): what LazySlide / wsidata need to read the embeddings as features;
 - :func:`as_encoder` (``_encoders.py``, torch and timm in ``_torch.py``): what turns patches into embeddings.
 
 The submodules are imported on first use: ``import hest_spatialdata`` imports this package (so that
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.benchmark._protocol import PROTOCOLS, benchmark, benchmark_folds
     from hest_spatialdata.benchmark._result import BenchmarkResult
+    from hest_spatialdata.benchmark._wsidata import wsidata_tile_spec
 
 _LAZY = {
     "benchmark_genes": "_genes",
@@ -35,10 +37,11 @@ _LAZY = {
     "benchmark_folds": "_protocol",
     "BenchmarkResult": "_result",
     "PROTOCOLS": "_protocol",
+    "wsidata_tile_spec": "_wsidata",
 }
 
 __all__ = ["BUILTIN_ENCODERS", "PROTOCOLS", "BenchmarkResult", "Encoder", "HistogramEncoder", "as_encoder",
-           "benchmark", "benchmark_folds", "benchmark_genes", "embed"]  # fmt: skip
+           "benchmark", "benchmark_folds", "benchmark_genes", "embed", "wsidata_tile_spec"]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
