@@ -66,7 +66,7 @@ def check_protocol(pca: int | None, alpha: float | str, pearson: str) -> None:
         raise ValueError(f"pca must be a number of components (>= 1) or None (the full embedding), got {pca!r}")
     if isinstance(alpha, str) and alpha not in ALPHA_RULES:
         raise ValueError(f"alpha must be one of {', '.join(map(repr, ALPHA_RULES))} or a number > 0, got {alpha!r}")
-    if not isinstance(alpha, str) and not (isinstance(alpha, int | float) and alpha > 0):
+    if not isinstance(alpha, str) and (isinstance(alpha, bool) or not (isinstance(alpha, int | float) and alpha > 0)):
         raise ValueError(f"alpha must be one of {', '.join(map(repr, ALPHA_RULES))} or a number > 0, got {alpha!r}")
     if pearson not in PEARSON_RULES:
         raise ValueError(f"pearson must be one of {', '.join(map(repr, PEARSON_RULES))}, got {pearson!r}")
