@@ -84,7 +84,7 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
     import hest_spatialdata as hs
 
     remote = stores[0].startswith("s3://")
-    with _harness.Stopwatch() as building:  # the genes (HEST's get_k_genes: scanpy) and the spot tables, once
+    with _harness.Stopwatch() as building:  # the genes (HEST's get_k_genes) and the spot tables, once
         if remote:
             from hest_spatialdata.cohort import CohortPatchDataset
 
@@ -239,7 +239,7 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> None:
              f"<= {GOALS['open 3 stores s']}", "",
              f"CPU {best['open_cpu_s']:.2f} s, spatialdata imported: {best['spatialdata_imported']}",
              _loads(runs[name])],
-            [f"building the dataset: spot tables + HEST's gene rule (scanpy) ({where})",
+            [f"building the dataset: spot tables + HEST's gene rule ({where})",
              f"{min(r['build_s'] for r in runs[name]):.2f} s", "", "", "once per training run, in the main process",
              _loads(runs[name])],
             [f"fidelity vs h5, {best['fidelity_n']} patches ({where})",

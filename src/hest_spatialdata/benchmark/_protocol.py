@@ -216,31 +216,9 @@ def benchmark(
     genes_rule = "given" if genes is not None else "hest"
     genes = list(genes) if genes is not None else benchmark_genes(tables.values())
     data = {s: _sample_data(cohort.path(s), tables[s], embeddings, genes, s, spots) for s in cohort}
-    if folds is None:
-        folds = benchmark_folds(cohort, n_folds)
-        folds_rule = "one per group" if n_folds is None else "dealt"
-    else:
-        folds = [(list(a), list(b)) for a, b in folds]
-        folds_rule = "given"
-        unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(data))
-        if unknown:
-            raise ValueError(f"the folds name samples not in the cohort: {', '.join(unknown)}")
-        warn_duplicates(list(cohort), folds)
-    groups = benchmark_groups(cohort)
+    folds, folds_rule = _folds(cohort, folds, n_folds)
     options = {"pca": pca, "alpha": alpha, "pearson": pearson}
-    columns, n_spots, alphas, per_sample = {}, [], [], {}
-    for k, (train, test) in enumerate(folds):
-        x_train, y_train = np.concatenate([data[s].x for s in train]), np.concatenate([data[s].y for s in train])
-        x_test, y_test = np.concatenate([data[s].x for s in test]), np.concatenate([data[s].y for s in test])
-        fit = fit_fold(
-            x_train, y_train, x_test, y_test, seed, **options,
-            train_groups=_per_spot(data, train, groups), train_samples=_per_spot(data, train),
-            test_samples=_per_spot(data, test),
-        )  # fmt: skip
-        columns[f"fold{k}"] = fit.per_gene
-        n_spots.append((len(x_train), len(x_test)))
-        alphas.append(fit.alpha)
-        per_sample |= {f"fold{k}/{s}": r for s, r in fit.per_sample.items()}
+    columns, n_spots, alphas, per_sample = _fit_folds(data, folds, benchmark_groups(cohort), seed, options)
     index = pd.Index(genes, name="gene")
     protocol = {
         "preset": protocol_preset(pca, alpha, pearson), **options, "seed": seed, "spots": spots,
@@ -255,6 +233,44 @@ def benchmark(
         embedding_config={s: data[s].config for s in data},
         per_sample=pd.DataFrame(per_sample, index=index) if pearson == "per_sample" else None,
     )  # fmt: skip
+
+
+def _folds(
+    cohort: Cohort, folds: Sequence[tuple[Sequence[str], Sequence[str]]] | None, n_folds: int | None
+) -> tuple[list[tuple[list[str], list[str]]], str]:
+    """The folds (:func:`benchmark_folds`, or those given, checked), and how they were made."""
+    if folds is None:
+        return benchmark_folds(cohort, n_folds), "one per group" if n_folds is None else "dealt"
+    folds = [(list(a), list(b)) for a, b in folds]
+    unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(cohort))
+    if unknown:
+        raise ValueError(f"the folds name samples not in the cohort: {', '.join(unknown)}")
+    warn_duplicates(list(cohort), folds)
+    return folds, "given"
+
+
+def _fit_folds(
+    data: Mapping[str, _SampleData],
+    folds: Sequence[tuple[list[str], list[str]]],
+    groups: Mapping[str, str],
+    seed: int,
+    options: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], list[tuple[int, int]], list[float], dict[str, np.ndarray]]:
+    """Each fold fitted and scored: r per gene by fold, spots, alphas, and r per gene by (fold, test sample)."""
+    columns, n_spots, alphas, per_sample = {}, [], [], {}
+    for k, (train, test) in enumerate(folds):
+        x_train, y_train = np.concatenate([data[s].x for s in train]), np.concatenate([data[s].y for s in train])
+        x_test, y_test = np.concatenate([data[s].x for s in test]), np.concatenate([data[s].y for s in test])
+        fit = fit_fold(
+            x_train, y_train, x_test, y_test, seed, **options,
+            train_groups=_per_spot(data, train, groups), train_samples=_per_spot(data, train),
+            test_samples=_per_spot(data, test),
+        )  # fmt: skip
+        columns[f"fold{k}"] = fit.per_gene
+        n_spots.append((len(x_train), len(x_test)))
+        alphas.append(fit.alpha)
+        per_sample |= {f"fold{k}/{s}": r for s, r in fit.per_sample.items()}
+    return columns, n_spots, alphas, per_sample
 
 
 @dataclass
