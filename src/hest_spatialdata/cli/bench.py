@@ -143,8 +143,8 @@ def _short(value: Any) -> str:
 
 @click.command("benchmark")
 @click.argument("stores", nargs=-1)
-@click.option("--embeddings", default=None, help="Name of the embeddings (the table {name}_embeddings).")
-@out_option("out_dir", "Folder for the results (JSON, CSV, genes JSON, per-gene PNG).", required=False)
+@click.option("--embeddings", default=None, help="Name of the embeddings (the table {name}_embeddings). [with STORES]")
+@out_option("out_dir", "Folder for the results (JSON, CSV, genes JSON, per-gene PNG). [with STORES]", required=False)
 @click.option(
     "--genes",
     "genes_path",
@@ -157,8 +157,13 @@ def _short(value: Any) -> str:
     "--protocol", "preset", type=click.Choice(["hest", "paper-a13", "tuned-alpha", "per-sample"]), default="hest",
     show_default=True, help="A named protocol (docs/benchmark.md); --pca, --alpha and --pearson change one option.",
 )  # fmt: skip
-@click.option("--pca", callback=_pca_value, help="PCA components, or 'full' (the whole embedding). [hest: 256]")
-@click.option("--alpha", callback=_alpha_value, help="Ridge alpha: 'hest' (100/(dim*genes)), 'tuned' or a number.")
+@click.option(
+    "--pca", metavar="N|full", callback=_pca_value, help="PCA components, or the whole embedding. [hest: 256]"
+)
+@click.option(
+    "--alpha", metavar="hest|tuned|X", callback=_alpha_value,
+    help="Ridge alpha: HEST's 100/(dim*genes), tuned on the training samples, or X. [hest: hest]",
+)  # fmt: skip
 @click.option("--pearson", type=click.Choice(["pooled", "per_sample"]), help="r over the test spots or per sample.")
 @click.option(
     "--compare", "compare_paths", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
