@@ -17,7 +17,7 @@ import pytest
 
 import hest_spatialdata as hs
 from hest_spatialdata.benchmark import PROTOCOLS, BenchmarkResult, HistogramEncoder, benchmark_folds
-from hest_spatialdata.layout import DUPLICATE_SAMPLES
+from hest_spatialdata.source.layout import DUPLICATE_SAMPLES
 
 PATCH_PX, UM_PER_PX = 32, 4.0
 NAME = "hist"

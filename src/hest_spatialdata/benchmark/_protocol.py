@@ -7,7 +7,7 @@ random_state=seed)`` on ``log1p`` counts; Pearson r per gene on the test fold (`
 fold's score is the mean over genes, the result the mean and standard deviation (numpy's, ddof 0) over folds.
 The variants users of HEST ask about are options (``pca``, ``alpha``, ``pearson``; :data:`PROTOCOLS` names them),
 recorded in the result with the genes, folds and embeddings' config (:mod:`~hest_spatialdata.benchmark._result`).
-Known duplicate slides of HEST-1k (:data:`hest_spatialdata.layout.DUPLICATE_SAMPLES`) stay on one side of every fold.
+Known duplicate slides of HEST-1k (:data:`hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) stay on one side of every fold.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
 
     ``n_folds=None``: one fold per group, largest group first. With ``n_folds``, groups are dealt largest first
     (ties by dataset title and patient) to the fold with the fewest samples so far. A sample without a patient is
-    its own group. Known duplicate slides (:data:`~hest_spatialdata.layout.DUPLICATE_SAMPLES`) join one group,
+    its own group. Known duplicate slides (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) join one group,
     with a warning naming them (:func:`benchmark_groups`).
 
     Raises
@@ -100,10 +100,10 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
 def benchmark_groups(cohort: Cohort) -> dict[str, str]:
     """Sample id -> its fold group: ``{dataset title}/patient:{patient}`` (``sample:{id}`` without a patient).
 
-    The groups of the members of a known duplicate (:data:`~hest_spatialdata.layout.DUPLICATE_SAMPLES`) are merged
+    The groups of the members of a known duplicate (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) are merged
     (their labels joined with `` + ``), so that a slide published twice never trains and tests one fold.
     """
-    from hest_spatialdata.layout import duplicates_in
+    from hest_spatialdata.source.layout import duplicates_in
 
     groups = {s: _group(cohort, s) for s in cohort}
     for _, members in duplicates_in(groups):
@@ -119,7 +119,7 @@ def warn_duplicates(sample_ids: Sequence[str], folds: Sequence[tuple[Sequence[st
     The warning names the members, why they are one slide, the source, and the folds that train on one member and
     test another (none for :func:`benchmark_folds`' folds).
     """
-    from hest_spatialdata.layout import duplicates_in
+    from hest_spatialdata.source.layout import duplicates_in
 
     for group, members in duplicates_in(sample_ids):
         split = [k for k, (train, test) in enumerate(folds) if set(members) & set(train) and set(members) & set(test)]
@@ -134,7 +134,7 @@ def warn_duplicates(sample_ids: Sequence[str], folds: Sequence[tuple[Sequence[st
 
 
 def _group(cohort: Cohort, sample_id: str) -> str:
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.store import store_attrs
 
     meta = (store_attrs(cohort.path(sample_id)) or {}).get("metadata") or {}
     patient = cohort.table.at[sample_id, "patient"]
@@ -207,7 +207,7 @@ def benchmark(
     """
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.cohort import Cohort, open_cohort
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
 
     check_spots(spots)
     check_protocol(pca, alpha, pearson)
@@ -300,7 +300,7 @@ def _sample_data(
     import anndata as ad
     import scipy.sparse as sp
 
-    from hest_spatialdata.cohort._expression import hest_gene_names
+    from hest_spatialdata._expression import hest_gene_names
 
     element = path / "tables" / embeddings_table(embeddings)
     if not element.is_dir():
