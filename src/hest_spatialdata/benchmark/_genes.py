@@ -62,7 +62,6 @@ def benchmark_genes(tables: Iterable[ad.AnnData], n_genes: int = 50, min_cells_p
     ValueError
         If the samples have no gene in common.
     """
-
     tables = list(tables)
     common: np.ndarray | None = None
     for table in tables:

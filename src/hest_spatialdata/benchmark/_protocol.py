@@ -7,7 +7,8 @@ random_state=seed)`` on ``log1p`` counts; Pearson r per gene on the test fold (`
 fold's score is the mean over genes, the result the mean and standard deviation (numpy's, ddof 0) over folds.
 The variants users of HEST ask about are options (``pca``, ``alpha``, ``pearson``; :data:`PROTOCOLS` names them),
 recorded in the result with the genes, folds and embeddings' config (:mod:`~hest_spatialdata.benchmark._result`).
-Known duplicate slides of HEST-1k (:data:`hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) stay on one side of every fold.
+Known duplicate slides of HEST-1k (:data:`hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) stay on one side of
+every fold.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
 def benchmark_groups(cohort: Cohort) -> dict[str, str]:
     """Sample id -> its fold group: ``{dataset title}/patient:{patient}`` (``sample:{id}`` without a patient).
 
-    The groups of the members of a known duplicate (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) are merged
-    (their labels joined with `` + ``), so that a slide published twice never trains and tests one fold.
+    The groups of the members of a known duplicate (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) are
+    merged (their labels joined with `` + ``), so that a slide published twice never trains and tests one fold.
     """
     from hest_spatialdata.source.layout import duplicates_in
 
