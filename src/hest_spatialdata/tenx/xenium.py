@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,7 @@ def read_xenium(
             elements[name.value] = warped_boundaries(sdata.shapes[source], warp, ctx, alignment_path)
     points = sdata.points[_SDIO_POINTS]
     categories = pd.Index(sorted(points["feature_name"].cat.categories.astype(str)), dtype=str)
-    he_points = points.map_partitions(_he_partition, warp.affine, categories, meta=_he_partition(
-        points._meta, warp.affine, categories))  # fmt: skip
+    he_points = points.map_partitions(_he_partition, warp.affine, categories)
     he_points.attrs.clear()  # spatialdata-io's µm transformation stays with its element (attrs are copied)
     extent = _transcript_extent(he_points, ctx, folder / TRANSCRIPTS, alignment_path)
     cells = elements.get(Elements.XENIUM_CELLS.value)
@@ -181,12 +181,15 @@ def _read_with_spatialdata_io(folder: Path, sample_id: str) -> Any:
     import spatialdata_io
 
     try:
-        return spatialdata_io.xenium(
-            folder, cells_boundaries=(folder / CELL_BOUNDARIES).is_file(),
-            nucleus_boundaries=(folder / NUCLEUS_BOUNDARIES).is_file(), cells_as_circles=False, cells_labels=False,
-            nucleus_labels=False, transcripts=True, morphology_mip=False, morphology_focus=False,
-            aligned_images=False, cells_table=True,
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            # the cell table annotates the label rasters, which the import does not read
+            warnings.filterwarnings("ignore", message="The table is annotating 'cell_labels'", category=UserWarning)
+            return spatialdata_io.xenium(
+                folder, cells_boundaries=(folder / CELL_BOUNDARIES).is_file(),
+                nucleus_boundaries=(folder / NUCLEUS_BOUNDARIES).is_file(), cells_as_circles=False,
+                cells_labels=False, nucleus_labels=False, transcripts=True, morphology_mip=False,
+                morphology_focus=False, aligned_images=False, cells_table=True,
+            )  # fmt: skip
     except Exception as e:  # spatialdata-io raises whatever its readers raise (OSError, KeyError, ArrowInvalid ...)
         raise HestInputError(sample_id, folder, f"spatialdata-io could not read the Xenium bundle ({reason(e)})") from e
 
