@@ -155,21 +155,16 @@ def read_xenium(
         if source in sdata.shapes:
             elements[name.value] = warped_boundaries(sdata.shapes[source], warp, ctx, alignment_path)
     points = sdata.points[_SDIO_POINTS]
+    transcripts_path = folder / TRANSCRIPTS
     categories = pd.Index(sorted(points["feature_name"].cat.categories.astype(str)), dtype=str)
-    he_points = points.map_partitions(_he_partition, warp.affine, categories)
-    he_points.attrs.clear()  # spatialdata-io's µm transformation stays with its element (attrs are copied)
-    extent = _transcript_extent(he_points, ctx, folder / TRANSCRIPTS, alignment_path)
+    extent = _transcript_extent(points, warp, ctx, transcripts_path, alignment_path)
+    pooler = PseudoSpotPooler(PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um), len(categories))
     cells = elements.get(Elements.XENIUM_CELLS.value)
-    grid = PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um)
-    pooler = PseudoSpotPooler(grid, len(categories))
     counter = CellCounter(pd.Index(cells.index, dtype=object), categories, min_qv) if cells is not None else None
-    _count(he_points, pooler, counter, folder / TRANSCRIPTS)
-    elements[Elements.TRANSCRIPTS.value] = PointsModel.parse(
-        he_points, coordinates={"x": "he_x", "y": "he_y"}, feature_key="feature_name", instance_key=CELL_ID_KEY,
-        transformations=ctx.transformations(), sort=True,
-    )  # fmt: skip
+    _count(points, warp, categories, pooler, counter, ctx, transcripts_path)
+    elements[Elements.TRANSCRIPTS.value] = transcripts_on_he(points, warp, categories, ctx)
     if counter is not None:
-        elements[Elements.XENIUM_CELL_TABLE.value] = counter.table(cells, folder / TRANSCRIPTS, ctx)
+        elements[Elements.XENIUM_CELL_TABLE.value] = counter.table(cells, transcripts_path, ctx)
     st = pooler.adata(categories)
     n_cells = sdata.tables[_SDIO_TABLE].n_obs if _SDIO_TABLE in sdata.tables else None
     metadata = xenium_metadata(manifest, st, slide_shape, ctx.pixel_size_um, spot_size_um, n_cells)
@@ -221,6 +216,16 @@ def warped_boundaries(
     return ShapesModel.parse(gdf, transformations=ctx.transformations())
 
 
+def transcripts_on_he(points: dd.DataFrame, warp: XeniumToHE, categories: pd.Index, ctx: SampleContext) -> dd.DataFrame:
+    """spatialdata-io's transcripts (µm) as a converted sample's ``transcripts``: lazy, at (he_x, he_y) px."""
+    on_he = points.map_partitions(_he_partition, warp.affine, categories)
+    on_he.attrs.clear()  # spatialdata-io's µm transformation stays with its element (attrs are copied)
+    return PointsModel.parse(
+        on_he, coordinates={"x": "he_x", "y": "he_y"}, feature_key="feature_name", instance_key=CELL_ID_KEY,
+        transformations=ctx.transformations(), sort=True,
+    )  # fmt: skip
+
+
 def _he_partition(df: pd.DataFrame, affine: np.ndarray, categories: pd.Index) -> pd.DataFrame:
     """One partition of spatialdata-io's transcripts (µm) as a converted sample's (he_x, he_y px, str cell ids)."""
     x, y = df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64)
@@ -240,13 +245,14 @@ def _he_partition(df: pd.DataFrame, affine: np.ndarray, categories: pd.Index) ->
 
 
 def _transcript_extent(
-    points: dd.DataFrame, ctx: SampleContext, path: Path, alignment: Path
+    points: dd.DataFrame, warp: XeniumToHE, ctx: SampleContext, path: Path, alignment: Path
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) minimum and maximum of the transcripts on the H&E; raises if they leave the slide."""
     lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
-    for part in points[["he_x", "he_y"]].partitions:
-        xy = _computed(part, path).to_numpy()
-        if len(xy):
+    for part in points[["x", "y"]].partitions:  # only x, y are read
+        df = _computed(part, ctx, path)
+        if len(df):
+            xy = warp.points(df["x"].to_numpy(), df["y"].to_numpy())
             lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
     if not np.isfinite(lo).all():
         raise HestInputError(ctx.sample_id, path, "the transcripts parquet holds no transcript with a position")
@@ -254,25 +260,34 @@ def _transcript_extent(
     return lo, hi
 
 
-def _computed(part: dd.DataFrame, path: Path) -> pd.DataFrame:
+def _computed(part: dd.DataFrame, ctx: SampleContext, path: Path) -> pd.DataFrame:
     """One partition of the transcripts, read; a damaged file is named."""
     try:
         return part.compute()
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise HestInputError(None, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
 
 
-def _count(points: dd.DataFrame, pooler: PseudoSpotPooler, counter: CellCounter | None, path: Path) -> None:
-    """Stream the transcripts once into the pseudo-spots and the cell counts."""
+def _count(
+    points: dd.DataFrame,
+    warp: XeniumToHE,
+    categories: pd.Index,
+    pooler: PseudoSpotPooler,
+    counter: CellCounter | None,
+    ctx: SampleContext,
+    path: Path,
+) -> None:
+    """Stream spatialdata-io's transcripts once into the pseudo-spots and the cell counts (codes of ``categories``)."""
     with_qv = "qv" in points.columns
-    columns = ["he_x", "he_y", "feature_name", CELL_ID_KEY] + (["qv"] if with_qv else [])
-    names = pa.array(list(points["feature_name"].cat.categories), pa.string())
+    columns = ["x", "y", "feature_name", CELL_ID_KEY] + (["qv"] if with_qv else [])
+    names = pa.array(list(categories), pa.string())
+    code_of = categories.get_indexer(points["feature_name"].cat.categories.astype(str))
     for part in points[columns].partitions:
-        df = _computed(part, path)
-        codes = df["feature_name"].cat.codes.to_numpy()
-        pooler.add(df[["he_x", "he_y"]].to_numpy(), codes)
+        df = _computed(part, ctx, path)
+        codes = code_of[df["feature_name"].cat.codes.to_numpy()]
+        pooler.add(warp.points(df["x"].to_numpy(), df["y"].to_numpy()), codes)
         if counter is not None:
-            arrays = [pa.array(df[CELL_ID_KEY].to_numpy(dtype=object), pa.string()),
+            arrays = [cell_id_strings(df[CELL_ID_KEY].to_numpy()),
                       pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), names)]  # fmt: skip
             arrays += [pa.array(df["qv"].to_numpy())] if with_qv else []
             counter.add(pa.RecordBatch.from_arrays(arrays, names=[CELL_ID_KEY, "feature_name", *columns[4:]]))
