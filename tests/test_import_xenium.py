@@ -185,3 +185,23 @@ def test_keypoints_alignment_reads_as_hest(bundle: XeniumBundle, tmp_path: Path)
                           "alignmentY": he[:, 1]})  # fmt: skip
     frame.to_csv(tmp_path / "keypoints.csv", index=False)
     np.testing.assert_allclose(read_alignment(tmp_path / "keypoints.csv"), bundle.matrix, rtol=1e-9, atol=1e-6)
+
+
+def test_pooling_in_batches_equals_pooling_at_once() -> None:
+    """Streamed pseudo-spots (several batches, features first seen in different batches) equal one pass."""
+    from hest_spatialdata.tenx.pseudo_spots import PseudoSpotGrid, PseudoSpotPooler
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform([5.0, 7.0], [830.0, 610.0], (30_000, 2))
+    codes = np.concatenate([rng.integers(10, 20, 10_000), rng.integers(0, 25, 20_000)])  # 0-9 appear later
+    names = pd.Index([f"gene{i}" for i in range(30)])
+    grid = PseudoSpotGrid.covering(xy.min(axis=0), xy.max(axis=0), 0.5)
+    whole, streamed = PseudoSpotPooler(grid, len(names)), PseudoSpotPooler(grid, len(names))
+    whole.add(xy, codes)
+    for part in np.array_split(np.arange(len(codes)), 7):
+        streamed.add(xy[part], codes[part])
+    a, b = whole.adata(names), streamed.adata(names)
+    assert list(a.var_names) == list(b.var_names) == list(names[pd.unique(codes)])
+    assert list(a.obs_names) == list(b.obs_names)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert a.X.sum() == len(codes)
