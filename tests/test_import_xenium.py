@@ -55,8 +55,16 @@ def test_pixel_size_is_the_alignment_scale(run: XeniumRun, bundle: XeniumBundle)
     scale = math.hypot(bundle.matrix[0, 1], bundle.matrix[1, 1])  # |M @ (0, 1, 0)|: one H&E px along y
     assert run.pixel_size_um == pytest.approx(MORPHOLOGY_UM * scale, rel=1e-12)
     assert run.pixel_size_um == pytest.approx(bundle.he_pixel_size_um, rel=1e-9)
-    assert run.metadata["pixel_size_um_estimated"] == run.pixel_size_um
-    assert run.metadata["st_technology"] == "Xenium"
+
+
+def test_metadata_as_hest_writes_it(run: XeniumRun, bundle: XeniumBundle) -> None:
+    import json
+
+    manifest = json.loads((bundle.path / "experiment.xenium").read_text())
+    assert {k: run.metadata[k] for k in manifest} == manifest  # experiment.xenium merged in whole
+    assert run.metadata["spot_diameter"] == run.metadata["inter_spot_dist"] == 100.0
+    assert run.metadata["cells_under_tissue"] == len(pd.read_parquet(bundle.path / "cells.parquet"))
+    assert run.metadata["adata_nb_col"] == run.st.n_vars
 
 
 def test_transcripts_on_the_he(run: XeniumRun, bundle: XeniumBundle) -> None:
@@ -127,7 +135,6 @@ def test_pseudo_spots_equal_an_independent_binning(run: XeniumRun, bundle: Xeniu
     centre = st.obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy()
     origin = he.min(axis=0)
     np.testing.assert_allclose(centre, origin + (st.obs[["array_col", "array_row"]].to_numpy() + 0.5) * side)
-    assert run.metadata["spots_under_tissue"] == st.n_obs
 
 
 # --------------------------------------------------------------------------------------------- bad input

@@ -23,8 +23,9 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import dask.dataframe as dd
@@ -43,6 +44,10 @@ from hest_spatialdata.readers.xenium_seg import CELL_ID_KEY, cell_id_strings
 from hest_spatialdata.tenx.pseudo_spots import PSEUDO_SPOT_UM, PseudoSpotGrid, PseudoSpotPooler
 from hest_spatialdata.tenx.xenium_alignment import ALIGNMENT_SUFFIX, XeniumToHE, read_alignment
 
+if TYPE_CHECKING:
+    from hest_spatialdata.tenx._common import ImportRequest, TenxRun
+
+TECHNOLOGY = Technology.XENIUM
 #: Files of a Xenium output bundle the import needs (spatialdata-io opens all of them) and the boundaries.
 MANIFEST = "experiment.xenium"
 TRANSCRIPTS = "transcripts.parquet"
@@ -63,6 +68,32 @@ class XeniumRun:
     st: ad.AnnData  # HEST's pseudo-spots (st h5ad), before the store's table conventions
     metadata: dict[str, Any]  # HEST's Xenium keys (experiment.xenium merged in)
     elements: dict[str, Any] = field(default_factory=dict)  # transcripts, xenium_cells, xenium_nuclei, cell table
+
+
+def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
+    """The contract of a technology module (:mod:`hest_spatialdata.tenx`): :func:`read_xenium` as a ``TenxRun``."""
+    from hest_spatialdata.tenx._common import TenxRun
+
+    run = read_xenium(request.folder, sample_id=request.sample_id, slide_shape=slide_shape,
+                      alignment=request.alignment)  # fmt: skip
+    names = (MANIFEST, TRANSCRIPTS, *REQUIRED[2:], CELL_BOUNDARIES, NUCLEUS_BOUNDARIES)
+    sources = {name.split(".")[0]: run.folder / name for name in names if (run.folder / name).is_file()}
+    return TenxRun(
+        technology=TECHNOLOGY,
+        pixel_size_um=run.pixel_size_um,
+        centres=np.asarray(run.st.obsm["spatial"], dtype=np.float64),
+        table=run.st,
+        metadata=run.metadata,
+        source_files=sources | {"alignment": run.alignment},
+        positions_file=run.folder / TRANSCRIPTS,
+        extra_names=tuple(run.elements),
+        extra=partial(_wanted, run.elements),
+    )
+
+
+def _wanted(elements: dict[str, Any], ctx: SampleContext, wanted: frozenset[str]) -> dict[str, Any]:
+    """The run's own elements that are wanted (built in ``ctx``'s frames: the same pixel size)."""
+    return {name: element for name, element in elements.items() if name in wanted}
 
 
 def find_alignment(folder: Path, alignment: str | Path | None, sample_id: str | None) -> Path:
@@ -167,7 +198,7 @@ def read_xenium(
         elements[Elements.XENIUM_CELL_TABLE.value] = counter.table(cells, transcripts_path, ctx)
     st = pooler.adata(categories)
     n_cells = sdata.tables[_SDIO_TABLE].n_obs if _SDIO_TABLE in sdata.tables else None
-    metadata = xenium_metadata(manifest, st, slide_shape, ctx.pixel_size_um, spot_size_um, n_cells)
+    metadata = xenium_metadata(manifest, st, spot_size_um, n_cells)
     return XeniumRun(folder, alignment_path, ctx.pixel_size_um, st, metadata, elements)
 
 
@@ -297,32 +328,17 @@ def _count(
 
 
 def xenium_metadata(
-    manifest: dict[str, Any],
-    st: ad.AnnData,
-    slide_shape: tuple[int, int],
-    pixel_size_um: float,
-    spot_size_um: float,
-    n_cells: int | None,
+    manifest: dict[str, Any], st: ad.AnnData, spot_size_um: float, n_cells: int | None
 ) -> dict[str, Any]:
-    """The metadata HEST's ``XeniumReader.read`` and ``HESTData.save`` write for a Xenium sample.
+    """The Xenium keys of the metadata HEST's ``XeniumReader.read`` and ``HESTData.save`` write.
 
-    ``experiment.xenium`` merged in, then ``pixel_size_um_estimated``, ``spot_diameter`` and ``inter_spot_dist``
-    (the pseudo-spot side), ``spots_under_tissue``, ``cells_under_tissue`` (cells of ``cell_feature_matrix``),
-    ``adata_nb_col``, ``fullres_px_width`` / ``fullres_px_height``; and ``st_technology``. (HEST also writes the
-    TIFF's resolution tag as ``pixel_size_um_embedded``; it is left out: docs/hest_format.md section 2.)
+    ``experiment.xenium`` merged in whole, ``spot_diameter`` and ``inter_spot_dist`` (the pseudo-spot side),
+    ``cells_under_tissue`` (cells of ``cell_feature_matrix.h5``) and ``adata_nb_col``. The keys every import computes
+    (``pixel_size_um_estimated``, ``spots_under_tissue``, ``fullres_px_width`` / ``height``, ``st_technology``, ``id``)
+    are added by :class:`hest_spatialdata.tenx._common.TenxSource`. (HEST also writes the TIFF's resolution tag as
+    ``pixel_size_um_embedded``; it is left out: docs/hest_format.md section 2.)
     """
-    height, width = slide_shape
-    meta = {
-        **manifest,
-        "pixel_size_um_estimated": pixel_size_um,
-        "spot_diameter": spot_size_um,
-        "inter_spot_dist": spot_size_um,
-        "spots_under_tissue": int(st.n_obs),
-        "adata_nb_col": int(st.n_vars),
-        "fullres_px_width": int(width),
-        "fullres_px_height": int(height),
-        "st_technology": Technology.XENIUM.value,
-    }
+    meta = {**manifest, "spot_diameter": spot_size_um, "inter_spot_dist": spot_size_um, "adata_nb_col": int(st.n_vars)}
     if n_cells is not None:
         meta["cells_under_tissue"] = int(n_cells)
     return meta
