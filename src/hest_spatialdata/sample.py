@@ -67,7 +67,7 @@ def read_hest(
         path = ctx.files.paths[part]  # in a remote root, a small part's local copy
         for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
             sdata[name] = element
-    sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
+    sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": element_names(sdata)}
     if Elements.NUCLEI_LABELS in sdata.labels:
         sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
     if "spots" in ctx.shared and Elements.SPOTS in sdata.shapes:
@@ -158,7 +158,8 @@ def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
     }
 
 
-def _element_names(sdata: SpatialData) -> dict[str, list[str]]:
+def element_names(sdata: SpatialData) -> dict[str, list[str]]:
+    """``attrs["hest"]["elements"]``: the names of the elements of ``sdata`` by kind."""
     kinds = {"images": sdata.images, "labels": sdata.labels, "shapes": sdata.shapes, "points": sdata.points}
     return {kind: sorted(found) for kind, found in (kinds | {"tables": sdata.tables}).items() if found}
 

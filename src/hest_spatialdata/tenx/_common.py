@@ -1,0 +1,333 @@
+"""What every imported 10x run shares: the request, the run a technology module reads, and the store's source.
+
+:class:`TenxSource` is a :class:`hest_spatialdata.store.StoreSource`: the store is written by the same atomic
+writer as a converted HEST sample (:func:`hest_spatialdata.store.write_store`), its ``he`` by the same image writer
+(the H&E's levels, :mod:`hest_spatialdata.tenx._image`), every other element built with the same functions as
+the HEST readers (spots and table: :mod:`hest_spatialdata.readers.spots`; nuclei:
+:mod:`~hest_spatialdata.readers.cellvit` and :mod:`~hest_spatialdata.readers.nuclei_labels`), so an imported store
+is in exactly the contract of a converted one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hest_spatialdata._constants import ATTRS_KEY, Elements, Technology
+from hest_spatialdata._version import __version__
+from hest_spatialdata.errors import HestInputError
+from hest_spatialdata.metadata import nan_to_none
+from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
+from hest_spatialdata.tenx import _files as files
+
+if TYPE_CHECKING:
+    import anndata as ad
+    from spatialdata import SpatialData
+
+    from hest_spatialdata.writer.image import Level
+
+#: The module reading each technology (the contract in :mod:`hest_spatialdata.tenx`).
+TECHNOLOGY_MODULES = {
+    Technology.VISIUM: "hest_spatialdata.tenx.visium",
+    Technology.VISIUM_HD: "hest_spatialdata.tenx.visium_hd",
+    Technology.XENIUM: "hest_spatialdata.tenx.xenium",
+}
+#: Metadata keys the importer computes; a user's ``--metadata`` may not replace them.
+COMPUTED_KEYS = (
+    "id",
+    "st_technology",
+    "pixel_size_um_estimated",
+    "fullres_px_width",
+    "fullres_px_height",
+    "spots_under_tissue",
+    "spot_diameter",
+    "inter_spot_dist",
+)
+#: The element names an import writes besides a technology's own (``TenxRun.extra_names``).
+COMMON_ELEMENTS = (
+    Elements.HE,
+    Elements.SPOTS,
+    Elements.TABLE,
+    Elements.TISSUE,
+    Elements.PATCHES,
+    Elements.NUCLEI,
+    Elements.NUCLEI_LABELS,
+)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What the user asked to import (``hest-to-sdata import``'s arguments).
+
+    Parameters
+    ----------
+    path
+        The folder the user gave (a run folder, its ``outs/``, or a Xenium bundle).
+    folder
+        The folder holding the 10x files (:func:`hest_spatialdata.tenx._detect.find_outputs`).
+    sample_id
+        The id of the store (``{id}.zarr``), and of the sample in cohorts.
+    image
+        The full-resolution H&E (TIFF / OME-TIFF / SVS); every coordinate of the store is in its level-0 pixels.
+    alignment
+        An alignment file (a Loupe alignment JSON for Visium, Xenium Explorer's matrix CSV for Xenium).
+    nuclei
+        A nuclei segmentation in level-0 px of ``image`` (CellViT GeoJSON as HEST ships it, any GeoJSON of
+        polygons, or a GeoParquet).
+    metadata
+        The user's metadata (organ, species, patient ...), merged over the computed keys (which it may not replace).
+    """
+
+    path: Path
+    folder: Path
+    sample_id: str
+    image: Path
+    alignment: Path | None = None
+    nuclei: Path | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TenxRun:
+    """What a technology module read of a run (see the contract in :mod:`hest_spatialdata.tenx`).
+
+    Parameters
+    ----------
+    technology
+        The technology.
+    pixel_size_um
+        µm per level-0 px of the H&E, derived as HEST derives it (from the spots' spacing for Visium).
+    centres
+        ``(n, 2)`` spot (or bin, pseudo-spot) centres, (x, y) level-0 px of the H&E, in the order of ``table``.
+    table
+        The counts, unchanged, one row per spot (``obs_names`` the spot names), ``obsm["spatial"] = centres``.
+    metadata
+        What HEST writes into the sample's metadata JSON for this technology: the vendor's metrics and the keys
+        computed while reading (``spot_diameter``, ``inter_spot_dist``, ``spots_under_tissue``, ...).
+    source_files
+        The files read, by role (``"counts"``, ``"tissue_positions"``, ...), for ``attrs["hest"]`` and messages.
+    positions_file
+        The file the centres come from (named when they fall off the H&E).
+    extra_names
+        Elements the module adds beyond the common ones (e.g. ``xenium_cells``).
+    extra
+        ``extra(ctx, wanted)`` -> those elements (lazy where large), for the wanted names among ``extra_names``.
+    """
+
+    technology: Technology
+    pixel_size_um: float
+    centres: np.ndarray
+    table: ad.AnnData
+    metadata: dict[str, Any]
+    source_files: dict[str, Path]
+    positions_file: Path
+    extra_names: tuple[str, ...] = ()
+    extra: Callable[[SampleContext, frozenset[str]], dict[str, Any]] | None = None
+
+
+def technology_module(technology: Technology) -> Any:
+    """The module reading ``technology`` (:data:`TECHNOLOGY_MODULES`)."""
+    return importlib.import_module(TECHNOLOGY_MODULES[technology])
+
+
+def find_image(folder: Path, sample_id: str) -> Path:
+    """The full-resolution H&E next to the outputs when none is given: the largest TIFF/SVS there or one above.
+
+    HEST's readers take the biggest image of the folder (``find_biggest_img``); Space Ranger's own PNGs are never
+    full resolution and are not considered.
+
+    Raises
+    ------
+    HestInputError
+        If there is none (the message asks for ``--image``).
+    """
+    candidates = [
+        p for where in (folder, folder.parent) for p in where.glob("*") if p.is_file() and _is_image_name(p.name)
+    ]
+    if not candidates:
+        raise HestInputError(
+            sample_id,
+            folder,
+            "no full-resolution H&E image (TIFF, OME-TIFF or SVS) found next to the 10x outputs; pass --image",
+        )
+    return max(candidates, key=lambda p: p.stat().st_size)
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(files.IMAGE_SUFFIXES)
+
+
+def parse_metadata_items(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; a value that is a JSON number, boolean or null is kept as one.
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=`` or with an empty key.
+    """
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"metadata must be KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = _scalar(value)
+    return parsed
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | bool) or value is None else text
+
+
+def read_metrics(path: Path | None, sample_id: str) -> dict[str, Any]:
+    """The first row of a Space Ranger ``metrics_summary.csv`` as a dict (HEST's ``metric_file_do_dict``)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        rows = pd.read_csv(path).to_dict("records")
+    except Exception as e:  # pandas raises many types on a bad CSV
+        raise HestInputError(sample_id, path, f"metrics CSV unreadable ({type(e).__name__}: {e})") from e
+    return nan_to_none({str(k): _plain(v) for k, v in rows[0].items()}) if rows else {}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TenxSource:
+    """An imported 10x run as a :class:`hest_spatialdata.store.StoreSource`.
+
+    :meth:`check` reads the run (counts, positions: small) and the H&E's header, and checks that they fit, before
+    anything is written; the elements are built lazily by :meth:`read` (:mod:`hest_spatialdata.tenx._elements`).
+    """
+
+    def __init__(self, request: ImportRequest, technology: Technology) -> None:
+        self.request = request
+        self.sample_id = request.sample_id
+        self.technology = technology
+        self._checked: tuple[TenxRun, list[Level], SampleContext] | None = None
+
+    def check(self, elements: list[str] | None) -> None:
+        """Read the run and the H&E header; raise :class:`HestInputError` if they do not fit."""
+        self.checked()
+
+    def checked(self) -> tuple[TenxRun, list[Level], SampleContext]:
+        """The run, the H&E levels and the sample's context (read once)."""
+        if self._checked is None:
+            from hest_spatialdata.readers._checks import check_on_slide
+            from hest_spatialdata.tenx._image import image_levels
+
+            for what, given in (("alignment", self.request.alignment), ("nuclei", self.request.nuclei)):
+                if given is not None and not given.is_file():
+                    raise HestInputError(self.sample_id, given, f"{what} file not found")
+            levels = image_levels(self.request.image, self.sample_id)
+            try:
+                module = technology_module(self.technology)
+            except ModuleNotFoundError:
+                problem = f"importing {self.technology.value} runs is not supported by this version"
+                raise HestInputError(self.sample_id, self.request.folder, problem) from None
+            run = module.read_run(self.request, levels[0].shape[:2])
+            ctx = SampleContext(
+                sample_id=self.sample_id,
+                pixel_size_um=run.pixel_size_um,
+                technology=run.technology,
+                slide_shape=tuple(levels[0].shape[:2]),
+                metadata=self._metadata(run, levels[0].shape[:2]),
+            )
+            where = f"of the H&E {self.request.image.name}"
+            check_on_slide(run.centres, ctx, run.positions_file, what=f"spot centres (in level-0 px {where})")
+            self._checked = (run, levels, ctx)
+        return self._checked
+
+    def slide(self) -> tuple[list[Level], bool]:
+        """The H&E's levels (read locally)."""
+        return self.checked()[1], False
+
+    def read(self, elements: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> SpatialData:
+        """Every wanted element but ``he``, with ``attrs["hest"]``."""
+        from hest_spatialdata.sample import element_names
+        from hest_spatialdata.tenx._elements import build_elements
+
+        run, levels, ctx = self.checked()
+        ctx = SampleContext(**{**ctx.__dict__, "chunk_size": chunk_size, "shared": {}})
+        sdata = build_elements(run, levels, ctx, self.request, frozenset(elements))
+        sdata.attrs[ATTRS_KEY] = self.attrs() | {"elements": element_names(sdata)}
+        if "spots" in ctx.shared and Elements.SPOTS.value in sdata.shapes:
+            sdata.attrs[ATTRS_KEY]["spots"] = ctx.shared["spots"]
+        if Elements.NUCLEI_LABELS.value in sdata.labels:
+            from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE
+
+            sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
+        return sdata
+
+    def attrs(self) -> dict[str, Any]:
+        """``attrs["hest"]`` as a converted store's (:func:`hest_spatialdata.sample.source_attrs`), marked imported."""
+        run, _, ctx = self.checked()
+        meta = ctx.metadata
+        sources = dict(run.source_files) | {"image": self.request.image}
+        if self.request.nuclei is not None:
+            sources["nuclei"] = self.request.nuclei
+        return {
+            "sample_id": self.sample_id,
+            "technology": ctx.technology.value,
+            "st_technology": meta.get("st_technology"),
+            "species": meta.get("species"),
+            "organ": meta.get("organ"),
+            "oncotree_code": meta.get("oncotree_code"),
+            "pixel_size_um": ctx.pixel_size_um,
+            "slide_shape": list(ctx.slide_shape),
+            "source_files": {role: {"name": str(path), "size": _size(path)} for role, path in sources.items()},
+            "converter": "hest-spatialdata",
+            "converter_version": __version__,
+            "imported": imported_attrs(self.request, ctx.technology),
+            "metadata": meta,
+            "elements": {},
+        }
+
+    def _metadata(self, run: TenxRun, slide_shape: tuple[int, int]) -> dict[str, Any]:
+        computed = {
+            "id": self.sample_id,
+            "st_technology": run.technology.value,
+            "pixel_size_um_estimated": run.pixel_size_um,
+            "fullres_px_width": int(slide_shape[1]),
+            "fullres_px_height": int(slide_shape[0]),
+            "spots_under_tissue": int(run.table.n_obs),
+        }
+        clash = sorted(set(self.request.metadata) & set(COMPUTED_KEYS))
+        if clash:
+            raise HestInputError(
+                self.sample_id, self.request.path, f"--metadata may not set {', '.join(clash)}: computed from the run"
+            )
+        return nan_to_none(dict(run.metadata) | computed | dict(self.request.metadata))
+
+
+def imported_attrs(request: ImportRequest, technology: Technology) -> dict[str, Any]:
+    """``attrs["hest"]["imported"]``: the 10x folder and the H&E the store was imported from, and the reader."""
+    from importlib.metadata import version
+
+    return {
+        "from": "10x",
+        "technology": technology.value,
+        "folder": str(request.folder.resolve()),
+        "image": str(request.image.resolve()),
+        "alignment": None if request.alignment is None else str(request.alignment.resolve()),
+        "nuclei": None if request.nuclei is None else str(request.nuclei.resolve()),
+        "reader": f"spatialdata-io {version('spatialdata-io')}",
+    }
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
