@@ -212,3 +212,94 @@ def test_pooling_in_batches_equals_pooling_at_once() -> None:
     assert list(a.obs_names) == list(b.obs_names)
     np.testing.assert_array_equal(a.X, b.X)
     assert a.X.sum() == len(codes)
+
+
+# --------------------------------------------------------------------------------------------- the store
+
+
+@pytest.fixture(scope="module")
+def imported(bundle: XeniumBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle imported (the H&E found in the bundle, the alignment too) as XEN1.zarr."""
+    from hest_spatialdata.tenx import import_10x
+
+    out = tmp_path_factory.mktemp("imported")
+    return import_10x(bundle.path, out, "XEN1", metadata={"organ": "Brain", "species": "Mus musculus", "patient": "M1"})
+
+
+def test_store_is_valid_and_equals_the_run(imported: Path, run: XeniumRun, bundle: XeniumBundle) -> None:
+    import json
+
+    import spatialdata as sd
+
+    import hest_spatialdata as hs
+
+    report = hs.validate(imported)
+    assert report.ok, str(report)
+    store = sd.read_zarr(imported)
+    for name in ("xenium_cells", "xenium_nuclei"):
+        assert list(store[name].index) == list(run.elements[name].index)
+    assert len(store["transcripts"]) == pq.ParquetFile(bundle.path / "transcripts.parquet").metadata.num_rows
+    table = store["table"]
+    np.testing.assert_array_equal(table.X, run.st.X)
+    assert list(table.var["gene_name"]) == list(run.st.var_names)
+    centres = np.column_stack([store["spots"].geometry.centroid.x, store["spots"].geometry.centroid.y])
+    np.testing.assert_allclose(centres, run.st.obsm["spatial"])
+    meta = json.loads(table.uns["hest_metadata"])
+    assert meta["st_technology"] == "Xenium" and meta["pixel_size_um_estimated"] == pytest.approx(0.5)
+    assert meta["spots_under_tissue"] == run.st.n_obs and meta["organ"] == "Brain"
+    assert (meta["fullres_px_height"], meta["fullres_px_width"]) == _slide_shape(bundle.image)
+    assert meta["analysis_sw_version"] == "xenium-1.0.2"  # experiment.xenium embedded
+    assert store.attrs["hest"]["spots"]["side_um"] == pytest.approx(100.0)
+    assert {"tissue", "patches"} <= set(store.shapes)
+
+
+def test_cohort_of_imported_and_converted(imported: Path, xenium_store: Path) -> None:
+    import anndata as ad
+
+    import hest_spatialdata as hs
+
+    cohort = hs.open_cohort([imported, xenium_store])
+    assert set(cohort.table.index) == {"XEN1", "XENB"}
+    adata = cohort.expression(join="inner")
+    tables = {sample: ad.read_zarr(path / "tables" / "table") for sample, path in (("XEN1", imported),
+                                                                                   ("XENB", xenium_store))}  # fmt: skip
+    assert adata.n_obs == sum(t.n_obs for t in tables.values())
+    for sample, table in tables.items():
+        part = adata[adata.obs["sample_id"] == sample]
+        genes = list(part.var_names)
+        got = np.asarray(part.X.todense() if hasattr(part.X, "todense") else part.X)
+        by_name = pd.DataFrame(np.asarray(table.X), columns=table.var["gene_name"]).loc[:, genes]
+        np.testing.assert_array_equal(got, by_name.to_numpy())
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from hest_spatialdata.cli import main
+
+    result = CliRunner().invoke(main, ["import", *args])
+    return result.exit_code, result.output
+
+
+def test_cli_without_transcripts_writes_nothing(bundle: XeniumBundle, tmp_path: Path) -> None:
+    folder = _linked(bundle, tmp_path / "outs", without="transcripts.parquet")
+    code, output = _cli([str(folder), "-o", str(tmp_path / "stores"), "--id", "BAD"])
+    assert code != 0 and "transcripts.parquet" in output and "not found" in output
+    assert not (tmp_path / "stores" / "BAD.zarr").exists()
+
+
+def test_cli_without_image_writes_nothing(bundle: XeniumBundle, tmp_path: Path) -> None:
+    folder = _linked(bundle, tmp_path / "outs", without=bundle.image.name)
+    code, output = _cli([str(folder), "-o", str(tmp_path / "stores"), "--id", "BAD"])
+    assert code != 0 and "--image" in output
+    assert not (tmp_path / "stores" / "BAD.zarr").exists()
+
+
+def test_cli_alignment_off_the_slide_writes_nothing(bundle: XeniumBundle, tmp_path: Path) -> None:
+    shifted = bundle.matrix.copy()
+    shifted[:2, 2] += 3000
+    csv = tmp_path / "shifted_imagealignment.csv"
+    np.savetxt(csv, shifted, delimiter=",")
+    code, output = _cli([str(bundle.path), "-o", str(tmp_path / "stores"), "--id", "BAD", "--alignment", str(csv)])
+    assert code != 0 and "shifted_imagealignment.csv" in output and "outside the" in output
+    assert not (tmp_path / "stores" / "BAD.zarr").exists()

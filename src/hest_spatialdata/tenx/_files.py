@@ -22,7 +22,14 @@ METRICS = "metrics_summary.csv"
 BINNED_OUTPUTS = "binned_outputs"
 HD_BIN_FOLDER = "square_{size:03d}um"
 HD_BIN_SIZES_UM = (2, 8, 16)
-#: Xenium output bundle: its manifest.
+#: Xenium output bundle: its manifest, the files spatialdata-io's ``xenium()`` opens whatever is asked, and the
+#: boundaries (optional).
 XENIUM_MANIFEST = "experiment.xenium"
+XENIUM_TRANSCRIPTS = "transcripts.parquet"
+XENIUM_REQUIRED = (XENIUM_MANIFEST, XENIUM_TRANSCRIPTS, "cells.parquet", "cell_feature_matrix.h5", "cells.zarr.zip")
+XENIUM_CELL_BOUNDARIES = "cell_boundaries.parquet"
+XENIUM_NUCLEUS_BOUNDARIES = "nucleus_boundaries.parquet"
+#: Xenium Explorer's alignment export ends so (``{name}_imagealignment.csv``); HEST finds it by this ending.
+XENIUM_ALIGNMENT_SUFFIX = "imagealignment.csv"
 #: Full-resolution images found next to the outputs when ``--image`` is not given (HEST's ``find_biggest_img``).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".ome.tif", ".ome.tiff", ".svs")

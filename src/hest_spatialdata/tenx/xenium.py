@@ -41,19 +41,14 @@ from hest_spatialdata.readers._checks import check_extent_on_slide, check_geomet
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.transcripts import DEFAULT_MIN_QV, TRANSCRIPT_COLUMNS, CellCounter
 from hest_spatialdata.readers.xenium_seg import CELL_ID_KEY, cell_id_strings
+from hest_spatialdata.tenx import _files as files
 from hest_spatialdata.tenx.pseudo_spots import PSEUDO_SPOT_UM, PseudoSpotGrid, PseudoSpotPooler
-from hest_spatialdata.tenx.xenium_alignment import ALIGNMENT_SUFFIX, XeniumToHE, read_alignment
+from hest_spatialdata.tenx.xenium_alignment import XeniumToHE, read_alignment
 
 if TYPE_CHECKING:
     from hest_spatialdata.tenx._common import ImportRequest, TenxRun
 
 TECHNOLOGY = Technology.XENIUM
-#: Files of a Xenium output bundle the import needs (spatialdata-io opens all of them) and the boundaries.
-MANIFEST = "experiment.xenium"
-TRANSCRIPTS = "transcripts.parquet"
-REQUIRED = (MANIFEST, TRANSCRIPTS, "cells.parquet", "cell_feature_matrix.h5", "cells.zarr.zip")
-CELL_BOUNDARIES = "cell_boundaries.parquet"
-NUCLEUS_BOUNDARIES = "nucleus_boundaries.parquet"
 #: spatialdata-io's names of the bundle's elements.
 _SDIO_CELLS, _SDIO_NUCLEI, _SDIO_POINTS, _SDIO_TABLE = "cell_boundaries", "nucleus_boundaries", "transcripts", "table"
 
@@ -76,7 +71,7 @@ def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
 
     run = read_xenium(request.folder, sample_id=request.sample_id, slide_shape=slide_shape,
                       alignment=request.alignment)  # fmt: skip
-    names = (MANIFEST, TRANSCRIPTS, *REQUIRED[2:], CELL_BOUNDARIES, NUCLEUS_BOUNDARIES)
+    names = (*files.XENIUM_REQUIRED, files.XENIUM_CELL_BOUNDARIES, files.XENIUM_NUCLEUS_BOUNDARIES)
     sources = {name.split(".")[0]: run.folder / name for name in names if (run.folder / name).is_file()}
     return TenxRun(
         technology=TECHNOLOGY,
@@ -85,7 +80,7 @@ def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
         table=run.st,
         metadata=run.metadata,
         source_files=sources | {"alignment": run.alignment},
-        positions_file=run.folder / TRANSCRIPTS,
+        positions_file=run.folder / files.XENIUM_TRANSCRIPTS,
         extra_names=tuple(run.elements),
         extra=partial(_wanted, run.elements),
     )
@@ -109,17 +104,17 @@ def find_alignment(folder: Path, alignment: str | Path | None, sample_id: str | 
         if not path.is_file():
             raise HestInputError(sample_id, path, "alignment CSV not found")
         return path
-    found = sorted(p for p in folder.iterdir() if p.name.endswith(ALIGNMENT_SUFFIX))
+    found = sorted(p for p in folder.iterdir() if p.name.endswith(files.XENIUM_ALIGNMENT_SUFFIX))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
-        raise HestInputError(sample_id, folder, f"{what} *{ALIGNMENT_SUFFIX} in the Xenium bundle: give the H&E's "
-                             "alignment (Xenium Explorer's matrix CSV) with --alignment")  # fmt: skip
+        raise HestInputError(sample_id, folder, f"{what} *{files.XENIUM_ALIGNMENT_SUFFIX} in the Xenium bundle: give "
+                             "the H&E's alignment (Xenium Explorer's matrix CSV) with --alignment")  # fmt: skip
     return found[0]
 
 
 def read_manifest(folder: Path, sample_id: str | None) -> dict[str, Any]:
     """``experiment.xenium`` with a positive ``pixel_size`` (µm per morphology px)."""
-    path = folder / MANIFEST
+    path = folder / files.XENIUM_MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         pixel_size = float(manifest["pixel_size"])
@@ -134,7 +129,7 @@ def read_manifest(folder: Path, sample_id: str | None) -> dict[str, Any]:
 
 def check_bundle(folder: Path, sample_id: str | None) -> None:
     """Raise, naming the first missing file, unless the bundle holds every file the import reads."""
-    for name in REQUIRED:
+    for name in files.XENIUM_REQUIRED:
         if not (folder / name).is_file():
             raise HestInputError(sample_id, folder / name, "file of the Xenium output bundle not found")
 
@@ -186,7 +181,7 @@ def read_xenium(
         if source in sdata.shapes:
             elements[name.value] = warped_boundaries(sdata.shapes[source], warp, ctx, alignment_path)
     points = sdata.points[_SDIO_POINTS]
-    transcripts_path = folder / TRANSCRIPTS
+    transcripts_path = folder / files.XENIUM_TRANSCRIPTS
     categories = pd.Index(sorted(points["feature_name"].cat.categories.astype(str)), dtype=str)
     extent = _transcript_extent(points, warp, ctx, transcripts_path, alignment_path)
     pooler = PseudoSpotPooler(PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um), len(categories))
@@ -211,8 +206,8 @@ def _read_with_spatialdata_io(folder: Path, sample_id: str) -> Any:
             # the cell table annotates the label rasters, which the import does not read
             warnings.filterwarnings("ignore", message="The table is annotating 'cell_labels'", category=UserWarning)
             return spatialdata_io.xenium(
-                folder, cells_boundaries=(folder / CELL_BOUNDARIES).is_file(),
-                nucleus_boundaries=(folder / NUCLEUS_BOUNDARIES).is_file(), cells_as_circles=False,
+                folder, cells_boundaries=(folder / files.XENIUM_CELL_BOUNDARIES).is_file(),
+                nucleus_boundaries=(folder / files.XENIUM_NUCLEUS_BOUNDARIES).is_file(), cells_as_circles=False,
                 cells_labels=False, nucleus_labels=False, transcripts=True, morphology_mip=False,
                 morphology_focus=False, aligned_images=False, cells_table=True,
             )  # fmt: skip

@@ -28,8 +28,6 @@ import shapely
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._checks import reason
 
-#: Xenium Explorer's name for the alignment matrix it exports (HEST finds it by this ending).
-ALIGNMENT_SUFFIX = "imagealignment.csv"
 _KEYPOINT_COLUMNS = ("fixedX", "fixedY", "alignmentX", "alignmentY")
 
 
