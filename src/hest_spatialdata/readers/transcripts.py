@@ -238,7 +238,7 @@ def _transcripts_partition(df: pd.DataFrame, categories: pd.Index) -> pd.DataFra
     out["he_x"] = _numpy(df["he_x"]).astype(np.float64)
     out["he_y"] = _numpy(df["he_y"]).astype(np.float64)
     out["feature_name"] = pd.Categorical.from_codes(
-        _codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
+        feature_codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
     )
     if CELL_ID_KEY in df.columns:
         ids = cell_id_strings(df[CELL_ID_KEY]).to_pandas()
@@ -255,8 +255,11 @@ def _numpy(values: pd.Series) -> np.ndarray:
     return as_arrow(values).to_numpy(zero_copy_only=False)
 
 
-def _codes(values: Any, categories: pd.Index) -> np.ndarray:
-    """Positions of ``values`` (feature names, maybe bytes) in ``categories``; -1 where missing."""
+def feature_codes(values: Any, categories: pd.Index) -> np.ndarray:
+    """Positions of ``values`` (feature names: str, bytes or dictionary-encoded) in ``categories``; -1 where missing.
+
+    Each distinct name is decoded once, not once per transcript.
+    """
     arr = as_arrow(values)
     encoded = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     lookup = categories.get_indexer(pd.Index(_strings(encoded.dictionary).to_pylist(), dtype=object))
@@ -316,7 +319,7 @@ class CellCounter:
     def add(self, batch: pa.RecordBatch) -> None:
         """Add one batch of (cell_id, feature_name[, qv]) rows."""
         rows, unassigned = self._rows(batch.column(0))
-        features = _codes(batch.column(1), self.categories)
+        features = feature_codes(batch.column(1), self.categories)
         good = _at_least(batch.column(2), self.min_qv) if batch.num_columns > 2 else np.ones(len(rows), bool)
         orphan = (rows < 0) & ~unassigned
         self.stats["n_transcripts"] += len(rows)

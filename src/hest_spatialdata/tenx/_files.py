@@ -26,6 +26,8 @@ HD_BIN_SIZES_UM = (2, 8, 16)
 #: boundaries (optional).
 XENIUM_MANIFEST = "experiment.xenium"
 XENIUM_TRANSCRIPTS = "transcripts.parquet"
+#: The transcripts' position columns (µm in the Xenium frame).
+XENIUM_X, XENIUM_Y = "x_location", "y_location"
 XENIUM_REQUIRED = (XENIUM_MANIFEST, XENIUM_TRANSCRIPTS, "cells.parquet", "cell_feature_matrix.h5", "cells.zarr.zip")
 XENIUM_CELL_BOUNDARIES = "cell_boundaries.parquet"
 XENIUM_NUCLEUS_BOUNDARIES = "nucleus_boundaries.parquet"

@@ -14,7 +14,8 @@ module only places its elements on the H&E and pools them as HEST's ``XeniumRead
 - the st AnnData: HEST's 100 µm pseudo-spots (:mod:`~hest_spatialdata.tenx.pseudo_spots`), every transcript
   pooled; and the metadata HEST writes for a Xenium sample (``experiment.xenium`` merged in).
 
-The transcripts are streamed partition by partition (twice: their extent, then the counts), never all in memory.
+The transcripts are never all in memory: their extent, then the counts, are two pyarrow passes over the parquet in
+batches; the ``transcripts`` element is spatialdata-io's lazy frame, mapped onto the H&E partition by partition.
 """
 
 from __future__ import annotations
@@ -33,22 +34,32 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from spatialdata.models import PointsModel, ShapesModel
 
 from hest_spatialdata._constants import Elements, Technology
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._checks import check_extent_on_slide, check_geometries_on_slide, reason
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.readers.transcripts import DEFAULT_MIN_QV, TRANSCRIPT_COLUMNS, CellCounter
+from hest_spatialdata.readers.transcripts import (
+    BATCH_ROWS,
+    DEFAULT_MIN_QV,
+    TRANSCRIPT_COLUMNS,
+    CellCounter,
+    feature_codes,
+)
 from hest_spatialdata.readers.xenium_seg import CELL_ID_KEY, cell_id_strings
 from hest_spatialdata.tenx import _files as files
 from hest_spatialdata.tenx.pseudo_spots import PSEUDO_SPOT_UM, PseudoSpotGrid, PseudoSpotPooler
 from hest_spatialdata.tenx.xenium_alignment import XeniumToHE, read_alignment
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from hest_spatialdata.tenx._common import ImportRequest, TenxRun
 
 TECHNOLOGY = Technology.XENIUM
+FEATURE_NAME = "feature_name"
 #: spatialdata-io's names of the bundle's elements.
 _SDIO_CELLS, _SDIO_NUCLEI, _SDIO_POINTS, _SDIO_TABLE = "cell_boundaries", "nucleus_boundaries", "transcripts", "table"
 
@@ -183,11 +194,11 @@ def read_xenium(
     points = sdata.points[_SDIO_POINTS]
     transcripts_path = folder / files.XENIUM_TRANSCRIPTS
     categories = pd.Index(sorted(points["feature_name"].cat.categories.astype(str)), dtype=str)
-    extent = _transcript_extent(points, warp, ctx, transcripts_path, alignment_path)
+    extent = _transcript_extent(transcripts_path, warp, ctx, alignment_path)
     pooler = PseudoSpotPooler(PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um), len(categories))
     cells = elements.get(Elements.XENIUM_CELLS.value)
     counter = CellCounter(pd.Index(cells.index, dtype=object), categories, min_qv) if cells is not None else None
-    _count(points, warp, categories, pooler, counter, ctx, transcripts_path)
+    _count(transcripts_path, warp, categories, pooler, counter, ctx)
     elements[Elements.TRANSCRIPTS.value] = transcripts_on_he(points, warp, categories, ctx)
     if counter is not None:
         elements[Elements.XENIUM_CELL_TABLE.value] = counter.table(cells, transcripts_path, ctx)
@@ -270,53 +281,48 @@ def _he_partition(df: pd.DataFrame, affine: np.ndarray, categories: pd.Index) ->
     return out
 
 
+def _transcript_batches(path: Path, columns: list[str], ctx: SampleContext) -> Iterator[pa.RecordBatch]:
+    """The transcripts' ``columns``, :data:`BATCH_ROWS` rows at a time (feature names dictionary-encoded, as stored)."""
+    try:
+        parquet = pq.ParquetFile(path, read_dictionary=[FEATURE_NAME])
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
+
+
 def _transcript_extent(
-    points: dd.DataFrame, warp: XeniumToHE, ctx: SampleContext, path: Path, alignment: Path
+    path: Path, warp: XeniumToHE, ctx: SampleContext, alignment: Path
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) minimum and maximum of the transcripts on the H&E; raises if they leave the slide."""
     lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
-    for part in points[["x", "y"]].partitions:  # only x, y are read
-        df = _computed(part, ctx, path)
-        if len(df):
-            xy = warp.points(df["x"].to_numpy(), df["y"].to_numpy())
+    for batch in _transcript_batches(path, [files.XENIUM_X, files.XENIUM_Y], ctx):
+        if batch.num_rows:
+            xy = warp.points(batch.column(0).to_numpy(), batch.column(1).to_numpy())
             lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
     if not np.isfinite(lo).all():
-        raise HestInputError(ctx.sample_id, path, "the transcripts parquet holds no transcript with a position")
+        raise HestInputError(ctx.sample_id, path, "the transcripts parquet holds no transcript with a finite position")
     check_extent_on_slide(lo, hi, ctx, alignment, what="transcripts warped by this alignment")
     return lo, hi
 
 
-def _computed(part: dd.DataFrame, ctx: SampleContext, path: Path) -> pd.DataFrame:
-    """One partition of the transcripts, read; a damaged file is named."""
-    try:
-        return part.compute()
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
-
-
 def _count(
-    points: dd.DataFrame,
+    path: Path,
     warp: XeniumToHE,
     categories: pd.Index,
     pooler: PseudoSpotPooler,
     counter: CellCounter | None,
     ctx: SampleContext,
-    path: Path,
 ) -> None:
-    """Stream spatialdata-io's transcripts once into the pseudo-spots and the cell counts (codes of ``categories``)."""
-    with_qv = "qv" in points.columns
-    columns = ["x", "y", "feature_name", CELL_ID_KEY] + (["qv"] if with_qv else [])
-    names = pa.array(list(categories), pa.string())
-    code_of = categories.get_indexer(points["feature_name"].cat.categories.astype(str))
-    for part in points[columns].partitions:
-        df = _computed(part, ctx, path)
-        codes = code_of[df["feature_name"].cat.codes.to_numpy()]
-        pooler.add(warp.points(df["x"].to_numpy(), df["y"].to_numpy()), codes)
-        if counter is not None:
-            arrays = [cell_id_strings(df[CELL_ID_KEY].to_numpy()),
-                      pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), names)]  # fmt: skip
-            arrays += [pa.array(df["qv"].to_numpy())] if with_qv else []
-            counter.add(pa.RecordBatch.from_arrays(arrays, names=[CELL_ID_KEY, "feature_name", *columns[4:]]))
+    """Stream the transcripts once into the pseudo-spots (every transcript) and the cell counts (``qv >= 20``)."""
+    names = pq.read_schema(path).names
+    quality = ["qv"] if "qv" in names else []
+    ids = [CELL_ID_KEY] if CELL_ID_KEY in names else []
+    columns = [files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME, *ids, *quality]
+    for batch in _transcript_batches(path, columns, ctx):
+        xy = warp.points(batch.column(0).to_numpy(), batch.column(1).to_numpy())
+        pooler.add(xy, feature_codes(batch.column(2), categories))
+        if counter is not None and ids:
+            counter.add(batch.select([CELL_ID_KEY, FEATURE_NAME, *quality]))
 
 
 # --------------------------------------------------------------------------------------------- metadata
