@@ -303,3 +303,28 @@ def test_cli_alignment_off_the_slide_writes_nothing(bundle: XeniumBundle, tmp_pa
     code, output = _cli([str(bundle.path), "-o", str(tmp_path / "stores"), "--id", "BAD", "--alignment", str(csv)])
     assert code != 0 and "shifted_imagealignment.csv" in output and "outside the" in output
     assert not (tmp_path / "stores" / "BAD.zarr").exists()
+
+
+def test_multinucleate_nuclei_join_under_their_cell_id(bundle: XeniumBundle) -> None:
+    """XOA >= 2 nuclei (spatialdata-io: indexed by label, with a cell_id column) are indexed by the cell id."""
+    import geopandas as gpd
+    import shapely
+
+    from hest_spatialdata._constants import Technology
+    from hest_spatialdata.readers._context import SampleContext
+    from hest_spatialdata.tenx.xenium import warped_boundaries
+    from hest_spatialdata.tenx.xenium_alignment import XeniumToHE
+
+    nuclei = gpd.GeoDataFrame(
+        {"cell_id": ["aaaaaaab-1", "aaaaaaab-1", "aaaaaaac-1"]},
+        geometry=[shapely.box(1600, 1600, 1603, 1603), shapely.box(1610, 1610, 1612, 1612),
+                  shapely.box(1700, 1700, 1704, 1704)],
+        index=pd.Index([1, 2, 3]),
+    )  # fmt: skip
+    warp = XeniumToHE(bundle.matrix, MORPHOLOGY_UM)
+    ctx = SampleContext("XEN1", warp.pixel_size_um, Technology.XENIUM, _slide_shape(bundle.image))
+    out = warped_boundaries(nuclei, warp, ctx, bundle.alignment)
+    assert list(out.index) == ["aaaaaaab-1", "aaaaaaac-1"]
+    assert out.geometry.iloc[0].geom_type == "MultiPolygon"
+    area_px = (9 + 4) / warp.pixel_size_um**2  # a similarity: areas scale by 1 / pixel size squared
+    assert out.geometry.iloc[0].area == pytest.approx(area_px, rel=1e-9)
