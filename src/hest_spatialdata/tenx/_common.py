@@ -165,7 +165,7 @@ def _is_image_name(name: str) -> bool:
 
 
 def parse_metadata_items(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dict; a value that is a JSON number, boolean or null is kept as one.
+    """``KEY=VALUE`` strings as a dict; a value that is a JSON number, boolean, null or string is kept as one.
 
     Raises
     ------
@@ -186,7 +186,7 @@ def _scalar(text: str) -> Any:
         value = json.loads(text)
     except ValueError:
         return text
-    return value if isinstance(value, int | float | bool) or value is None else text
+    return value if isinstance(value, int | float | bool | str) or value is None else text  # "a b" unquoted
 
 
 def read_metrics(path: Path | None, sample_id: str) -> dict[str, Any]:

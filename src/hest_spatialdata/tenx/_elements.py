@@ -10,6 +10,9 @@ from hest_spatialdata._constants import Elements
 from hest_spatialdata.readers._checks import check_unique
 from hest_spatialdata.readers._context import SampleContext
 
+#: The class of the nuclei of a segmentation without classes (any GeoJSON of polygons).
+UNCLASSIFIED = "Unclassified"
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -57,10 +60,14 @@ def build_elements(
         if patches is not None:
             elements[Elements.PATCHES.value] = patches
     if request.nuclei is not None and {Elements.NUCLEI, Elements.NUCLEI_LABELS} & wanted:
-        from hest_spatialdata.readers import cellvit
+        from hest_spatialdata.readers.cellvit import read_cellvit
+        from hest_spatialdata.readers.nuclei_labels import rasterise_nuclei
 
-        nuclei_elements = {Elements(name) for name in wanted & {Elements.NUCLEI, Elements.NUCLEI_LABELS}}
-        elements |= cellvit.read(request.nuclei, ctx, frozenset(nuclei_elements))
+        nuclei = read_cellvit(request.nuclei, ctx, default_class=UNCLASSIFIED)
+        if Elements.NUCLEI in wanted:
+            elements[Elements.NUCLEI.value] = nuclei
+        if Elements.NUCLEI_LABELS in wanted:
+            elements[Elements.NUCLEI_LABELS.value] = rasterise_nuclei(nuclei, ctx)
     extra = wanted & set(run.extra_names)
     if extra and run.extra is not None:
         elements |= run.extra(ctx, frozenset(extra))

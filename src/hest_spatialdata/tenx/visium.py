@@ -59,9 +59,9 @@ def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
     positions = positions_file(folder, sample_id)
     scalefactors_path = folder / files.SPATIAL / files.SCALEFACTORS
     scalefactors = read_scalefactors(scalefactors_path, sample_id)
-    check_image_size(folder, scalefactors, slide_shape, request.image, sample_id)
     table = read_counts(folder, counts, sample_id)
-    check_chemistry(table, counts, sample_id, TECHNOLOGY)
+    check_chemistry(_table_chemistry(table), counts, sample_id, TECHNOLOGY)
+    check_image_size(folder, scalefactors, slide_shape, request.image, sample_id)
     missing = np.isnan(np.asarray(table.obsm["spatial"], dtype=float)).any(axis=1)
     if missing.any():
         raise HestInputError(
@@ -89,7 +89,7 @@ def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
         sources["metrics"] = metrics_path
     if request.alignment is not None:
         sources["alignment"] = request.alignment
-    return TenxRun(TECHNOLOGY, pixel_size, centres, table, metadata, sources, positions)
+    return TenxRun(TECHNOLOGY, pixel_size, centres, table, metadata, sources, request.alignment or positions)
 
 
 def positions_file(folder: Path, sample_id: str) -> Path:
@@ -136,18 +136,25 @@ def read_counts(folder: Path, counts: Path | None, sample_id: str) -> Any:
     return table
 
 
-def check_chemistry(table: Any, counts: Path, sample_id: str, technology: Technology) -> None:
-    """Refuse counts whose ``chemistry_description`` is not a Visium chemistry (e.g. a Cell Ranger 5' run)."""
-    spatial = table.uns.get("spatial", {})
-    chemistry = next((v.get("metadata", {}).get("chemistry_description") for v in spatial.values()), None)
-    table.uns.pop("spatial", None)
+def check_chemistry(chemistry: str | None, counts: Path, sample_id: str, technology: Technology) -> None:
+    """Refuse counts whose ``chemistry_description`` is not the technology's (e.g. a Cell Ranger 5' run).
+
+    ``None`` (a MatrixMarket folder has no attributes) passes.
+    """
     if chemistry is None:
         return
-    is_hd = "hd" in str(chemistry).lower().split()
-    if not VISIUM_CHEMISTRY.search(str(chemistry)) or is_hd != (technology is Technology.VISIUM_HD):
+    is_hd = "hd" in chemistry.lower().split()
+    if not VISIUM_CHEMISTRY.search(chemistry) or is_hd != (technology is Technology.VISIUM_HD):
         raise HestInputError(
             sample_id, counts, f"unknown chemistry {chemistry!r} for {technology.value} (chemistry_description)"
         )
+
+
+def _table_chemistry(table: Any) -> str | None:
+    """The ``chemistry_description`` spatialdata-io copied from the counts h5 (``uns["spatial"]``), removed."""
+    spatial = table.uns.pop("spatial", {})
+    found = next((v.get("metadata", {}).get("chemistry_description") for v in spatial.values()), None)
+    return None if found is None else str(found)
 
 
 def check_image_size(
