@@ -233,7 +233,7 @@ def test_store_is_valid_and_equals_the_run(imported: Path, run: XeniumRun, bundl
 
     import hest_spatialdata as hs
 
-    report = hs.validate(imported)
+    report = hs.validate(imported, against=bundle.path)  # the structure, then every element against a re-import
     assert report.ok, str(report)
     store = sd.read_zarr(imported)
     for name in ("xenium_cells", "xenium_nuclei"):
