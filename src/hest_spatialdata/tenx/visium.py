@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,9 @@ def read_counts(folder: Path, counts: Path | None, sample_id: str) -> Any:
     else:
         counts_file = counts.name
     try:
-        sdata = spatialdata_io.visium(folder, dataset_id=sample_id, counts_file=counts_file, **kwargs)
+        with warnings.catch_warnings():  # its table's region column, a string it parses into a category
+            warnings.filterwarnings("ignore", "Converting `region_key", UserWarning)
+            sdata = spatialdata_io.visium(folder, dataset_id=sample_id, counts_file=counts_file, **kwargs)
     except HestInputError:
         raise
     except Exception as e:  # spatialdata-io, scanpy and h5py raise many types on bad files
