@@ -141,6 +141,12 @@ def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple
 
 def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
     """``attrs["hest"]``: what the store was made from, by which converter."""
+    sources = {part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()}
+    return store_attrs_of(ctx, sources)
+
+
+def store_attrs_of(ctx: SampleContext, source_files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``attrs["hest"]`` of a store of the sample ``ctx`` made from ``source_files`` (``{role: {name, size}}``)."""
     meta = ctx.metadata
     return {
         "sample_id": ctx.sample_id,
@@ -151,7 +157,7 @@ def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
         "oncotree_code": meta.get("oncotree_code"),
         "pixel_size_um": ctx.pixel_size_um,
         "slide_shape": list(ctx.slide_shape),
-        "source_files": {part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()},
+        "source_files": source_files,
         "converter": "hest-spatialdata",
         "converter_version": __version__,
         "metadata": meta,

@@ -288,20 +288,16 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
     if report.against is not None and is_tenx_folder(report.against):
         _check_import_fidelity(report, sdata, hest)
         return
-    from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.layout import Part
     from hest_spatialdata.roots import sample_files
     from hest_spatialdata.sample import read_hest
 
-    try:
-        source = read_hest(report.against, report.sample_id)
-        files = sample_files(report.against, report.sample_id)
-    except (HestInputError, ValueError) as e:
-        report.add("source", False, str(e))
+    found = _read_source(
+        report, lambda: (read_hest(report.against, report.sample_id), sample_files(report.against, report.sample_id))
+    )
+    if found is None:
         return
-    except Exception as e:  # noqa: BLE001 - a source no reader can read is a failed check, not a crash
-        report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
-        return
+    source, files = found
     report.add("source", True, f"{report.sample_id} in {report.against}")
     _compare_elements(report, sdata, source, hest)
     st, metadata = files.get(Part.ST), files.get(Part.METADATA)
@@ -313,6 +309,19 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
         same = hest.get("metadata") == read_metadata(metadata, report.sample_id)
         name = metadata.relative_to(files.root).as_posix()
         report.add(f"metadata = {name}", same, "" if same else "attrs['hest']['metadata'] differs from the JSON")
+
+
+def _read_source(report: ValidationReport, read: Callable[[], Any]) -> Any:
+    """``read()``, or ``None`` with a failed ``source`` check saying why (bad input, or any reader's error)."""
+    from hest_spatialdata.errors import HestInputError
+
+    try:
+        return read()
+    except (HestInputError, ValueError) as e:
+        report.add("source", False, str(e))
+    except Exception as e:  # noqa: BLE001 - a source no reader can read is a failed check, not a crash
+        report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
+    return None
 
 
 def _compare_elements(
@@ -357,17 +366,12 @@ def _check_import_fidelity(report: ValidationReport, sdata: SpatialData, hest: d
     The run is read again from the folder (with the H&E recorded in ``attrs["hest"]["imported"]``); the counts are
     compared with the counts file, the centres with the positions file, each ``he`` level with the H&E's level.
     """
-    from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.tenx._reimport import reimport
 
-    try:
-        source, levels, metadata = reimport(report.against, hest)
-    except HestInputError as e:
-        report.add("source", False, str(e))
+    found = _read_source(report, lambda: reimport(report.against, hest))
+    if found is None:
         return
-    except Exception as e:  # noqa: BLE001 - a source no reader can read is a failed check, not a crash
-        report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
-        return
+    source, levels, metadata = found
     report.add("source", True, f"{report.sample_id}: 10x output in {report.against}")
     _compare_elements(report, sdata, source, hest, beside=frozenset({("images", "he")}))
     if "he" in sdata.images:

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from hest_spatialdata._constants import ATTRS_KEY, Elements, Technology
-from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.metadata import nan_to_none
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
@@ -272,27 +271,15 @@ class TenxSource:
 
     def attrs(self) -> dict[str, Any]:
         """``attrs["hest"]`` as a converted store's (:func:`hest_spatialdata.sample.source_attrs`), marked imported."""
+        from hest_spatialdata.sample import store_attrs_of
+
         run, _, ctx = self.checked()
-        meta = ctx.metadata
         sources = dict(run.source_files) | {"image": self.request.image}
         if self.request.nuclei is not None:
             sources["nuclei"] = self.request.nuclei
-        return {
-            "sample_id": self.sample_id,
-            "technology": ctx.technology.value,
-            "st_technology": meta.get("st_technology"),
-            "species": meta.get("species"),
-            "organ": meta.get("organ"),
-            "oncotree_code": meta.get("oncotree_code"),
-            "pixel_size_um": ctx.pixel_size_um,
-            "slide_shape": list(ctx.slide_shape),
-            "source_files": {role: {"name": str(path), "size": _size(path)} for role, path in sources.items()},
-            "converter": "hest-spatialdata",
-            "converter_version": __version__,
-            "imported": imported_attrs(self.request, ctx.technology),
-            "metadata": meta,
-            "elements": {},
-        }
+        files = {role: {"name": str(path), "size": _size(path)} for role, path in sources.items()}
+        imported = {"imported": imported_attrs(self.request, ctx.technology), "elements": {}}
+        return store_attrs_of(ctx, files) | imported
 
     def _metadata(self, run: TenxRun, slide_shape: tuple[int, int]) -> dict[str, Any]:
         computed = {
