@@ -313,8 +313,11 @@ def imported_attrs(request: ImportRequest, technology: Technology) -> dict[str, 
     }
 
 
-def _size(path: Path) -> int | None:
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files in a folder (a MatrixMarket counts folder)."""
     try:
-        return path.stat().st_size if path.is_file() else None
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size if path.is_file() else 0
     except OSError:
-        return None
+        return 0
