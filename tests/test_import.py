@@ -328,3 +328,21 @@ def test_a_gzipped_matrix_market_run_reads_the_same(tmp_path: Path) -> None:
     assert runs[0].table.obs_names.tolist() == runs[1].table.obs_names.tolist()
     assert (sp.csr_matrix(runs[0].table.X) != sp.csr_matrix(runs[1].table.X)).nnz == 0
     assert np.array_equal(runs[0].centres, runs[1].centres) and runs[0].pixel_size_um == runs[1].pixel_size_um
+
+
+def test_the_space_ranger_metrics_go_into_the_metadata(demo_visium_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """metrics_summary.csv's row is copied in, as HEST does; here the real metrics HEST kept for TENX68."""
+    from hest_spatialdata.tenx import import_10x
+
+    from .helpers import REALDATA
+
+    hest68 = json.loads((REALDATA / "hest_metadata" / "metadata_json" / "TENX68.json").read_text())
+    metrics = {key: value for key, value in hest68.items() if " " in key}  # Space Ranger's columns have spaces
+    outs, he = demo_visium_run
+    copy = tmp_path / "run" / "outs"
+    shutil.copytree(outs, copy)
+    pd.DataFrame([metrics]).to_csv(copy / "metrics_summary.csv", index=False)
+    store = import_10x(copy, tmp_path / "stores", "METRICS", image=he, elements=["spots"])
+    meta = json.loads((store / "zarr.json").read_text())["attributes"]["hest"]["metadata"]
+    assert {key: meta[key] for key in metrics} == metrics
+    assert meta["spots_under_tissue"] != metrics["Number of Spots Under Tissue"]  # ours counts this run's spots
