@@ -190,7 +190,7 @@ def test_an_h5_runs_counts_and_centres_equal_scanpys_read_visium(tmp_path: Path)
     import h5py
     import scanpy as sc
 
-    from hest_spatialdata.tenx._common import ImportRequest
+    from hest_spatialdata.tenx._run import ImportRequest
     from hest_spatialdata.tenx.visium import read_run
 
     folder = TENX_DATA / "visium_scanpy_1.0.0"
@@ -312,7 +312,7 @@ def test_a_gzipped_matrix_market_run_reads_the_same(tmp_path: Path) -> None:
     """Space Ranger >= 3 gzips the MatrixMarket files; the uncompressed copy of the same run reads the same."""
     import gzip
 
-    from hest_spatialdata.tenx._common import ImportRequest
+    from hest_spatialdata.tenx._run import ImportRequest
     from hest_spatialdata.tenx.visium import read_run
 
     copy = tmp_path / "outs"

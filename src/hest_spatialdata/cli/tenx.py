@@ -108,8 +108,7 @@ def import_command(
     """
     import dask
 
-    from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.store import StoreExistsError
+    from hest_spatialdata.errors import HestInputError, StoreExistsError
     from hest_spatialdata.tenx import import_10x
 
     check_writable(out_dir, storage_options)

@@ -29,8 +29,8 @@ from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._checks import reason
 from hest_spatialdata.tenx import _files as files
-from hest_spatialdata.tenx._common import ImportRequest, TenxRun, read_metrics
 from hest_spatialdata.tenx._detect import counts_source
+from hest_spatialdata.tenx._run import ImportRequest, TenxRun, read_metrics
 
 TECHNOLOGY = Technology.VISIUM
 #: HEST's Visium constants (``VisiumReader.read``): the spot's diameter and the distance between neighbours, µm.
