@@ -67,7 +67,7 @@ def measure(size: str, mode: str) -> dict[str, Any]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    import hest_spatialdata.sample  # noqa: F401  (spatialdata's import is paid before the clock starts)
+    import hest_spatialdata.readers.sample  # noqa: F401  (spatialdata's import is paid before the clock starts)
     from hest_spatialdata.tenx import import_10x
     from hest_spatialdata.tenx.xenium_alignment import XeniumToHE, read_alignment
 

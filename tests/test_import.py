@@ -190,7 +190,7 @@ def test_an_h5_runs_counts_and_centres_equal_scanpys_read_visium(tmp_path: Path)
     import h5py
     import scanpy as sc
 
-    from hest_spatialdata.tenx._common import ImportRequest
+    from hest_spatialdata.tenx._run import ImportRequest
     from hest_spatialdata.tenx.visium import read_run
 
     folder = TENX_DATA / "visium_scanpy_1.0.0"
@@ -288,3 +288,61 @@ def test_visium_circle_and_metadata_from_the_demo_run(demo_visium_run: tuple[Pat
     assert table.obs_names.tolist() == reference.obs_names.tolist()
     assert (sp.csr_matrix(table.X) != sp.csr_matrix(reference.X)).nnz == 0
     assert math.isclose(hest["metadata"]["inter_spot_dist"], 100.0)
+
+
+def test_an_ome_tiff_pyramid_keeps_its_own_levels(tmp_path: Path) -> None:
+    import tifffile
+
+    from hest_spatialdata.tenx._image import image_levels
+
+    rng = np.random.default_rng(1)
+    levels = [rng.integers(0, 256, size=(1500 // 2**k, 1300 // 2**k, 3), dtype=np.uint8) for k in range(3)]
+    path = tmp_path / "he.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:  # OME-TIFF: the lower levels as SubIFDs
+        tif.write(levels[0], subifds=2, tile=(256, 256), photometric="rgb", compression="zlib")
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, tile=(256, 256), photometric="rgb", compression="zlib")
+    found = image_levels(path, "OME")
+    assert [level.shape for level in found] == [level.shape for level in levels]
+    for mine, expected in zip(found, levels, strict=True):
+        assert np.array_equal(mine[0 : mine.shape[0], 0 : mine.shape[1]], expected)
+
+
+def test_a_gzipped_matrix_market_run_reads_the_same(tmp_path: Path) -> None:
+    """Space Ranger >= 3 gzips the MatrixMarket files; the uncompressed copy of the same run reads the same."""
+    import gzip
+
+    from hest_spatialdata.tenx._run import ImportRequest
+    from hest_spatialdata.tenx.visium import read_run
+
+    copy = tmp_path / "outs"
+    shutil.copytree(SECTION1, copy)
+    for path in (copy / "raw_feature_bc_matrix").iterdir():
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    shape = (11_757, 11_287)  # section1's lowres image scaled back by its factor
+    runs = [
+        read_run(ImportRequest(path=folder, folder=folder, sample_id="S", image=tmp_path / "x.tif"), shape)
+        for folder in (SECTION1, copy)
+    ]
+    assert runs[0].table.obs_names.tolist() == runs[1].table.obs_names.tolist()
+    assert (sp.csr_matrix(runs[0].table.X) != sp.csr_matrix(runs[1].table.X)).nnz == 0
+    assert np.array_equal(runs[0].centres, runs[1].centres) and runs[0].pixel_size_um == runs[1].pixel_size_um
+
+
+def test_the_space_ranger_metrics_go_into_the_metadata(demo_visium_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """metrics_summary.csv's row is copied in, as HEST does; here the real metrics HEST kept for TENX68."""
+    from hest_spatialdata.tenx import import_10x
+
+    from .helpers import REALDATA
+
+    hest68 = json.loads((REALDATA / "hest_metadata" / "metadata_json" / "TENX68.json").read_text())
+    metrics = {key: value for key, value in hest68.items() if " " in key}  # Space Ranger's columns have spaces
+    outs, he = demo_visium_run
+    copy = tmp_path / "run" / "outs"
+    shutil.copytree(outs, copy)
+    pd.DataFrame([metrics]).to_csv(copy / "metrics_summary.csv", index=False)
+    store = import_10x(copy, tmp_path / "stores", "METRICS", image=he, elements=["spots"])
+    meta = json.loads((store / "zarr.json").read_text())["attributes"]["hest"]["metadata"]
+    assert {key: meta[key] for key in metrics} == metrics
+    assert meta["spots_under_tissue"] != metrics["Number of Spots Under Tissue"]  # ours counts this run's spots

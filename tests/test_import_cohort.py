@@ -81,3 +81,16 @@ def test_demo_import_writes_a_run_and_imports_it(tmp_path: Path, monkeypatch: py
     assert (tmp_path / "spaceranger" / "outs" / "filtered_feature_bc_matrix.h5").is_file()
     assert "DEMO_VISIUM.zarr" in result.output and "spots" in result.output
     assert hs.validate(tmp_path / "DEMO_VISIUM.zarr", tmp_path / "spaceranger").ok
+
+
+def test_import_into_object_storage(demo_visium_run: tuple[Path, Path], s3_bucket) -> None:
+    """``-o s3://...``: written locally, then published as ``convert`` publishes (complete or absent)."""
+    outs, he = demo_visium_run
+    url = s3_bucket.url("imports")
+    args = ["import", str(outs), "-o", url, "--id", "S3RUN", "--image", str(he), "--elements", "he,spots,table"]
+    result = CliRunner().invoke(main, [*args, "--metadata", "patient=P9", "organ=Brain"])
+    assert result.exit_code == 0, result.output
+    cohort = hs.open_cohort(url)
+    assert list(cohort) == ["S3RUN"] and cohort.table.loc["S3RUN", "patient"] == "P9"
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "exists" in again.output

@@ -122,7 +122,11 @@ def test_an_existing_store_is_kept(demo_visium_run: tuple[Path, Path], tmp_path:
     code, output, _ = _import(tmp_path, *args)
     assert code == 1 and "exists" in output and "--overwrite" in output
     assert (out / "RUN1.zarr" / "zarr.json").read_bytes() == before
-    code, output, _ = _import(tmp_path, *args, "--overwrite", "--metadata", 'species="Mus musculus"')
+    # several KEY=VALUE after one --metadata, as a shell passes `species="Mus musculus"`
+    code, output, _ = _import(
+        tmp_path, *args, "--overwrite", "--metadata", "species=Mus musculus", "patient=P1", "age=7"
+    )
     assert code == 0, output
     hest = json.loads((out / "RUN1.zarr" / "zarr.json").read_text())["attributes"]["hest"]
     assert hest["species"] == "Mus musculus" and hest["organ"] is None
+    assert (hest["metadata"]["patient"], hest["metadata"]["age"]) == ("P1", 7)

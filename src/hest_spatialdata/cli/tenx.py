@@ -18,6 +18,38 @@ from hest_spatialdata.cli._options import (
 )
 
 _file = click.Path(exists=False, dir_okay=False, path_type=Path)
+METADATA_OPTION = "--metadata"
+
+
+def spread_values(args: list[str], option: str) -> list[str]:
+    """``--metadata a=1 b=2`` as ``--metadata a=1 --metadata b=2``: the KEY=VALUE words after the option are its.
+
+    A word stops the run when it starts with ``-`` or holds no ``=`` (the PATH argument, another option).
+    """
+    spread: list[str] = []
+    taking, position = False, 0
+    while position < len(args):
+        arg = args[position]
+        if arg == "--":
+            return spread + args[position:]
+        if arg == option and position + 1 < len(args):  # the option and its first value, as click reads them
+            spread += args[position : position + 2]
+            taking, position = True, position + 2
+            continue
+        if taking and not arg.startswith("-") and "=" in arg:
+            spread += [option, arg]
+        else:
+            taking = arg.startswith(option + "=")
+            spread.append(arg)
+        position += 1
+    return spread
+
+
+class _SpreadMetadata(click.Command):
+    """``import``: ``--metadata`` takes several KEY=VALUE words at once (:func:`spread_values`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_values(list(args), METADATA_OPTION))
 
 
 def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
@@ -29,7 +61,7 @@ def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
         raise click.BadParameter(str(e)) from None
 
 
-@click.command("import")
+@click.command("import", cls=_SpreadMetadata)
 @click.argument("path", type=click.Path(path_type=Path))
 @out_option("out_dir", "Output folder or URL (s3://bucket/prefix); the run becomes OUT/{ID}.zarr.", url=True)
 @click.option("--id", "sample_id", required=True, help="Sample id of the store (OUT/{ID}.zarr) and in cohorts.")
@@ -37,7 +69,8 @@ def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--alignment", type=_file, help="Visium: Loupe alignment JSON; Xenium: Xenium Explorer alignment CSV.")
 @click.option("--nuclei", type=_file, help="Nuclei on the H&E: CellViT GeoJSON (HEST's), any polygon GeoJSON.")
 @click.option(
-    "--metadata",
+    METADATA_OPTION,
+    "metadata",
     multiple=True,
     metavar="KEY=VALUE",
     callback=_metadata,
@@ -75,8 +108,7 @@ def import_command(
     """
     import dask
 
-    from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.store import StoreExistsError
+    from hest_spatialdata.errors import HestInputError, StoreExistsError
     from hest_spatialdata.tenx import import_10x
 
     check_writable(out_dir, storage_options)

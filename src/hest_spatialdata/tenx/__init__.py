@@ -4,14 +4,14 @@
 a HEST-1k sample (the README's output contract; docs/import.md): the H&E's pyramid as ``he`` in ``global`` (its
 level-0 px), ``microns``, ``spots``, ``table`` (HEST's conventions), ``tissue`` (detected), ``patches`` (HEST's
 rule), ``nuclei`` / ``nuclei_labels`` (with ``--nuclei``), and ``attrs["hest"]`` marked ``imported``. The store is
-written by the converter's own atomic writer (:func:`hest_spatialdata.store.write_store`, so URLs work) from a
+written by the converter's own atomic writer (:func:`hest_spatialdata.storage.store.write_store`, so URLs work) from a
 :class:`~hest_spatialdata.tenx._common.TenxSource`.
 
-Modules: ``_files`` (THE registry of the 10x file names), ``_detect`` (which technology a folder holds),
-``_common`` (the request, the run, the store source, the metadata), ``_elements`` (the elements every technology
-shares, built with the HEST readers' functions), ``_image`` (the H&E's levels, built lazily for a flat TIFF),
-``tissue`` (tissue detection and HEST's patch rule), and one module per technology: ``visium``, ``visium_hd``,
-``xenium``.
+Modules: ``_files`` (THE registry of the 10x file names), ``_detect`` (which technology a folder holds), ``_run``
+(the request and the run a technology module is given and returns), ``_common`` (the store source, the metadata),
+``_elements`` (the elements every technology shares, built with the HEST readers' functions), ``_image`` (the
+H&E's levels, built lazily for a flat TIFF), ``tissue`` (tissue detection and HEST's patch rule), ``_reimport``
+(a store's run read again, for ``validate``), and one module per technology: ``visium``, ``visium_hd``, ``xenium``.
 
 The contract of a technology module
 -----------------------------------
@@ -22,7 +22,7 @@ A module ``hest_spatialdata/tenx/<technology>.py``, registered in
     Its :class:`hest_spatialdata._constants.Technology`.
 ``read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun``
     Reads the 10x files under ``request.folder`` through spatialdata-io's reader (never re-implementing a 10x
-    format) and returns a :class:`~hest_spatialdata.tenx._common.TenxRun`:
+    format) and returns a :class:`~hest_spatialdata.tenx._run.TenxRun`:
 
     - ``pixel_size_um``: µm per level-0 px of the H&E ``request.image``, derived as HEST derives it for the
       technology (never from the TIFF's tags);
@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.store import DEFAULT_RASTER_COMPRESSOR
+from hest_spatialdata.storage.store import DEFAULT_RASTER_COMPRESSOR
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -98,7 +98,7 @@ def import_10x(
     chunk_size
         Image chunk side in pixels (default 1024).
     raster_compressor
-        As for :func:`hest_spatialdata.store.convert_sample`.
+        As for :func:`hest_spatialdata.storage.store.convert_sample`.
     storage_options
         fsspec options of a URL ``out_dir``.
 
@@ -113,10 +113,11 @@ def import_10x(
     StoreExistsError
         If the store exists and ``overwrite`` is false.
     """
-    from hest_spatialdata.locations import locate
-    from hest_spatialdata.store import write_store
-    from hest_spatialdata.tenx._common import ImportRequest, TenxSource, find_image
+    from hest_spatialdata.storage.locations import locate
+    from hest_spatialdata.storage.store import write_store
+    from hest_spatialdata.tenx._common import TenxSource, find_image
     from hest_spatialdata.tenx._detect import find_outputs
+    from hest_spatialdata.tenx._run import ImportRequest
 
     technology, folder = find_outputs(path, sample_id)
     request = ImportRequest(

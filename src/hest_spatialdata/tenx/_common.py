@@ -1,9 +1,9 @@
 """What every imported 10x run shares: the request, the run a technology module reads, and the store's source.
 
-:class:`TenxSource` is a :class:`hest_spatialdata.store.StoreSource`: the store is written by the same atomic
-writer as a converted HEST sample (:func:`hest_spatialdata.store.write_store`), its ``he`` by the same image writer
-(the H&E's levels, :mod:`hest_spatialdata.tenx._image`), every other element built with the same functions as
-the HEST readers (spots and table: :mod:`hest_spatialdata.readers.spots`; nuclei:
+:class:`TenxSource` is a :class:`hest_spatialdata.storage.store.StoreSource`: the store is written by the same
+atomic writer as a converted HEST sample (:func:`hest_spatialdata.storage.store.write_store`), its ``he`` by the
+same image writer (the H&E's levels, :mod:`hest_spatialdata.tenx._image`), every other element built with the same
+functions as the HEST readers (spots and table: :mod:`hest_spatialdata.readers.spots`; nuclei:
 :mod:`~hest_spatialdata.readers.cellvit` and :mod:`~hest_spatialdata.readers.nuclei_labels`), so an imported store
 is in exactly the contract of a converted one.
 """
@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from hest_spatialdata._constants import ATTRS_KEY, Elements, Technology
-from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.metadata import nan_to_none
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
+from hest_spatialdata.source.metadata import nan_to_none
 from hest_spatialdata.tenx import _files as files
+from hest_spatialdata.tenx._run import ImportRequest, TenxRun
 
 if TYPE_CHECKING:
-    import anndata as ad
     from spatialdata import SpatialData
 
     from hest_spatialdata.writer.image import Level
@@ -60,76 +54,6 @@ COMMON_ELEMENTS = (
     Elements.NUCLEI,
     Elements.NUCLEI_LABELS,
 )
-
-
-@dataclass(frozen=True)
-class ImportRequest:
-    """What the user asked to import (``hest-to-sdata import``'s arguments).
-
-    Parameters
-    ----------
-    path
-        The folder the user gave (a run folder, its ``outs/``, or a Xenium bundle).
-    folder
-        The folder holding the 10x files (:func:`hest_spatialdata.tenx._detect.find_outputs`).
-    sample_id
-        The id of the store (``{id}.zarr``), and of the sample in cohorts.
-    image
-        The full-resolution H&E (TIFF / OME-TIFF / SVS); every coordinate of the store is in its level-0 pixels.
-    alignment
-        An alignment file (a Loupe alignment JSON for Visium, Xenium Explorer's matrix CSV for Xenium).
-    nuclei
-        A nuclei segmentation in level-0 px of ``image`` (CellViT GeoJSON as HEST ships it, any GeoJSON of
-        polygons, or a GeoParquet).
-    metadata
-        The user's metadata (organ, species, patient ...), merged over the computed keys (which it may not replace).
-    """
-
-    path: Path
-    folder: Path
-    sample_id: str
-    image: Path
-    alignment: Path | None = None
-    nuclei: Path | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TenxRun:
-    """What a technology module read of a run (see the contract in :mod:`hest_spatialdata.tenx`).
-
-    Parameters
-    ----------
-    technology
-        The technology.
-    pixel_size_um
-        µm per level-0 px of the H&E, derived as HEST derives it (from the spots' spacing for Visium).
-    centres
-        ``(n, 2)`` spot (or bin, pseudo-spot) centres, (x, y) level-0 px of the H&E, in the order of ``table``.
-    table
-        The counts, unchanged, one row per spot (``obs_names`` the spot names), ``obsm["spatial"] = centres``.
-    metadata
-        What HEST writes into the sample's metadata JSON for this technology: the vendor's metrics and the keys
-        computed while reading (``spot_diameter``, ``inter_spot_dist``, ``spots_under_tissue``, ...).
-    source_files
-        The files read, by role (``"counts"``, ``"tissue_positions"``, ...), for ``attrs["hest"]`` and messages.
-    positions_file
-        The file the centres come from (named when they fall off the H&E).
-    extra_names
-        Elements the module adds beyond the common ones (e.g. ``xenium_cells``).
-    extra
-        ``extra(ctx, wanted)`` -> those elements (lazy where large), for the wanted names among ``extra_names``.
-    """
-
-    technology: Technology
-    pixel_size_um: float
-    centres: np.ndarray
-    table: ad.AnnData
-    metadata: dict[str, Any]
-    source_files: dict[str, Path]
-    positions_file: Path
-    extra_names: tuple[str, ...] = ()
-    extra: Callable[[SampleContext, frozenset[str]], dict[str, Any]] | None = None
 
 
 def technology_module(technology: Technology) -> Any:
@@ -189,23 +113,8 @@ def _scalar(text: str) -> Any:
     return value if isinstance(value, int | float | bool | str) or value is None else text  # "a b" unquoted
 
 
-def read_metrics(path: Path | None, sample_id: str) -> dict[str, Any]:
-    """The first row of a Space Ranger ``metrics_summary.csv`` as a dict (HEST's ``metric_file_do_dict``)."""
-    if path is None or not path.is_file():
-        return {}
-    try:
-        rows = pd.read_csv(path).to_dict("records")
-    except Exception as e:  # pandas raises many types on a bad CSV
-        raise HestInputError(sample_id, path, f"metrics CSV unreadable ({type(e).__name__}: {e})") from e
-    return nan_to_none({str(k): _plain(v) for k, v in rows[0].items()}) if rows else {}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 class TenxSource:
-    """An imported 10x run as a :class:`hest_spatialdata.store.StoreSource`.
+    """An imported 10x run as a :class:`hest_spatialdata.storage.store.StoreSource`.
 
     :meth:`check` reads the run (counts, positions: small) and the H&E's header, and checks that they fit, before
     anything is written; the elements are built lazily by :meth:`read` (:mod:`hest_spatialdata.tenx._elements`).
@@ -255,7 +164,7 @@ class TenxSource:
 
     def read(self, elements: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> SpatialData:
         """Every wanted element but ``he``, with ``attrs["hest"]``."""
-        from hest_spatialdata.sample import element_names
+        from hest_spatialdata.readers.sample import element_names
         from hest_spatialdata.tenx._elements import build_elements
 
         run, levels, ctx = self.checked()
@@ -271,28 +180,16 @@ class TenxSource:
         return sdata
 
     def attrs(self) -> dict[str, Any]:
-        """``attrs["hest"]`` as a converted store's (:func:`hest_spatialdata.sample.source_attrs`), marked imported."""
+        """``attrs["hest"]`` as a converted store's (:func:`~hest_spatialdata.readers.sample.source_attrs`) has it."""
+        from hest_spatialdata.readers.sample import store_attrs_of
+
         run, _, ctx = self.checked()
-        meta = ctx.metadata
         sources = dict(run.source_files) | {"image": self.request.image}
         if self.request.nuclei is not None:
             sources["nuclei"] = self.request.nuclei
-        return {
-            "sample_id": self.sample_id,
-            "technology": ctx.technology.value,
-            "st_technology": meta.get("st_technology"),
-            "species": meta.get("species"),
-            "organ": meta.get("organ"),
-            "oncotree_code": meta.get("oncotree_code"),
-            "pixel_size_um": ctx.pixel_size_um,
-            "slide_shape": list(ctx.slide_shape),
-            "source_files": {role: {"name": str(path), "size": _size(path)} for role, path in sources.items()},
-            "converter": "hest-spatialdata",
-            "converter_version": __version__,
-            "imported": imported_attrs(self.request, ctx.technology),
-            "metadata": meta,
-            "elements": {},
-        }
+        files = {role: {"name": str(path), "size": _size(path)} for role, path in sources.items()}
+        imported = {"imported": imported_attrs(self.request, ctx.technology), "elements": {}}
+        return store_attrs_of(ctx, files) | imported
 
     def _metadata(self, run: TenxRun, slide_shape: tuple[int, int]) -> dict[str, Any]:
         computed = {
@@ -326,8 +223,11 @@ def imported_attrs(request: ImportRequest, technology: Technology) -> dict[str, 
     }
 
 
-def _size(path: Path) -> int | None:
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files in a folder (a MatrixMarket counts folder)."""
     try:
-        return path.stat().st_size if path.is_file() else None
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size if path.is_file() else 0
     except OSError:
-        return None
+        return 0

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
-    from hest_spatialdata.tenx._common import ImportRequest, TenxRun
+    from hest_spatialdata.tenx._run import ImportRequest, TenxRun
     from hest_spatialdata.writer.image import Level
 
 

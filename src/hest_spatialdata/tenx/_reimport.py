@@ -36,8 +36,9 @@ def reimport(folder: str | Path, hest: dict[str, Any]) -> tuple[SpatialData, lis
     import numpy as np
 
     from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE
-    from hest_spatialdata.tenx._common import ImportRequest, TenxSource
+    from hest_spatialdata.tenx._common import TenxSource
     from hest_spatialdata.tenx._detect import find_outputs
+    from hest_spatialdata.tenx._run import ImportRequest
 
     sample_id = hest.get("sample_id")
     imported = hest.get("imported")

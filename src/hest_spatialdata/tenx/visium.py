@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._checks import reason
 from hest_spatialdata.tenx import _files as files
-from hest_spatialdata.tenx._common import ImportRequest, TenxRun, read_metrics
 from hest_spatialdata.tenx._detect import counts_source
+from hest_spatialdata.tenx._run import ImportRequest, TenxRun, read_metrics
 
 TECHNOLOGY = Technology.VISIUM
 #: HEST's Visium constants (``VisiumReader.read``): the spot's diameter and the distance between neighbours, µm.
@@ -126,7 +127,9 @@ def read_counts(folder: Path, counts: Path | None, sample_id: str) -> Any:
     else:
         counts_file = counts.name
     try:
-        sdata = spatialdata_io.visium(folder, dataset_id=sample_id, counts_file=counts_file, **kwargs)
+        with warnings.catch_warnings():  # its table's region column, a string it parses into a category
+            warnings.filterwarnings("ignore", "Converting `region_key", UserWarning)
+            sdata = spatialdata_io.visium(folder, dataset_id=sample_id, counts_file=counts_file, **kwargs)
     except HestInputError:
         raise
     except Exception as e:  # spatialdata-io, scanpy and h5py raise many types on bad files

@@ -28,7 +28,7 @@ from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._checks import reason
 from hest_spatialdata.tenx import _files as files
-from hest_spatialdata.tenx._common import ImportRequest, TenxRun, read_metrics
+from hest_spatialdata.tenx._run import ImportRequest, TenxRun, read_metrics
 from hest_spatialdata.tenx.visium import check_chemistry, check_image_size, hest_pixel_size, read_scalefactors
 
 TECHNOLOGY = Technology.VISIUM_HD

@@ -56,7 +56,7 @@ from hest_spatialdata.tenx.xenium_alignment import XeniumToHE, read_alignment
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from hest_spatialdata.tenx._common import ImportRequest, TenxRun
+    from hest_spatialdata.tenx._run import ImportRequest, TenxRun
 
 TECHNOLOGY = Technology.XENIUM
 FEATURE_NAME = "feature_name"
@@ -78,7 +78,7 @@ class XeniumRun:
 
 def read_run(request: ImportRequest, slide_shape: tuple[int, int]) -> TenxRun:
     """The contract of a technology module (:mod:`hest_spatialdata.tenx`): :func:`read_xenium` as a ``TenxRun``."""
-    from hest_spatialdata.tenx._common import TenxRun
+    from hest_spatialdata.tenx._run import TenxRun
 
     run = read_xenium(request.folder, sample_id=request.sample_id, slide_shape=slide_shape,
                       alignment=request.alignment)  # fmt: skip

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
-from hest_spatialdata.layout import Part
-from hest_spatialdata.locations import is_url, locate, read_json
-from hest_spatialdata.roots import sample_files
+from hest_spatialdata.errors import StoreExistsError
+from hest_spatialdata.roots.samples import sample_files
+from hest_spatialdata.source.layout import Part
+from hest_spatialdata.storage.locations import is_url, locate, read_json
 
 if TYPE_CHECKING:
     import zarr
@@ -45,10 +46,6 @@ REPLACED_MARK = ".replaced-"
 _WRITING: set[Path] = set()
 
 
-class StoreExistsError(FileExistsError):
-    """The output store exists and ``overwrite`` was not given."""
-
-
 def store_path(out_dir: str | Path | UPath, sample_id: str) -> Path | UPath:
     """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr`` (a ``UPath`` for a URL)."""
     return locate(out_dir) / f"{sample_id}.zarr"
@@ -58,7 +55,7 @@ def store_attrs(path: str | Path | UPath) -> dict[str, Any] | None:
     """``attrs["hest"]`` of a store, read from its root ``zarr.json`` without importing spatialdata.
 
     The one reader of a store's attributes: the cohort, napari, validate and the resume all use it. ``path`` is a
-    folder or a ``UPath`` from :func:`hest_spatialdata.locations.locate` (object storage).
+    folder or a ``UPath`` from :func:`hest_spatialdata.storage.locations.locate` (object storage).
 
     Returns ``None`` if the path is not a readable SpatialData store written by this package.
     """
@@ -74,7 +71,7 @@ def store_is_complete(path: str | Path | UPath) -> bool:
     """Whether a finished store of this package is at ``path``.
 
     Locally stores only appear once complete (renamed into place); in object storage a store is complete once its
-    root ``zarr.json`` exists, since it is the object written last (see :mod:`hest_spatialdata._publish`).
+    root ``zarr.json`` exists, since it is the object written last (see :mod:`hest_spatialdata.storage._publish`).
     """
     location = locate(path)
     hest = store_attrs(location)
@@ -121,20 +118,20 @@ class HestSample:
     def slide(self) -> tuple[list[Level], bool] | None:
         """The slide's TIFF levels (remote for a remote root)."""
         from hest_spatialdata.readers.wsi import open_levels
-        from hest_spatialdata.remote import RemoteFile
+        from hest_spatialdata.roots.remote import RemoteFile
 
         path = sample_files(self.hest_dir, self.sample_id).require(Part.WSI)
         return list(open_levels(path, self.sample_id)), isinstance(path, RemoteFile)
 
     def read(self, elements: list[str], chunk_size: int) -> SpatialData:
         """:func:`hest_spatialdata.read_hest` of the sample."""
-        from hest_spatialdata.sample import read_hest
+        from hest_spatialdata.readers.sample import read_hest
 
         return read_hest(self.hest_dir, self.sample_id, elements=elements, chunk_size=chunk_size)
 
     def attrs(self) -> dict[str, Any]:
-        """:func:`hest_spatialdata.sample.sample_source_attrs`."""
-        from hest_spatialdata.sample import sample_source_attrs
+        """:func:`hest_spatialdata.readers.sample.sample_source_attrs`."""
+        from hest_spatialdata.readers.sample import sample_source_attrs
 
         return sample_source_attrs(self.hest_dir, self.sample_id)
 
@@ -160,7 +157,7 @@ def convert_sample(
     sample_id
         The sample id.
     out_dir
-        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.locations.locate`).
+        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.storage.locations.locate`).
     overwrite
         Replace an existing store.
     elements
@@ -200,9 +197,9 @@ def write_store(
     The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
     write never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
     URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
-    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing
-    store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object storage
-    (no rename) the old store stops being complete before the upload starts.
+    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata.storage._publish`). An
+    existing store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object
+    storage (no rename) the old store stops being complete before the upload starts.
 
     Parameters
     ----------
@@ -397,7 +394,7 @@ def _write_to_url(source: StoreSource, final: UPath, *, overwrite: bool, **optio
     """Write the store into a local temporary folder (one sample's disk), then publish it to ``final``."""
     import tempfile
 
-    from hest_spatialdata._publish import check_not_busy, publish_store
+    from hest_spatialdata.storage._publish import check_not_busy, publish_store
 
     sample_id = source.sample_id
     check_not_busy(final, sample_id)  # before converting: a store another converter holds is refused at once
@@ -415,6 +412,8 @@ def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
     leftover named with this process's id is an earlier process's (containers reuse ids) unless this process is
     writing it now.
     """
+    from hest_spatialdata.storage._publish import process_alive
+
     final = out_dir / f"{sample_id}.zarr"
     for mark in (PARTIAL_MARK, REPLACED_MARK):
         for leftover in out_dir.glob(f".{sample_id}.zarr{mark}*"):
@@ -449,19 +448,6 @@ def _threads() -> int:
     import dask
 
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is running (an unreadable one counts as running)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _written_elements(hest: dict[str, Any]) -> list[tuple[str, str]]:
