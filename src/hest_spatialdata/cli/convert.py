@@ -88,7 +88,7 @@ def _run(
 ) -> BatchSummary:
     """Select and convert the samples with :func:`hest_spatialdata.conversion.convert`: a line and a tick a sample."""
     from hest_spatialdata._progress import new_progress
-    from hest_spatialdata.conversion.convert import convert as conversion
+    from hest_spatialdata.conversion import convert as conversion
 
     with new_progress(disable=quiet) as progress:
         bar = progress.add_task("samples", total=None)  # the count is known once the samples are selected
