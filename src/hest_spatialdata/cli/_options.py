@@ -16,6 +16,7 @@ from hest_spatialdata.source.layout import BENCH_TASKS
 
 if TYPE_CHECKING:
     from hest_spatialdata.conversion.batch import ConvertOptions
+    from hest_spatialdata.storage.locations import StoreLocation
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -211,16 +212,16 @@ def convert_options_of(values: Mapping[str, Any]) -> ConvertOptions:
     return ConvertOptions(**{**given, "workers": given.get("workers") or 1})
 
 
-def check_writable(location: Path | str, storage_options: Mapping[str, Any] | None) -> None:
+def check_writable(location: StoreLocation) -> None:
     """Exit with one message if a URL output cannot be written (no credentials, no permission on the bucket).
 
     A probe object ``.hest-write-check`` is written and removed, before any sample is converted.
     """
-    from hest_spatialdata.storage.locations import access_message, is_url, locate
+    from hest_spatialdata.storage.locations import access_message
 
-    if not is_url(location):
+    if not location.url:
         return
-    probe = locate(location, storage_options) / ".hest-write-check"
+    probe = location.path / ".hest-write-check"
     try:
         probe.write_bytes(b"")
         probe.unlink()

@@ -21,6 +21,7 @@ from hest_spatialdata.cli._options import (
 
 if TYPE_CHECKING:
     from hest_spatialdata.conversion.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult
+    from hest_spatialdata.storage.locations import StoreLocation
 
 
 @click.command("convert")
@@ -53,6 +54,7 @@ def convert_command(
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.roots.hub import HubError
     from hest_spatialdata.roots.remote import RemoteReadError
+    from hest_spatialdata.storage.locations import StoreLocation
 
     options = convert_options_of(values)
     filters = filters_of(values)
@@ -64,9 +66,10 @@ def convert_command(
         raise click.UsageError("with --from-hub, choose samples with --id or a filter, or pass --all")
     if isinstance(hest_dir, str) and not (sample_ids or filters or everything):
         raise click.UsageError("with a remote HEST_DIR, choose samples with --id or a filter, or pass --all")
-    check_writable(out_dir, options.storage_options)
+    out = StoreLocation.of(out_dir, options.storage_options)  # parsed once: everything below takes this object
+    check_writable(out)
     try:
-        summary = _run(hest_dir, out_dir, sample_ids, options, filters, quiet=quiet)
+        summary = _run(hest_dir, out, sample_ids, options, filters, quiet=quiet)
     except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
     Console().print(summary.table())
@@ -79,7 +82,7 @@ def convert_command(
 
 def _run(
     hest_dir: Path | str,
-    out_dir: Path | str,
+    out_dir: StoreLocation,
     sample_ids: tuple[str, ...],
     options: ConvertOptions,
     filters: dict[str, tuple[str, ...]],

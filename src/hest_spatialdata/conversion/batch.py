@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hest_spatialdata.errors import HestInputError, StoreExistsError
 from hest_spatialdata.roots.samples import sample_files
-from hest_spatialdata.storage.locations import is_url, locate
-from hest_spatialdata.storage.store import store_attrs, store_is_complete, store_path
+from hest_spatialdata.storage.locations import StoreLocation
+from hest_spatialdata.storage.store import store_attrs, store_is_complete
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -146,7 +146,7 @@ class SampleJob:
     hest_dir
         HEST folder holding the sample (the staging folder with ``hub``); must be reachable from the worker.
     out_dir
-        Output folder of the stores; must be reachable from the worker.
+        Output folder of the stores (its storage options within); must be reachable from the worker.
     overwrite
         Replace an existing store.
     elements
@@ -157,19 +157,16 @@ class SampleJob:
         Threads writing the image; dask's default (one per core) when ``None``.
     hub
         Download the sample from the hub first.
-    storage_options
-        fsspec options of a URL ``out_dir`` (never printed: left out of the repr).
     """
 
     sample_id: str
     hest_dir: str
-    out_dir: str
+    out_dir: StoreLocation
     overwrite: bool = False
     elements: tuple[str, ...] | None = None
     chunk_size: int | None = None
     threads: int | None = None
     hub: HubFiles | None = None
-    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -344,7 +341,7 @@ def _run_job(job: SampleJob, result: SampleResult) -> None:
         path = convert_sample(
             job.hest_dir,
             job.sample_id,
-            locate(job.out_dir, job.storage_options),
+            job.out_dir,
             overwrite=job.overwrite,
             elements=job.elements,
             chunk_size=job.chunk_size,
@@ -395,7 +392,7 @@ def _tree_bytes(path: Path | UPath) -> int:
 
 def run_batch(
     hest_dir: str | Path,
-    out_dir: str | Path,
+    out_dir: str | Path | StoreLocation,
     sample_ids: Iterable[str],
     options: ConvertOptions | None = None,
     *,
@@ -412,7 +409,8 @@ def run_batch(
     hest_dir
         HEST folder (the staging folder with ``hub_plan``); workers must see the same path.
     out_dir
-        Output folder of the stores (``{id}.zarr``); workers must see the same path.
+        Output folder of the stores (``{id}.zarr``), parsed with ``options.storage_options`` unless it is a
+        :class:`~hest_spatialdata.storage.locations.StoreLocation` already; workers must see the same path.
     sample_ids
         Samples to convert.
     options
@@ -431,18 +429,17 @@ def run_batch(
     options = options or ConvertOptions()
     start = time.perf_counter()
     jobs, summary = [], BatchSummary()
+    out = StoreLocation.of(out_dir, options.storage_options)
     common = {
         "hest_dir": str(hest_dir),
-        "out_dir": str(out_dir),
+        "out_dir": out,
         "overwrite": options.overwrite,
         "elements": options.elements,
         "chunk_size": options.chunk_size,
         "threads": options.threads_per_sample(),
-        "storage_options": options.storage_options,
     }
-    out_dir = locate(out_dir, options.storage_options)
     for sample_id in dict.fromkeys(sample_ids):
-        result = _precheck(sample_id, out_dir, options.overwrite, hub_plan)
+        result = _precheck(sample_id, out, options.overwrite, hub_plan)
         if result is not None:
             _record(summary, result, on_result)
             continue
@@ -466,11 +463,11 @@ def run_batch(
     return summary
 
 
-def _precheck(sample_id: str, out_dir: Path | UPath, overwrite: bool, hub_plan: HubPlan | None) -> SampleResult | None:
-    path = store_path(out_dir, sample_id)
+def _precheck(sample_id: str, out: StoreLocation, overwrite: bool, hub_plan: HubPlan | None) -> SampleResult | None:
+    path = out.store(sample_id)
     if not overwrite and store_is_complete(path):
         return SampleResult(sample_id, "skipped", "store already complete", store=str(path))
-    if is_url(path):
+    if out.url:
         from hest_spatialdata.storage._publish import remove_partial
 
         remove_partial(path)  # an abandoned upload (its converter is gone): the objects go before reconverting

@@ -18,6 +18,7 @@ from hest_spatialdata.roots.remote import is_remote
 from hest_spatialdata.roots.samples import list_sample_ids, sample_files
 from hest_spatialdata.source.filters import FILTER_COLUMNS, normalise_filters, record_matches
 from hest_spatialdata.source.layout import PARTS, Part, element_parts
+from hest_spatialdata.storage.locations import StoreLocation
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -43,7 +44,7 @@ class ConversionError(RuntimeError):
 
 def convert(
     hest_dir: str | Path,
-    out_dir: str | Path,
+    out_dir: str | Path | StoreLocation,
     sample_ids: Iterable[str] | str | None = None,
     *,
     options: ConvertOptions | None = None,
@@ -65,7 +66,8 @@ def convert(
         The HEST root: a folder, or a remote root read without staging (``hf://datasets/MahmoodLab/hest[@rev]``,
         another fsspec URL); with ``from_hub``: the staging folder the samples are downloaded into.
     out_dir
-        Output folder (created if needed).
+        Output folder (created if needed), or an fsspec URL (``s3://bucket/prefix``, with ``storage_options``); parsed
+        once here (:class:`~hest_spatialdata.storage.locations.StoreLocation`, which may also be given).
     sample_ids
         Samples to convert; by default every sample of ``hest_dir`` (or, with ``from_hub``, of the catalog)
         matching the filters.
@@ -102,6 +104,7 @@ def convert(
     if unknown:
         raise TypeError(f"convert() got unexpected keyword argument(s) {', '.join(unknown)}")
     options = replace(options or ConvertOptions(), **option_args)
+    out = StoreLocation.of(out_dir, options.storage_options)
     ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids or ())
     hub_plan = None
     if options.from_hub:
@@ -120,7 +123,7 @@ def convert(
         raise HestInputError(None, hest_dir, f"no sample selected in {where}")
     if on_selected is not None:
         on_selected(ids, hub_plan)
-    summary = run_batch(hest_dir, out_dir, ids, options, hub_plan=hub_plan, on_result=on_result, progress=progress)
+    summary = run_batch(hest_dir, out, ids, options, hub_plan=hub_plan, on_result=on_result, progress=progress)
     if raise_on_failure and not summary.ok:
         raise ConversionError(summary)
     return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,52 @@ def locate(location: str | Path | UPath, storage_options: Mapping[str, Any] | No
     if isinstance(location, UPath) and not storage_options:
         return location
     return UPath(str(location), **dict(storage_options or {}))
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A folder of stores, local or at an fsspec URL, parsed once where it enters (``convert()``, the CLI).
+
+    Everything downstream takes this object and parses nothing again. Build it with :meth:`of`.
+
+    Parameters
+    ----------
+    path
+        The folder: a ``Path``, or a ``UPath`` carrying the storage options.
+    url
+        Whether it is an fsspec URL (object storage) rather than a local folder.
+    """
+
+    path: Path | UPath
+    url: bool
+
+    @classmethod
+    def of(
+        cls, location: str | Path | UPath | StoreLocation, storage_options: Mapping[str, Any] | None = None
+    ) -> StoreLocation:
+        """``location`` (with its ``storage_options``) parsed; a ``StoreLocation`` is returned as it is.
+
+        Parameters
+        ----------
+        location
+            A folder or a URL such as ``s3://bucket/prefix``.
+        storage_options
+            Keyword arguments of the fsspec filesystem of a URL (see :func:`locate`); a ``StoreLocation`` has its own.
+        """
+        if isinstance(location, StoreLocation):
+            return location
+        path = locate(location, storage_options)
+        return cls(path, is_url(path))
+
+    def store(self, sample_id: str) -> Path | UPath:
+        """Where the store of ``sample_id`` goes: ``{folder}/{id}.zarr``."""
+        return self.path / f"{sample_id}.zarr"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:  # the UPath's storage options (credentials) stay out of it
+        return f"StoreLocation({str(self.path)!r})"
 
 
 def read_json(location: Path | UPath) -> dict[str, Any] | None:

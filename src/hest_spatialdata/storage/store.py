@@ -24,7 +24,7 @@ from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.errors import StoreExistsError
 from hest_spatialdata.roots.samples import sample_files
 from hest_spatialdata.source.layout import Part
-from hest_spatialdata.storage.locations import is_url, locate, read_json
+from hest_spatialdata.storage.locations import StoreLocation, is_url, locate, read_json
 
 if TYPE_CHECKING:
     import zarr
@@ -46,9 +46,9 @@ REPLACED_MARK = ".replaced-"
 _WRITING: set[Path] = set()
 
 
-def store_path(out_dir: str | Path | UPath, sample_id: str) -> Path | UPath:
+def store_path(out_dir: str | Path | UPath | StoreLocation, sample_id: str) -> Path | UPath:
     """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr`` (a ``UPath`` for a URL)."""
-    return locate(out_dir) / f"{sample_id}.zarr"
+    return StoreLocation.of(out_dir).store(sample_id)
 
 
 def store_attrs(path: str | Path | UPath) -> dict[str, Any] | None:
@@ -139,7 +139,7 @@ class HestSample:
 def convert_sample(
     hest_dir: str | Path,
     sample_id: str,
-    out_dir: str | Path,
+    out_dir: str | Path | UPath | StoreLocation,
     *,
     overwrite: bool = False,
     elements: Iterable[str] | None = None,
@@ -157,7 +157,8 @@ def convert_sample(
     sample_id
         The sample id.
     out_dir
-        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.storage.locations.locate`).
+        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.storage.locations.locate`),
+        or one already parsed (:class:`~hest_spatialdata.storage.locations.StoreLocation`).
     overwrite
         Replace an existing store.
     elements
@@ -215,8 +216,9 @@ def write_store(
     import zarr
 
     sample_id = source.sample_id
-    final = store_path(out_dir, sample_id)
-    if is_url(final):
+    location = StoreLocation.of(out_dir)
+    final = location.store(sample_id)
+    if location.url:
         if store_is_complete(final) and not overwrite:
             raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
         options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
