@@ -81,7 +81,9 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
     if mode == "embed":
         encoder = _encoder(config["encoder"])
         with _harness.Stopwatch() as run:
-            hs.embed(cohort, encoder, name="bench", spots="all", overwrite=True, progress=False, **_embed_options(config))
+            hs.embed(
+                cohort, encoder, name="bench", spots="all", overwrite=True, progress=False, **_embed_options(config)
+            )
         return info | {"n": int(sum(cohort.table["n_spots"])), "s": run.wall, "cpu": run.cpu}
     datasets = [cohort.subset([s]).patch_dataset(genes=[], patch_size_px=224, um_per_px=0.5) for s in cohort]
     if mode == "patches":

@@ -2,7 +2,7 @@
 
 Three converted samples of two patients (``hest_spatialdata.example.cohort``): COHV1 and COHV2 of PATIENT_A, COHST of
 PATIENT_B, one dataset. The encoder is a real deterministic feature extractor (colour histograms and a fixed random
-projection, numpy only), so everything runs without torch.
+projection, numpy only); the torch module encoder needs torch (skipped without it, failed in CI).
 
 In the example every spot has a HEST patch; in the benchmark stores below COHV1's ``patches`` keep only the spots of
 the left 70 % of the slide (as when HEST drops the patches of spots off tissue) and COHST has none (a store converted
@@ -26,7 +26,7 @@ import hest_spatialdata as hs
 from hest_spatialdata.benchmark import HistogramEncoder, benchmark_genes
 from hest_spatialdata.layout import BENCH_TASKS
 
-from .helpers import TEST_PIXEL_SIZE_UM, statuses
+from .helpers import TEST_PIXEL_SIZE_UM, import_or_fail_in_ci, statuses
 
 PATCH_PX, UM_PER_PX = 32, 4.0  # 128 µm patches of the 2 µm/px test slides: level 1, small and fast
 NAME = "hist"
@@ -168,7 +168,7 @@ def test_a_failing_encoder_leaves_the_next_store_as_it_was(cohort_dir: Path, tmp
 
 
 def test_torch_module_encoder(cohort_dir: Path, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch", reason="torch is not installed (the bench extra); CI runs without it")
+    torch = import_or_fail_in_ci("torch")
     import spatialdata as sd
 
     shutil.copytree(cohort_dir / "COHST.zarr", tmp_path / "COHST.zarr")

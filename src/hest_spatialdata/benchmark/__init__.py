@@ -4,7 +4,8 @@
   in sopa's layout (a table ``{name}_embeddings`` annotating the shapes ``{name}_patches``);
 - :func:`benchmark` (``_protocol.py``): HEST-Benchmark's folds, PCA + ridge and Pearson r, a :class:`BenchmarkResult`;
 - :func:`benchmark_genes` (``_genes.py``): HEST's ``get_k_genes``;
-- :func:`as_encoder` (``_encoders.py``, torch and timm in ``_torch.py``): what turns patches into embeddings.
+- :func:`as_encoder` (``_encoders.py``, torch and timm in ``_torch.py``, weights in ``_weights.py``): what turns
+  patches into embeddings; HEST-Benchmark's encoders by name in :mod:`.encoder_registry` (:data:`ENCODERS`).
 
 The submodules are imported on first use: ``import hest_spatialdata`` imports this package (so that
 ``hs.benchmark`` is the function, see there) and stays light. HEST-Benchmark's task list is
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from hest_spatialdata.benchmark._encoders import BUILTIN_ENCODERS, Encoder, HistogramEncoder, as_encoder
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.benchmark._protocol import BenchmarkResult, benchmark, benchmark_folds
+    from hest_spatialdata.benchmark.encoder_registry import ENCODERS, EncoderSpec
 
 _LAZY = {
     "benchmark_genes": "_genes",
@@ -29,13 +31,15 @@ _LAZY = {
     "Encoder": "_encoders",
     "HistogramEncoder": "_encoders",
     "BUILTIN_ENCODERS": "_encoders",
+    "ENCODERS": "encoder_registry",
+    "EncoderSpec": "encoder_registry",
     "benchmark": "_protocol",
     "benchmark_folds": "_protocol",
     "BenchmarkResult": "_protocol",
 }
 
-__all__ = ["BUILTIN_ENCODERS", "BenchmarkResult", "Encoder", "HistogramEncoder", "as_encoder",
-           "benchmark", "benchmark_folds", "benchmark_genes", "embed"]  # fmt: skip
+__all__ = ["BUILTIN_ENCODERS", "ENCODERS", "BenchmarkResult", "Encoder", "EncoderSpec", "HistogramEncoder",
+           "as_encoder", "benchmark", "benchmark_folds", "benchmark_genes", "embed"]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -156,6 +156,8 @@ def embed(
     autocast = precision_context(model, device, precision)
     config = {"patch_size_px": int(patch_size_px), "um_per_px": float(um_per_px), "spots_asked": spots,
               "precision": precision}  # fmt: skip
+    if model.config.get("weights_sha256"):  # other weights under the same name are other embeddings
+        config["weights_sha256"] = model.config["weights_sha256"]
     summary, started = BatchSummary(), time.perf_counter()
     todo = []
     for sample_id in cohort:
@@ -170,7 +172,7 @@ def embed(
         expected = {s: int(np.nan_to_num(cohort.table.at[s, "n_spots"])) for s in todo}
         task = bar.add_task(f"embedding with {model.name}", total=sum(expected.values()))
         opener = partial(_plan, cohort, patch_size_px=patch_size_px, um_per_px=um_per_px, spots=spots)
-        with BatchReader(todo, opener, batch_size, allocate=pinned_allocator(device)) as reader:
+        with BatchReader(todo, opener, batch_size, prepare=model.prepare) as reader:
             for store in reader.stores():
                 summary.results.append(run.store(cohort.path(store.sample_id), store, bar, task, expected))
     summary.seconds = time.perf_counter() - started
@@ -244,21 +246,21 @@ class _Run:
         for n, batch in store.batches():
             try:
                 with self.autocast():
-                    out = self.encoder.run(batch)
+                    out = self.encoder.forward(batch)
             except Exception as e:
                 raise EncoderOutputError(f"{where} raised {type(e).__name__}: {e}") from e
-            parts.append(checked_embeddings(out, n, where, self.dims))
+            parts.append(checked_embeddings(out, n, where, self.dims, self.encoder.embedding_dim))
             advance(n)
         if not parts:
             raise EncoderOutputError(f"{where}: no patch to embed")
         return np.concatenate(parts)
 
 
-def checked_embeddings(out: Any, n: int, where: str, dims: list[int]) -> np.ndarray:
+def checked_embeddings(out: Any, n: int, where: str, dims: list[int], known_dim: int | None = None) -> np.ndarray:
     """``out`` as (n, D) float32, or :class:`EncoderOutputError` naming ``where`` (the encoder and the store).
 
     An encoder must return one embedding per patch, ``(B, D)``, finite, with the same ``D`` for every batch of the
-    run (``dims`` holds the first batch's; empty before it).
+    run (``dims`` holds the first batch's; empty before it) and ``known_dim`` where its dimension is known.
     """
     try:
         x = np.asarray(out.detach().float().cpu().numpy() if hasattr(out, "detach") else out)
@@ -274,6 +276,8 @@ def checked_embeddings(out: Any, n: int, where: str, dims: list[int]) -> np.ndar
         raise EncoderOutputError(f"{where} returned NaN or Inf in {bad} of {n} embeddings (in float32)")
     if dims and x.shape[1] != dims[0]:
         raise EncoderOutputError(f"{where} returned D={x.shape[1]} after D={dims[0]}: D must not change")
+    if known_dim and x.shape[1] != known_dim:
+        raise EncoderOutputError(f"{where} returned D={x.shape[1]}, not its documented D={known_dim}")
     dims[:] = dims or [x.shape[1]]
     return x
 
@@ -302,18 +306,6 @@ def precision_context(
         raise ValueError("precision 'fp16' runs on CUDA only; on CPU use 'bf16' (or 'fp32')")
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return partial(torch.autocast, device_type, dtype=dtype)
-
-
-def pinned_allocator(device: str | None) -> Callable[[tuple[int, ...], Any], np.ndarray] | None:
-    """On CUDA, batches stacked straight into page-locked memory (the encoder's copy to the GPU is then a DMA)."""
-    if device is None or not str(device).startswith("cuda"):
-        return None
-    import torch
-
-    def pinned(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()
-
-    return pinned
 
 
 def held_embeddings(store: Path, name: str, config: dict[str, Any]) -> tuple[str, str] | None:
@@ -345,6 +337,10 @@ def read_embedding_config(store: str | Path, name: str) -> dict[str, Any]:
         return {}
     config = ad.io.read_elem(group["uns"]["embedding_config"])
     return {key: value.item() if isinstance(value, np.generic | np.ndarray) else value for key, value in config.items()}
+
+
+def _without_none(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in config.items() if v is not None}
 
 
 def _consolidated_nodes(store: str | Path) -> set[str]:
@@ -457,6 +453,8 @@ def embedding_elements(
         "encoder_version": encoder.version,
         "hest_spatialdata_version": __version__,
     }
+    if encoder.config:  # what produced them (registry and timm encoders); anndata writes no None
+        table.uns["embedding_config"]["encoder_config"] = _without_none(encoder.config)
     return table, shapes
 
 

@@ -2,9 +2,10 @@
 
 :func:`~hest_spatialdata.benchmark.embed` encodes a batch while this thread reads the next ones. The reading itself
 is the patch dataset's (``__getitems__``: a batch decoded and resampled in the dataset's thread pool, a band of
-chunks cut ahead); the thread only asks for the batches, in order, and stacks each into one array (on CUDA, into
-pinned memory, so that the encoder's copy to the GPU is a DMA that does not wait on paging). At most ``depth``
-batches wait in the queue: memory stays bounded whatever the cohort, and the reader stops when the encoder lags.
+chunks cut ahead); the thread only asks for the batches, in order, stacks each into one array and runs the encoder's
+``prepare`` on it (for torch encoders a tensor, pinned on CUDA, so that the copy to the GPU is a non-blocking DMA).
+At most ``depth`` batches wait in the queue: memory stays bounded whatever the cohort, and the reader stops when the
+encoder lags.
 
 Stores are read one after the other, in the order given; a store that fails to open or read is reported through
 its own entry (the exception), and the reader goes on with the next store. Order within a store is the order of its
@@ -92,9 +93,8 @@ class BatchReader:
     batch_size
         Patches per batch.
     prepare
-        ``stacked (B, H, W, 3) uint8 -> batch`` for the consumer, in the reader thread; default: the stack itself.
-    allocate
-        ``(shape, dtype) -> array`` the batch is stacked into (e.g. pinned memory); default ``np.empty``.
+        ``stacked (B, H, W, 3) uint8 -> batch`` for the consumer, in the reader thread (the encoder's CPU half: a
+        torch tensor, pinned for CUDA); default: the stack itself.
     depth
         Batches read ahead at most.
     """
@@ -106,7 +106,6 @@ class BatchReader:
         batch_size: int,
         *,
         prepare: Callable[[np.ndarray], Any] | None = None,
-        allocate: Callable[[tuple[int, ...], Any], np.ndarray] | None = None,
         depth: int = QUEUE_DEPTH,
     ) -> None:
         if batch_size < 1:
@@ -114,7 +113,6 @@ class BatchReader:
         self.sample_ids = list(sample_ids)
         self._open_store, self.batch_size = open_store, int(batch_size)
         self._prepare = prepare or (lambda stacked: stacked)
-        self._allocate = allocate or (lambda shape, dtype: np.empty(shape, dtype))
         self._queue: queue.Queue[tuple[str | None, str, Any]] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._skip: set[str] = set()
@@ -166,9 +164,7 @@ class BatchReader:
                 self._put(sample_id, "error", e)
 
     def _stack(self, dataset: Any, chunk: np.ndarray) -> np.ndarray:
-        images = [item[0] for item in dataset.__getitems__(chunk.tolist())]
-        out = self._allocate((len(images), *images[0].shape), images[0].dtype)
-        return np.stack(images, out=out)
+        return np.stack([item[0] for item in dataset.__getitems__(chunk.tolist())])
 
     def _put(self, sample_id: str, kind: str, payload: Any) -> None:
         while not self._stop.is_set():

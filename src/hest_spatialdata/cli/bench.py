@@ -42,7 +42,17 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
 @click.command("embed")
 @click.argument("stores", nargs=-1, required=True)
 @click.option(
-    "--encoder", required=True, help="'histogram' (a small CPU encoder) or a timm model name (needs [bench])."
+    "--encoder",
+    required=True,
+    help="A HEST-Benchmark encoder by name (uni, uni2, virchow2, hoptimus0, gigapath, resnet50, ...: see "
+    "docs/benchmark.md), any timm model name (both need [bench]), or 'histogram' (a small CPU encoder).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Local weights file of the encoder (safetensors, or a torch state dict .bin/.pth/.pt); its keys must be "
+    "exactly the model's. [default: the registry's file from the Hugging Face Hub (HF_TOKEN for gated models)]",
 )
 @click.option("--name", default=None, help="Name of the embeddings. [default: the encoder's]")
 @click.option("--patch-size", "patch_size_px", type=click.IntRange(8), default=224, show_default=True)
@@ -54,7 +64,9 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
     help="fp16/bf16: the encoder under torch.autocast (CUDA; on CPU bf16 only).",
 )  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace embeddings of the same name (else those stores are skipped).")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary.")
+@click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary."
+)
 @spots_option("Spots embedded")
 @id_option("Sample id (repeatable).")
 @filter_options
@@ -62,6 +74,7 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
 def embed_command(
     stores: tuple[str, ...],
     encoder: str,
+    weights: Path | None,
     name: str | None,
     patch_size_px: int,
     um_per_px: float,
@@ -84,11 +97,13 @@ def embed_command(
     from rich.console import Console
 
     from hest_spatialdata.benchmark._embed import embed
+    from hest_spatialdata.benchmark._encoders import as_encoder
 
     cohort = _open(stores, sample_ids, filters)
     try:
+        model = as_encoder(encoder, name, device, weights=weights)  # weights fetched and checked before any store
         summary = embed(
-            cohort, encoder, name=name, patch_size_px=patch_size_px, um_per_px=um_per_px, batch_size=batch_size,
+            cohort, model, name=name, patch_size_px=patch_size_px, um_per_px=um_per_px, batch_size=batch_size,
             device=device, precision=precision, spots=spots, overwrite=overwrite, progress=not quiet,
             raise_on_failure=False,
         )  # fmt: skip
