@@ -270,7 +270,8 @@ def checked_embeddings(out: Any, n: int, where: str, dims: list[int], known_dim:
         raise EncoderOutputError(f"{where} returned shape {x.shape} for a batch of {n} patches: it must be (B, D)")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise EncoderOutputError(f"{where} returned {x.dtype} embeddings, not real numbers")
-    x = x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as an Inf
+        x = x.astype(np.float32, copy=False)
     bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
     if bad:
         raise EncoderOutputError(f"{where} returned NaN or Inf in {bad} of {n} embeddings (in float32)")
@@ -478,6 +479,7 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     partial = store.with_name(f".{store.name}{PARTIAL_MARK}{tag}")
     old = store.with_name(f".{store.name}.old-{tag}")
     moved: list[tuple[str, str]] = []
+    root = (store / "zarr.json").read_bytes()
     try:
         sd.SpatialData(shapes=shapes, tables=tables).write(partial)
         for kind, names in (("shapes", shapes), ("tables", tables)):
@@ -487,11 +489,19 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
         _record_added(store, {"shapes": list(shapes), "tables": list(tables)})
         _consolidate(store)
     except BaseException:
-        _move_back(store, old, moved)  # the store as it was: new elements out, set-aside ones back
+        _move_back(store, old, moved)  # the store as it was: new elements out, set-aside ones back, its root's
+        _write_atomically(store / "zarr.json", root)  # attributes and consolidated metadata as they were
         raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)  # only once the new elements are in and recorded
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    if path.read_bytes() != data:
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        aside.write_bytes(data)
+        aside.replace(path)
 
 
 def _move_back(store: Path, old: Path, moved: list[tuple[str, str]]) -> None:
