@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
+from hest_spatialdata.batch import BatchSummary, ConvertOptions, FailedSamplesError, HubPlan, SampleResult, run_batch
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.filters import FILTER_COLUMNS, normalise_filters, record_matches
 from hest_spatialdata.layout import PARTS, Part, element_parts
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _OPTION_NAMES = {f.name for f in fields(ConvertOptions)}
 
 
-class ConversionError(RuntimeError):
+class ConversionError(FailedSamplesError):
     """Some samples failed; the others were written. ``summary`` says which and why.
 
     Parameters
@@ -33,12 +33,6 @@ class ConversionError(RuntimeError):
     summary
         The summary of the run.
     """
-
-    def __init__(self, summary: BatchSummary) -> None:
-        self.summary = summary
-        failed = summary.by_status("failed")
-        lines = [f"{r.sample_id}: {r.reason}" for r in failed]
-        super().__init__(f"{len(failed)} of {len(summary.results)} samples failed:\n  " + "\n  ".join(lines))
 
 
 def convert(

@@ -45,6 +45,7 @@ from hest_spatialdata._constants import (
     Elements,
 )
 from hest_spatialdata._version import __version__
+from hest_spatialdata.batch import FailedSamplesError
 from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
 from hest_spatialdata.benchmark._reader import BatchReader, StoreBatches, StorePlan
 
@@ -182,7 +183,7 @@ def embed(
     return summary
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(FailedSamplesError):
     """Some stores failed; the others were written. ``summary`` says which and why.
 
     Parameters
@@ -191,11 +192,7 @@ class EmbeddingError(RuntimeError):
         The summary of the run.
     """
 
-    def __init__(self, summary: BatchSummary) -> None:
-        self.summary = summary
-        failed = summary.by_status("failed")
-        lines = [f"{r.sample_id}: {r.reason}" for r in failed]
-        super().__init__(f"{len(failed)} of {len(summary.results)} stores failed:\n  " + "\n  ".join(lines))
+    items = "stores"
 
 
 class EncoderOutputError(ValueError):
@@ -340,8 +337,18 @@ def read_embedding_config(store: str | Path, name: str) -> dict[str, Any]:
     return {key: value.item() if isinstance(value, np.generic | np.ndarray) else value for key, value in config.items()}
 
 
-def _without_none(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in config.items() if v is not None}
+def _plain(value: Any) -> Any:
+    """``value`` as what anndata writes into ``uns``: dicts (without ``None``), lists, str, int, float, bool."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    for kind in (bool, int, float, str):  # subclasses (torch's TorchVersion is a str) as the plain type
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
 
 
 def _consolidated_nodes(store: str | Path) -> set[str]:
@@ -455,7 +462,7 @@ def embedding_elements(
         "hest_spatialdata_version": __version__,
     }
     if encoder.config:  # what produced them (registry and timm encoders); anndata writes no None
-        table.uns["embedding_config"]["encoder_config"] = _without_none(encoder.config)
+        table.uns["embedding_config"]["encoder_config"] = _plain(encoder.config)
     return table, shapes
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from hest_spatialdata.cli._options import fail, filter_options, filters_of, id_option, out_option, quiet_option
+from hest_spatialdata.cli._options import (
+    fail,
+    filter_options,
+    filters_of,
+    finish_with_summary,
+    id_option,
+    out_option,
+    quiet_option,
+)
 
 if TYPE_CHECKING:
     from hest_spatialdata.cohort import Cohort
@@ -94,8 +101,6 @@ def embed_command(
     complete embeddings of this name and configuration are skipped (so a run cut short is finished by running it
     again), and a summary is printed; the exit code is 1 if any store failed.
     """
-    from rich.console import Console
-
     from hest_spatialdata.benchmark._embed import embed
     from hest_spatialdata.benchmark._encoders import as_encoder
 
@@ -109,12 +114,7 @@ def embed_command(
         )  # fmt: skip
     except (ImportError, ValueError) as e:
         fail(str(e))
-    Console().print(summary.table())
-    if summary_path is not None:
-        summary.write_json(summary_path)
-        click.echo(f"summary written to {summary_path}")
-    if not summary.ok:
-        sys.exit(1)
+    finish_with_summary(summary, summary_path)
 
 
 @click.command("benchmark")
