@@ -47,11 +47,23 @@ TINY_RESNET = EncoderSpec(
 )  # fmt: skip
 
 
+#: Spots embedded: the store's ``patches`` shapes are cut to these many (embed uses those spots), for speed.
+SPOTS = 96
+
+
 @pytest.fixture
 def store(cohort_dir: Path, tmp_path: Path) -> Path:
-    """A copy of the COHST store."""
+    """A copy of the COHST store whose ``patches`` shapes (the spots embed uses) keep their first :data:`SPOTS`."""
+    import spatialdata as sd
+
     shutil.copytree(cohort_dir / "COHST.zarr", tmp_path / "stores" / "COHST.zarr")
-    return tmp_path / "stores" / "COHST.zarr"
+    path = tmp_path / "stores" / "COHST.zarr"
+    sdata = sd.read_zarr(path, selection=("shapes",))
+    kept = sdata["patches"].iloc[:SPOTS]
+    sdata.delete_element_from_disk("patches")
+    sdata["patches"] = kept
+    sdata.write_element("patches")
+    return path
 
 
 def _files(store: Path) -> dict[str, str]:
@@ -67,13 +79,17 @@ def _patches(store: Path, barcodes) -> np.ndarray:
     return np.stack([patches.image(i) for i in range(len(patches))])
 
 
+def _normalised(x, mean, std):
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
 def _tiny_vit_by_hand(state: dict, patches: np.ndarray) -> np.ndarray:
     """TINY_VIT written out: timm model, bicubic resize to 64, centre 48, normalise, cat(CLS, mean of tokens[3:])."""
     model = timm.create_model("vit_tiny_patch16_224", img_size=48, reg_tokens=2, global_pool="", num_classes=0)
     model.load_state_dict(state)
     x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
     x = torch.nn.functional.interpolate(x, size=(64, 64), mode="bicubic", antialias=True)[:, :, 8:56, 8:56]
-    x = (x - torch.tensor(HOPTIMUS_MEAN).view(1, 3, 1, 1)) / torch.tensor(HOPTIMUS_STD).view(1, 3, 1, 1)
+    x = _normalised(x, HOPTIMUS_MEAN, HOPTIMUS_STD)
     with torch.no_grad():
         tokens = model.eval().forward_features(x)
     return torch.cat([tokens[:, 0], tokens[:, 3:].mean(1)], dim=1).numpy()
@@ -84,9 +100,7 @@ def _tiny_resnet_by_hand(state: dict, patches: np.ndarray) -> np.ndarray:
     net = timm.create_model("resnet18").eval()
     net.load_state_dict(state)
     x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
-        1, 3, 1, 1
-    )
+    x = _normalised(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's
     with torch.no_grad():
         x = net.maxpool(net.act1(net.bn1(net.conv1(x))))
         return net.layer3(net.layer2(net.layer1(x))).mean(dim=(2, 3)).numpy()
@@ -119,7 +133,7 @@ def test_local_weights_give_the_model_run_by_hand(store: Path, tmp_path: Path) -
         assert statuses(done) == {"COHST": "done"}
         table = sd.read_zarr(store, selection=("tables",))[f"{spec.name}_embeddings"]
         expected = by_hand(state, _patches(store, table.obs_names))
-        assert table.X.dtype == np.float32 and table.X.shape == (table.n_obs, spec.dim)
+        assert table.X.dtype == np.float32 and table.X.shape == (SPOTS, spec.dim)
         np.testing.assert_allclose(table.X, expected, rtol=1e-4, atol=1e-5)
         assert sha in table.uns["embedding_config"]["encoder_version"]
         patches = _patches(store, table.obs_names[:5])
@@ -247,14 +261,12 @@ def test_any_timm_name_still_works_with_local_weights(store: Path, tmp_path: Pat
     save_file(state, tmp_path / "resnet18.safetensors")
     encoder = as_encoder("resnet18", weights=tmp_path / "resnet18.safetensors")
     assert encoder.kind == "timm" and encoder.embedding_dim == 512
-    patches = _patches(store, None)[:4]
+    patches = _patches(store, None)[:8]
     net = timm.create_model("resnet18", num_classes=0).eval()
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     x = torch.nn.functional.interpolate(torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255, size=(224, 224),
                                         mode="bicubic", antialias=True)  # fmt: skip
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
-        1, 3, 1, 1
-    )
+    x = _normalised(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's
     with torch.no_grad():
         np.testing.assert_allclose(encoder(patches), net(x).numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="unknown encoder 'no_such_model'"):

@@ -45,17 +45,17 @@ from hest_spatialdata._constants import (
     Elements,
 )
 from hest_spatialdata._version import __version__
-from hest_spatialdata.batch import FailedSamplesError
 from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
 from hest_spatialdata.benchmark._reader import BatchReader, StoreBatches, StorePlan
+from hest_spatialdata.conversion.batch import FailedSamplesError
 
 if TYPE_CHECKING:
     import anndata as ad
     import geopandas as gpd
     from rich.progress import Progress, TaskID
 
-    from hest_spatialdata.batch import BatchSummary
     from hest_spatialdata.cohort import Cohort, CohortPatchDataset
+    from hest_spatialdata.conversion.batch import BatchSummary
 
 #: Patches per encoder call by default.
 DEFAULT_BATCH_SIZE = 64
@@ -138,8 +138,8 @@ def embed(
 
     Returns
     -------
-    The summary (:class:`~hest_spatialdata.batch.BatchSummary`): one result per store, ``done``, ``skipped`` or
-    ``failed`` with the reason.
+    The summary (:class:`~hest_spatialdata.conversion.batch.BatchSummary`): one result per store, ``done``,
+    ``skipped`` or ``failed`` with the reason.
 
     Raises
     ------
@@ -149,7 +149,7 @@ def embed(
         For an unknown ``spots`` or ``precision``, or a precision the encoder or device cannot run.
     """
     from hest_spatialdata._progress import new_progress
-    from hest_spatialdata.batch import BatchSummary, SampleResult
+    from hest_spatialdata.conversion.batch import BatchSummary, SampleResult
 
     check_spots(spots)
     cohort = _as_cohort(store_or_cohort)
@@ -208,7 +208,7 @@ class _Run:
 
     def store(self, path: Path, store: StoreBatches, bar: Progress, task: TaskID, expected: dict[str, int]) -> Any:
         """Embed and write one store; a failure is its result (with the reason), not an exception."""
-        from hest_spatialdata.batch import SampleResult
+        from hest_spatialdata.conversion.batch import SampleResult
 
         sample_id, started, done = store.sample_id, time.perf_counter(), 0
 
@@ -429,8 +429,8 @@ def embedding_elements(
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import Identity, Scale
 
-    from hest_spatialdata.cohort._expression import read_spot_table
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage._parts import read_spot_table
+    from hest_spatialdata.storage.store import store_attrs
 
     pixel_size = float((store_attrs(store) or {})["pixel_size_um"])
     spots = read_spot_table(store)
@@ -478,7 +478,7 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     """
     import spatialdata as sd
 
-    from hest_spatialdata.store import PARTIAL_MARK, remove_stale_partials
+    from hest_spatialdata.storage.store import PARTIAL_MARK, remove_stale_partials
 
     store = Path(store)
     remove_stale_partials(store.parent, store.name.removesuffix(".zarr"))  # left by a killed run

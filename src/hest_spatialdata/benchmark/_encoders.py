@@ -112,7 +112,7 @@ class HistogramEncoder:
 
     def __call__(self, batch: Any) -> np.ndarray:
         """``(B, 3, H, W)`` floats in [0, 1] (numpy or torch) -> ``(B, dim)`` float32 numpy."""
-        # contiguous: the same sums whatever the layout it comes in (torch's permuted view), and faster ones
+        # C order whatever the input's strides (a permuted torch tensor is channels-last): numpy's sums depend on it
         x = np.ascontiguousarray(batch.cpu().numpy() if hasattr(batch, "cpu") else batch, dtype=np.float32)
         flat = x.reshape(x.shape[0], 3, -1)
         levels = np.minimum((flat * self.bins).astype(np.int64), self.bins - 1)
@@ -187,7 +187,7 @@ def as_encoder(
         raise ValueError("weights are for registry or timm encoders (a name), not for this encoder")
     if isinstance(encoder, str) and encoder in BUILTIN_ENCODERS:
         model = BUILTIN_ENCODERS[encoder]()
-        return Encoder(_valid_name(name or encoder), _package_version(model), "builtin", _numpy_or_torch(model, device))
+        return _callable_encoder(_valid_name(name or encoder), _package_version(model), "builtin", model, device)
     if isinstance(encoder, str):
         return _timm_encoder(encoder, name, device, weights)
     if _is_torch_module(encoder):
@@ -198,7 +198,7 @@ def as_encoder(
     if callable(encoder):
         if not name:
             raise ValueError("a callable encoder needs a name for its embeddings (name=...)")
-        return Encoder(_valid_name(name), _package_version(encoder), "callable", _numpy_or_torch(encoder, device))
+        return _callable_encoder(_valid_name(name), _package_version(encoder), "callable", encoder, device)
     raise TypeError(f"encoder must be a callable, a torch module or a model name, got {type(encoder).__name__}")
 
 
@@ -261,15 +261,15 @@ def _buildable_names() -> list[str]:
     return [n for n, spec in ENCODERS.items() if not spec.needs]
 
 
-def _numpy_or_torch(function: Callable[[Any], Any], device: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    """Run a callable on (B, 3, H, W) floats in [0, 1]: a torch tensor where torch is installed, else numpy."""
+def _callable_encoder(name: str, version_text: str, kind: str, function: Callable[[Any], Any], device: Any) -> Encoder:
+    """A callable on (B, 3, H, W) floats in [0, 1]: given torch tensors where torch is installed, else numpy."""
     try:
-        from hest_spatialdata.benchmark._torch import callable_encoder
+        from hest_spatialdata.benchmark._torch import callable_run
     except ImportError:  # no torch: numpy in, numpy out
         if device not in (None, "cpu"):
             raise ValueError(f"device {device!r} needs torch (pip install 'hest-spatialdata[bench]')") from None
-        return lambda patches: np.asarray(function(to_unit_floats(patches)))
-    return callable_encoder(function, device)
+        return Encoder(name, version_text, kind, lambda patches: np.asarray(function(to_unit_floats(patches))))
+    return _torch_encoder(name, version_text, kind, callable_run(function, device))
 
 
 def to_unit_floats(patches: np.ndarray) -> np.ndarray:

@@ -61,12 +61,6 @@ def callable_run(function: Callable[[Any], Any], device: str | None) -> TorchRun
     return TorchRun(_prepare(target), forward, target)
 
 
-def callable_encoder(function: Callable[[Any], Any], device: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    """``function`` on [0, 1] tensors as one ``(B, H, W, 3) uint8 -> (B, D)`` function (prepare, then forward)."""
-    run = callable_run(function, device)
-    return lambda patches: run.forward(run.prepare(patches))
-
-
 def module_run(module: torch.nn.Module, device: str | None) -> TorchRun:
     """A torch module in eval mode on ``device`` as an encoder of [0, 1] patches."""
     module.eval().to(torch.device(device or "cpu"))

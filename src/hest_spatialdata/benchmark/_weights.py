@@ -60,7 +60,7 @@ def _download(spec: EncoderSpec, token: str | bool | None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    from hest_spatialdata.hub import current_endpoint, http_status, network_errors
+    from hest_spatialdata.roots.hub import current_endpoint, http_status, network_errors
 
     where = f"{spec.hub_repo} ({spec.hub_file})"
     offline = _offline()

@@ -18,7 +18,8 @@ from hest_spatialdata.cli._options import LocationType, fail, out_option, storag
     "--against",
     "hest_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="HEST folder the stores were converted from: also check pixels, spots, tables and metadata against it.",
+    help="HEST folder the stores were converted from, or the 10x output folder a store was imported from: also "
+    "check pixels, spots, tables and metadata against it.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the reports.")
 @storage_option
@@ -34,7 +35,7 @@ def validate_command(
     """
     from rich.console import Console
 
-    from hest_spatialdata.locations import access_message
+    from hest_spatialdata.storage.locations import access_message
     from hest_spatialdata.validate import validate
 
     console = Console()
@@ -72,7 +73,7 @@ def plot_command(store: Path, out: Path, gene: str | None, coordinate_system: st
     import matplotlib
 
     matplotlib.use("Agg")
-    from hest_spatialdata.plot import quicklook
+    from hest_spatialdata.views.plot import quicklook
 
     try:
         path = quicklook(store, out, gene=gene, coordinate_system=coordinate_system)

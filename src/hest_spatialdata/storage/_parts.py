@@ -1,0 +1,289 @@
+"""The parts of a store that the cohort and the patch loaders read, without spatialdata.
+
+Opening a store with ``spatialdata.read_zarr`` costs about a second per process (mostly its import) and reads
+every element; a cohort table, an expression matrix or a patch dataset needs a few of them. Everything here reads
+the store's own files through public formats: the ``zarr.json`` documents (OME-NGFF ``multiscales`` and the
+``coordinateTransformations`` spatialdata writes beside them), the shapes' GeoParquet and the table through
+anndata's ``read_elem``. ``tests/test_store_parts.py`` checks the transformations and centres against spatialdata's
+own reading, so a change of spatialdata's on-disk format fails loudly.
+
+A store is a local path or an fsspec URL (``s3://bucket/prefix/X.zarr``, ``gs://...``, ``file://...``):
+:class:`StoreFiles` reads its files either way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hest_spatialdata._constants import SPOT_INSTANCE_KEY, CoordinateSystems, Elements
+from hest_spatialdata.storage.locations import is_url
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+
+class StoreFiles:
+    """The files of a store, local or at an fsspec URL, read by key (``"images/he/zarr.json"``).
+
+    Parameters
+    ----------
+    store
+        A local path, or a URL with a protocol fsspec knows (``s3://``, ``gs://``, ``file://`` ...).
+    storage_options
+        fsspec options for a URL (credentials, endpoint); by default fsspec's usual sources (environment, profiles).
+    """
+
+    def __init__(self, store: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = str(store)
+        self.storage_options = dict(storage_options or {})
+        if is_url(store) and hasattr(store, "fs"):  # a UPath (locations.locate) carries its filesystem and options
+            self.fs, self.root = store.fs, store.path.rstrip("/")
+            self.storage_options = {**getattr(store, "storage_options", {}), **self.storage_options}
+        elif "://" in self.url:
+            from fsspec.core import url_to_fs
+
+            self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+            self.root = self.root.rstrip("/")
+        else:
+            self.fs, self.root = None, str(Path(store))
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is a local folder (its files are read with plain file reads)."""
+        return self.fs is None
+
+    def path(self, key: str) -> str:
+        """The full path of ``key`` (a local path, or the path on the fsspec filesystem)."""
+        return f"{self.root}/{key}" if key else self.root
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes of file ``key``; :class:`FileNotFoundError` if it does not exist."""
+        if self.fs is None:
+            return Path(self.path(key)).read_bytes()
+        return self.fs.cat_file(self.path(key))
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        """The bytes of several files (``None`` for missing ones), fetched concurrently from a remote store."""
+        if self.fs is None:
+            out: dict[str, bytes | None] = {}
+            for key in keys:
+                try:
+                    out[key] = Path(self.path(key)).read_bytes()
+                except FileNotFoundError:
+                    out[key] = None
+            return out
+        got = self.fs.cat([self.path(k) for k in keys], on_error="return")
+        return {k: (None if isinstance(v := got[self.path(k)], Exception) else v) for k in keys}
+
+    def json(self, key: str) -> dict[str, Any]:
+        """File ``key`` parsed as JSON."""
+        return json.loads(self.read_bytes(key))
+
+    def zarr_group(self, key: str) -> Any:
+        """The zarr group at ``key``, read-only (zarr's ``FsspecStore`` for a URL)."""
+        import zarr
+
+        if self.fs is None:
+            return zarr.open_group(self.path(key), mode="r")
+        url = self.url.rstrip("/") + (f"/{key}" if key else "")
+        return zarr.open_group(url, mode="r", storage_options=self.storage_options or None)
+
+    def __repr__(self) -> str:
+        return f"StoreFiles({self.url!r})"
+
+
+def as_store_files(store: str | Path | StoreFiles, storage_options: dict[str, Any] | None = None) -> StoreFiles:
+    """``store`` as :class:`StoreFiles` (returned as is if it already is one)."""
+    return store if isinstance(store, StoreFiles) else StoreFiles(store, storage_options)
+
+
+# --------------------------------------------------------------------------------------------- the spot table
+
+
+def read_spot_table(
+    store: str | Path | StoreFiles,
+    table: str = Elements.TABLE.value,
+    obs_columns: tuple[str, ...] = (),
+    storage_options: dict[str, Any] | None = None,
+) -> ad.AnnData:
+    """What the cohort and the loaders need of a store's spot table, read with anndata's ``read_elem``.
+
+    ``X``, the obs names with ``obs["spot_id"]``, the region and instance key columns (and ``obs_columns``), the
+    var names with ``var["gene_name"]``, ``obsm["spatial"]`` and ``uns["spatialdata_attrs"]``; the other obs / var
+    columns and ``uns`` are not read (the obs QC columns were 2/3 of reading the whole table).
+
+    Parameters
+    ----------
+    store
+        The store (path, URL or :class:`StoreFiles`).
+    table
+        The table element.
+    obs_columns
+        More obs columns to read (when present).
+    storage_options
+        fsspec options for a store at a URL.
+    """
+    import anndata as ad
+    from anndata.io import read_elem
+
+    group = as_store_files(store, storage_options).zarr_group(f"tables/{table}")
+
+    def frame(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+        part = group[name]
+        index = pd.Index(np.asarray(read_elem(part[part.attrs["_index"]])).astype(str), dtype=object)
+        return pd.DataFrame({c: np.asarray(read_elem(part[c])) for c in columns if c in part}, index=index)
+
+    obsm = group["obsm"]
+    uns = group.get("uns", {})
+    attrs = {k: _plain(v) for k, v in read_elem(uns["spatialdata_attrs"]).items()} if "spatialdata_attrs" in uns else {}
+    keys = tuple(attrs[k] for k in ("region_key", "instance_key") if k in attrs)
+    return ad.AnnData(
+        X=read_elem(group["X"]),
+        obs=frame("obs", tuple(dict.fromkeys((SPOT_INSTANCE_KEY, *keys, *obs_columns)))),
+        var=frame("var", ("gene_name",)),
+        obsm={"spatial": read_elem(obsm["spatial"])} if "spatial" in obsm else None,
+        uns={"spatialdata_attrs": attrs} if attrs else None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A scalar or list from an anndata ``uns`` value (0-d arrays and numpy strings become Python values)."""
+    array = np.asarray(value)
+    return array.item() if array.ndim == 0 else array.tolist()
+
+
+def table_keys(adata: ad.AnnData) -> tuple[Any, str, str]:
+    """``(region, region_key, instance_key)`` of a table read by :func:`read_spot_table` or by spatialdata."""
+    attrs = adata.uns.get("spatialdata_attrs", {})
+    try:
+        return attrs["region"], attrs["region_key"], attrs["instance_key"]
+    except KeyError as error:
+        raise ValueError(f"the table does not annotate spatialdata elements (no {error} in uns)") from None
+
+
+# --------------------------------------------------------------------------------------------- transformations
+
+
+def affine_to(transformations: list[dict[str, Any]], coordinate_system: str) -> np.ndarray:
+    """The 3 x 3 (x, y) matrix of the NGFF transformation to ``coordinate_system`` among ``transformations``.
+
+    Handles the types spatialdata writes for this package's elements: ``identity``, ``scale``, ``translation``,
+    ``affine`` and ``sequence``; raises :class:`ValueError` for others (or an absent coordinate system).
+    """
+    for transformation in transformations:
+        if transformation.get("output", {}).get("name") == coordinate_system:
+            return _matrix(transformation)
+    raise ValueError(f"no transformation to {coordinate_system!r}")
+
+
+def _axes(transformation: dict[str, Any]) -> list[str]:
+    return [axis["name"] for axis in transformation.get("input", {}).get("axes", [])]
+
+
+def _matrix(transformation: dict[str, Any], axes: list[str] | None = None) -> np.ndarray:
+    kind = transformation["type"]
+    axes = _axes(transformation) or axes or []
+    matrix = np.eye(3)
+    if kind == "identity":
+        return matrix
+    if kind == "sequence":
+        for step in transformation["transformations"]:
+            matrix = _matrix(step, axes) @ matrix
+        return matrix
+    if kind in ("scale", "translation"):
+        values = dict(zip(axes or ["x", "y"][-len(transformation[kind]) :], transformation[kind], strict=True))
+        for row, axis in enumerate(("x", "y")):
+            if kind == "scale":
+                matrix[row, row] = values.get(axis, 1.0)
+            else:
+                matrix[row, 2] = values.get(axis, 0.0)
+        return matrix
+    if kind == "affine":
+        full = np.asarray(transformation["affine"], dtype=float)
+        outputs = [axis["name"] for axis in transformation.get("output", {}).get("axes", [])] or axes
+        for row, out_axis in enumerate(("x", "y")):
+            source = full[outputs.index(out_axis)]
+            matrix[row] = [source[axes.index("x")], source[axes.index("y")], source[-1]]
+        return matrix
+    raise ValueError(f"unsupported coordinate transformation {kind!r}")
+
+
+def apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``matrix`` (3 x 3) applied to (n, 2) points."""
+    return xy @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+# --------------------------------------------------------------------------------------------- image and spots
+
+
+@dataclass(frozen=True)
+class ImageLevel:
+    """One pyramid level of an image element.
+
+    Attributes
+    ----------
+    key
+        The level array's folder in the store (``"images/he/s0"``).
+    shape
+        (c, y, x).
+    um_per_px
+        µm per pixel (the larger of x and y).
+    to_level
+        3 x 3 matrix from ``global`` coordinates to this level's pixels.
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    um_per_px: float
+    to_level: np.ndarray
+
+
+def image_levels(files: StoreFiles, image: str = Elements.HE.value) -> list[ImageLevel]:
+    """The pyramid of ``image`` from its ``zarr.json`` files (OME-NGFF ``multiscales``), finest first."""
+    group = f"images/{image}"
+    attrs = files.json(f"{group}/zarr.json")["attributes"]
+    multiscales = attrs.get("ome", attrs)["multiscales"][0]
+    element = multiscales["coordinateTransformations"]
+    to_global, to_microns = affine_to(element, CoordinateSystems.GLOBAL), affine_to(element, CoordinateSystems.MICRONS)
+    axes = [axis["name"] for axis in multiscales["axes"]]
+    levels = []
+    for dataset in multiscales["datasets"]:
+        # this level's pixels -> level-0 pixels: the scale only, as spatialdata composes a level's transformation
+        # (the half-pixel translation written beside it is not applied), so patches sit where they always did
+        within = np.eye(3)
+        for step in dataset["coordinateTransformations"]:
+            if step["type"] == "scale":
+                within = _matrix(step, axes) @ within
+        meta = files.json(f"{group}/{dataset['path']}/zarr.json")
+        microns = to_microns @ within
+        levels.append(
+            ImageLevel(
+                key=f"{group}/{dataset['path']}",
+                shape=tuple(meta["shape"]),
+                um_per_px=float(np.abs(np.diag(microns)[:2]).max()),
+                to_level=np.linalg.inv(to_global @ within),
+            )
+        )
+    return levels
+
+
+def shape_centres(files: StoreFiles, shapes: str) -> tuple[pd.Index, np.ndarray]:
+    """Ids and ``global`` (x, y) centres of a shapes element (circles: their points; polygons: their centroid)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    folder = f"shapes/{shapes}"
+    transform = affine_to(files.json(f"{folder}/zarr.json")["attributes"]["coordinateTransformations"], "global")
+    data = pa.BufferReader(files.read_bytes(f"{folder}/shapes.parquet"))  # one request; spots are small
+    frame = pq.read_table(data).to_pandas()  # the pandas index is restored from the file's metadata
+    geometry = frame["geometry"].to_numpy()
+    geometry = shapely.from_wkb(geometry) if len(geometry) and isinstance(geometry[0], bytes) else geometry
+    centres = shapely.get_coordinates(shapely.centroid(geometry))
+    return pd.Index(frame.index.astype(str)), apply(transform, centres)
