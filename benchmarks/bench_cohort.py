@@ -47,7 +47,9 @@ MODES = ["open", "expression", "patches 0 workers", "patches 2 workers", "h5"]
 
 
 def source_dir() -> Path:
-    return WORK / f"patches_ps{PIXEL_SIZE_UM}_v2"  # bench_patches.py's sample (its INPUT_VERSION 2)
+    from bench_patches import sample_dir
+
+    return sample_dir(PIXEL_SIZE_UM)  # bench_patches.py's sample, whatever its INPUT_VERSION
 
 
 def cohort_dir(n_stores: int) -> Path:

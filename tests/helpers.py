@@ -90,3 +90,8 @@ def synthetic_transcripts(pixel_size_um: float, n_transcripts: int = 150_000):
     )
     transformations = {"global": Identity(), "microns": Scale([ps, ps], axes=("x", "y"))}
     return PointsModel.parse(frame, feature_key="feature_name", instance_key="cell_id", transformations=transformations)
+
+
+def statuses(summary) -> dict[str, str]:
+    """Sample id -> ``done``, ``skipped`` or ``failed`` of a run's summary (``hs.embed``, ``hs.convert``)."""
+    return {r.sample_id: r.status for r in summary.results}

@@ -26,7 +26,7 @@ import hest_spatialdata as hs
 from hest_spatialdata.benchmark import HistogramEncoder, benchmark_genes
 from hest_spatialdata.source.layout import BENCH_TASKS
 
-from .helpers import TEST_PIXEL_SIZE_UM, import_or_fail_in_ci
+from .helpers import TEST_PIXEL_SIZE_UM, import_or_fail_in_ci, statuses
 
 PATCH_PX, UM_PER_PX = 32, 4.0  # 128 µm patches of the 2 µm/px test slides: level 1, small and fast
 NAME = "hist"
@@ -54,10 +54,10 @@ def stores(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the cohort stores (patches trimmed, see the module docstring) with the ``hist`` embeddings."""
     out = tmp_path_factory.mktemp("bench_stores")
     _trim_patches(cohort_dir, out)
-    status = hs.embed(out, HistogramEncoder(), NAME, PATCH_PX, UM_PER_PX, batch_size=100, progress=False)
-    assert status == dict.fromkeys(["COHST", "COHV1", "COHV2"], "written")
+    status = statuses(hs.embed(out, HistogramEncoder(), NAME, PATCH_PX, UM_PER_PX, batch_size=100, progress=False))
+    assert status == dict.fromkeys(["COHST", "COHV1", "COHV2"], "done")
     every = hs.embed(out, HistogramEncoder(), f"{NAME}_all", PATCH_PX, UM_PER_PX, spots="all", progress=False)
-    assert every == status
+    assert statuses(every) == status
     return out
 
 
@@ -122,9 +122,8 @@ def test_embed_skips_replaces_and_leaves_the_rest_untouched(cohort_dir: Path, tm
     store = tmp_path / "COHST.zarr"
     before, root_before = _files(store), json.loads((store / "zarr.json").read_text())
     (tmp_path / ".COHST.zarr.partial-999999999-deadbeef" / "shapes").mkdir(parents=True)  # left by a killed run
-    assert hs.embed(store, "histogram", patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False) == {
-        "COHST": "written"
-    }
+    done = hs.embed(store, "histogram", patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False)
+    assert statuses(done) == {"COHST": "done"}
     new = ("shapes/histogram_patches", "tables/histogram_embeddings")
     assert _files(store, skip=new) == before  # only the two new elements were added
     root = json.loads((store / "zarr.json").read_text())
@@ -133,9 +132,9 @@ def test_embed_skips_replaces_and_leaves_the_rest_untouched(cohort_dir: Path, tm
     assert root["attributes"] == root_before["attributes"]
     written = _files(store)
     again = hs.embed(store, "histogram", patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False)
-    assert again == {"COHST": "skipped"} and _files(store) == written
+    assert statuses(again) == {"COHST": "skipped"} and _files(store) == written
     replaced = hs.embed(store, "histogram", patch_size_px=64, um_per_px=2.0, overwrite=True, progress=False)
-    assert replaced == {"COHST": "written"} and _files(store, skip=new) == before
+    assert statuses(replaced) == {"COHST": "done"} and _files(store, skip=new) == before
     import spatialdata as sd
 
     assert sd.read_zarr(store)["histogram_embeddings"].uns["embedding_config"]["patch_width"] == 64
@@ -372,11 +371,13 @@ def test_embed_and_benchmark_commands(cohort_dir: Path, tmp_path: Path) -> None:
         shutil.copytree(cohort_dir / f"{sample_id}.zarr", tmp_path / "stores" / f"{sample_id}.zarr")
     runner = CliRunner()
     args = ["--patch-size", str(PATCH_PX), "--um-per-px", str(UM_PER_PX), "--quiet"]
-    done = runner.invoke(main, ["embed", str(tmp_path / "stores"), "--encoder", "histogram", *args])
+    summary = tmp_path / "run.json"
+    done = runner.invoke(main, ["embed", str(tmp_path / "stores"), "--encoder", "histogram", *args,
+                                "--summary", str(summary)])  # fmt: skip
     assert done.exit_code == 0, done.output
-    assert done.output.count("written") == 3
+    assert json.loads(summary.read_text())["counts"] == {"done": 3, "skipped": 0, "failed": 0}
     again = runner.invoke(main, ["embed", str(tmp_path / "stores" / "COH*.zarr"), "--encoder", "histogram", *args])
-    assert again.output.count("skipped") == 3
+    assert again.exit_code == 0 and "0 done, 3 skipped, 0 failed" in again.output
     out = tmp_path / "results"
     ran = runner.invoke(main, ["benchmark", str(tmp_path / "stores"), "--embeddings", "histogram", "-o", str(out)])
     assert ran.exit_code == 0, ran.output

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 import hest_spatialdata as hs
 from hest_spatialdata.cli import main
 
+from .helpers import statuses
+
 IMPORTED = "DEMO_VISIUM"
 
 
@@ -55,7 +57,7 @@ def test_patches_embed_and_benchmark_across_both(mixed: Path) -> None:
     samples = {patches[i][2] for i in range(len(patches))}
     assert samples == {"COHST", "COHV1", IMPORTED}
     status = hs.embed(mixed, "histogram", patch_size_px=32, um_per_px=4.0, progress=False)
-    assert status == dict.fromkeys(["COHST", "COHV1", IMPORTED], "written")
+    assert statuses(status) == dict.fromkeys(["COHST", "COHV1", IMPORTED], "done")
     result = hs.benchmark(mixed, embeddings="histogram", genes=["Gad1", "Penk", "Slc17a7"])
     assert sorted(t for _, tests in result.folds for t in tests) == ["COHST", "COHV1", IMPORTED]
     assert np.isfinite(result.pearson_mean)

@@ -7,15 +7,44 @@ from typing import Any
 
 from dask.callbacks import Callback
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 
-def new_progress(*, disable: bool = False) -> Progress:
-    """A rich progress display on stderr (stdout stays clean for results), with the CLI's columns."""
+class RateColumn(ProgressColumn):
+    """Items per second of a task (rich's own speed column is for bytes)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        """``"1,234 patches/s"``, blank until rich has a speed."""
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed is not None else "", style="progress.data.speed")
+
+
+def new_progress(*, disable: bool = False, rate_unit: str | None = None) -> Progress:
+    """A rich progress display on stderr (stdout stays clean for results), with the CLI's columns.
+
+    With ``rate_unit`` (e.g. ``"patches"``), the rate and the time remaining are shown too.
+    """
+    rate = [RateColumn(rate_unit), TimeRemainingColumn()] if rate_unit else []
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *rate,
         TimeElapsedColumn(),
         console=Console(stderr=True, soft_wrap=True),
         disable=disable,

@@ -5,8 +5,13 @@ indexed by the spot barcode) and the table ``{name}_embeddings`` annotating them
 obs index the spot barcode, ``obsm["spatial"]`` the spot centres (level-0 px, as sopa's patch centroids) and
 ``uns["embedding_config"]`` how they were made (sopa's keys ``patch_width``, ``level``, ``model_name`` and ours).
 Both are written to a temporary store next to the store, then moved into it (a rename each) and the root's
-consolidated metadata is rewritten last: an interrupted run leaves the store as it was, or with the shapes alone,
-which the next run replaces.
+consolidated metadata is rewritten last: an interrupted run leaves the store as it was, or (killed between two
+renames) with elements outside the consolidated metadata, which the next run replaces.
+
+The loop: a thread reads each store's patches in batches ahead of the encoder (``_reader.py``); the encoder runs in
+the calling thread (under ``torch.autocast`` for fp16/bf16), each batch's output is checked
+(:func:`checked_embeddings`) and each store is written once all its batches are encoded. A store that fails is a
+result of the run's summary, not an exception, until the end (:class:`EmbeddingError`).
 
 The spots embedded are, by default, those HEST-Benchmark uses: the spots of HEST's patch file (the store's
 ``patches`` shapes, indexed by barcode: the spots HEST kept under tissue); :func:`select_spots`.
@@ -14,12 +19,17 @@ The spots embedded are, by default, those HEST-Benchmark uses: the spots of HEST
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,17 +46,23 @@ from hest_spatialdata._constants import (
 )
 from hest_spatialdata._version import __version__
 from hest_spatialdata.benchmark._encoders import Encoder, as_encoder
+from hest_spatialdata.benchmark._reader import BatchReader, StoreBatches, StorePlan
+from hest_spatialdata.conversion.batch import FailedSamplesError
 
 if TYPE_CHECKING:
     import anndata as ad
     import geopandas as gpd
+    from rich.progress import Progress, TaskID
 
     from hest_spatialdata.cohort import Cohort, CohortPatchDataset
+    from hest_spatialdata.conversion.batch import BatchSummary
 
 #: Patches per encoder call by default.
 DEFAULT_BATCH_SIZE = 64
 #: Which spots are embedded and benchmarked: those of HEST's patch file (the ``patches`` shapes), or all of the table.
 SPOT_SETS = ("patches", "all")
+#: ``precision`` of :func:`embed`: fp32, or autocast to float16 / bfloat16.
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +86,22 @@ def embed(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     *,
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32",
     spots: Literal["patches", "all"] = "patches",
     overwrite: bool = False,
     progress: bool = True,
-) -> dict[str, str]:
+    raise_on_failure: bool = True,
+) -> BatchSummary:
     """Embed the spots' patches with ``encoder`` and write the embeddings into each store (sopa's layout).
+
+    A thread reads the patches ahead of the encoder (:mod:`~hest_spatialdata.benchmark._reader`: a bounded queue
+    of ready batches, pinned memory on CUDA), so that reading overlaps encoding; the embeddings are those of
+    reading and encoding one batch after the other, row for row. One progress bar covers the whole cohort. A store
+    that fails (it cannot be read, the encoder raises or returns bad embeddings: see :func:`checked_embeddings`)
+    gets nothing written and the others go on; the summary says which and why. Each store receives its
+    embeddings complete or not at all (:func:`write_elements`), so an interrupted run (Ctrl-C, a crash) is
+    finished by running it again: stores that hold complete embeddings of that name and configuration are
+    skipped.
 
     Parameters
     ----------
@@ -93,47 +120,249 @@ def embed(
         Patches per encoder call.
     device
         torch device for torch and timm encoders (``"cuda"``); ``None``: CPU.
+    precision
+        ``"fp32"``, or the encoder run under ``torch.autocast`` in ``"fp16"`` or ``"bf16"`` (CUDA; on CPU ``"bf16"``
+        only, which pays where the CPU has bfloat16 instructions). Not for the numpy ``histogram`` encoder.
+        Recorded as ``uns["embedding_config"]["precision"]``.
     spots
         ``"patches"``: the spots of HEST's patch file, as HEST-Benchmark (the store's ``patches`` shapes; a store
         without them falls back to all its spots, with a logged warning); ``"all"``: every spot of the table.
         Recorded as ``uns["embedding_config"]["spots"]`` (what was used).
     overwrite
-        Replace embeddings of the same name; without it, stores holding them are skipped.
+        Replace embeddings of the same name; without it, stores holding complete ones of this configuration are
+        skipped, and stores holding ones of another configuration fail (the reason says what differs).
     progress
-        Show a progress bar.
+        Show a progress bar (patches/s and time remaining).
+    raise_on_failure
+        Raise :class:`EmbeddingError` at the end if any store failed (the others are written first).
 
     Returns
     -------
-    Sample id -> ``"written"`` or ``"skipped"``.
+    The summary (:class:`~hest_spatialdata.conversion.batch.BatchSummary`): one result per store, ``done``,
+    ``skipped`` or ``failed`` with the reason.
 
     Raises
     ------
+    EmbeddingError
+        If a store failed and ``raise_on_failure``.
     ValueError
-        For an unknown ``spots``, or a store none of whose spots is in its ``patches`` shapes.
+        For an unknown ``spots`` or ``precision``, or a precision the encoder or device cannot run.
     """
     from hest_spatialdata._progress import new_progress
+    from hest_spatialdata.conversion.batch import BatchSummary, SampleResult
 
     check_spots(spots)
     cohort = _as_cohort(store_or_cohort)
     model = as_encoder(encoder, name, device)
-    table_name = embeddings_table(model.name)
-    todo = [s for s in cohort if overwrite or not (cohort.path(s) / "tables" / table_name).is_dir()]
-    status = {s: "skipped" for s in cohort if s not in todo}
-    if not todo:
-        return status
-    dataset = cohort.subset(todo).patch_dataset(genes=[], patch_size_px=patch_size_px, um_per_px=um_per_px)
-    items = {s: _items(dataset, cohort.path(s), s, spots) for s in todo}
-    with new_progress(disable=not progress) as bar:
-        task = bar.add_task(f"embedding with {model.name}", total=sum(len(i) for i, _ in items.values()))
-        for sample_id in todo:
-            indices, used = items[sample_id]
-            embeddings = embed_items(dataset, indices, model, batch_size, lambda n: bar.advance(task, n))
-            barcodes = dataset.barcodes[indices].astype(str)
-            table, shapes = embedding_elements(cohort.path(sample_id), dataset, sample_id, model, barcodes, embeddings)
-            table.uns["embedding_config"]["spots"] = used
-            write_elements(cohort.path(sample_id), {patches_shapes(model.name): shapes}, {table_name: table})
-            status[sample_id] = "written"
-    return {s: status[s] for s in cohort}
+    autocast = precision_context(model, device, precision)
+    config = {"patch_size_px": int(patch_size_px), "um_per_px": float(um_per_px), "spots_asked": spots,
+              "precision": precision}  # fmt: skip
+    if model.config.get("weights_sha256"):  # other weights under the same name are other embeddings
+        config["weights_sha256"] = model.config["weights_sha256"]
+    summary, started = BatchSummary(), time.perf_counter()
+    todo = []
+    for sample_id in cohort:
+        held = None if overwrite else held_embeddings(cohort.path(sample_id), model.name, config)
+        if held is None:
+            todo.append(sample_id)
+        else:
+            status, reason = held
+            summary.results.append(SampleResult(sample_id, status, reason, store=str(cohort.path(sample_id))))
+    run = _Run(model, autocast, config)
+    with new_progress(disable=not progress, rate_unit="patches") as bar:
+        expected = {s: int(np.nan_to_num(cohort.table.at[s, "n_spots"])) for s in todo}
+        task = bar.add_task(f"embedding with {model.name}", total=sum(expected.values()))
+        opener = partial(_plan, cohort, patch_size_px=patch_size_px, um_per_px=um_per_px, spots=spots)
+        with BatchReader(todo, opener, batch_size, prepare=model.prepare) as reader:
+            for store in reader.stores():
+                summary.results.append(run.store(cohort.path(store.sample_id), store, bar, task, expected))
+    summary.seconds = time.perf_counter() - started
+    summary.results.sort(key=lambda r: cohort.sample_ids.index(r.sample_id))
+    if raise_on_failure and not summary.ok:
+        raise EmbeddingError(summary)
+    return summary
+
+
+class EmbeddingError(FailedSamplesError):
+    """Some stores failed; the others were written. ``summary`` says which and why.
+
+    Parameters
+    ----------
+    summary
+        The summary of the run.
+    """
+
+    items = "stores"
+
+
+class EncoderOutputError(ValueError):
+    """An encoder's output is not one finite embedding of a fixed dimension per patch."""
+
+
+class _Run:
+    """One ``embed`` run over its stores: the encoder, its precision, and the dimension its first batch gave."""
+
+    def __init__(self, encoder: Encoder, autocast: Callable[[], AbstractContextManager[Any]], config: dict) -> None:
+        self.encoder, self.autocast, self.config = encoder, autocast, config
+        self.dims: list[int] = []
+
+    def store(self, path: Path, store: StoreBatches, bar: Progress, task: TaskID, expected: dict[str, int]) -> Any:
+        """Embed and write one store; a failure is its result (with the reason), not an exception."""
+        from hest_spatialdata.conversion.batch import SampleResult
+
+        sample_id, started, done = store.sample_id, time.perf_counter(), 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.advance(task, n)
+
+        total = expected[sample_id]
+        try:
+            if store.error is not None:
+                raise store.error
+            assert store.plan is not None
+            total = len(store.plan.indices)
+            bar.update(task, total=bar.tasks[task].total + total - expected[sample_id])
+            x = self.embeddings(path, store, advance)
+            info = store.plan.info
+            table, shapes = embedding_elements(path, self.encoder, info["barcodes"], x, self.config | info["config"])
+            write_elements(path, {patches_shapes(self.encoder.name): shapes},
+                           {embeddings_table(self.encoder.name): table})  # fmt: skip
+        except Exception as e:  # the store's result; the next store goes on
+            bar.update(task, total=bar.tasks[task].total - (total - done))
+            log.debug("sample %s failed", sample_id, exc_info=True)
+            reason = str(e) if isinstance(e, EncoderOutputError) else f"{type(e).__name__}: {e}"
+            return SampleResult(sample_id, "failed", reason, store=str(path), seconds=time.perf_counter() - started)
+        return SampleResult(sample_id, "done", store=str(path), seconds=time.perf_counter() - started)
+
+    def embeddings(self, path: Path, store: StoreBatches, advance: Callable[[int], Any]) -> np.ndarray:
+        """The embeddings of one store's batches, in order, each checked (:func:`checked_embeddings`)."""
+        where = f"encoder {self.encoder.name!r} on sample {store.sample_id} ({path})"
+        parts = []
+        for n, batch in store.batches():
+            try:
+                with self.autocast():
+                    out = self.encoder.forward(batch)
+            except Exception as e:
+                raise EncoderOutputError(f"{where} raised {type(e).__name__}: {e}") from e
+            parts.append(checked_embeddings(out, n, where, self.dims, self.encoder.embedding_dim))
+            advance(n)
+        if not parts:
+            raise EncoderOutputError(f"{where}: no patch to embed")
+        return np.concatenate(parts)
+
+
+def checked_embeddings(out: Any, n: int, where: str, dims: list[int], known_dim: int | None = None) -> np.ndarray:
+    """``out`` as (n, D) float32, or :class:`EncoderOutputError` naming ``where`` (the encoder and the store).
+
+    An encoder must return one embedding per patch, ``(B, D)``, finite, with the same ``D`` for every batch of the
+    run (``dims`` holds the first batch's; empty before it) and ``known_dim`` where its dimension is known.
+    """
+    try:
+        x = np.asarray(out.detach().float().cpu().numpy() if hasattr(out, "detach") else out)
+    except Exception as e:
+        raise EncoderOutputError(f"{where} returned {type(out).__name__}, not an array: {e}") from e
+    if x.ndim != 2 or x.shape[0] != n:
+        raise EncoderOutputError(f"{where} returned shape {x.shape} for a batch of {n} patches: it must be (B, D)")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise EncoderOutputError(f"{where} returned {x.dtype} embeddings, not real numbers")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as an Inf
+        x = x.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
+    if bad:
+        raise EncoderOutputError(f"{where} returned NaN or Inf in {bad} of {n} embeddings (in float32)")
+    if dims and x.shape[1] != dims[0]:
+        raise EncoderOutputError(f"{where} returned D={x.shape[1]} after D={dims[0]}: D must not change")
+    if known_dim and x.shape[1] != known_dim:
+        raise EncoderOutputError(f"{where} returned D={x.shape[1]}, not its documented D={known_dim}")
+    dims[:] = dims or [x.shape[1]]
+    return x
+
+
+def precision_context(
+    encoder: Encoder, device: str | None, precision: str
+) -> Callable[[], AbstractContextManager[Any]]:
+    """What each encoder call runs under: nothing for fp32, else ``torch.autocast`` on the device's type.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision, fp16 on CPU (autocast's CPU float16 is slower than fp32 on most CPUs), or a
+        reduced precision for a numpy-only (built-in) encoder.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if encoder.kind == "builtin":
+        raise ValueError(f"encoder {encoder.name!r} is numpy only: precision {precision!r} needs a torch encoder")
+    import torch
+
+    device_type = torch.device(device or "cpu").type
+    if device_type == "cpu" and precision == "fp16":
+        raise ValueError("precision 'fp16' runs on CUDA only; on CPU use 'bf16' (or 'fp32')")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return partial(torch.autocast, device_type, dtype=dtype)
+
+
+def held_embeddings(store: Path, name: str, config: dict[str, Any]) -> tuple[str, str] | None:
+    """Whether a store holds complete embeddings ``name``: ``None`` if not, else ``(status, reason)`` of the store.
+
+    Complete: the table is in the root's consolidated metadata (the last step of :func:`write_elements`). Those
+    made with the same ``config`` (patch size, resolution, spots asked, precision; a key an older run did not record
+    is not compared) are ``skipped``; others ``failed``, the reason naming what differs.
+    """
+    table = embeddings_table(name)
+    if not (Path(store) / "tables" / table).is_dir() or f"tables/{table}" not in _consolidated_nodes(store):
+        return None
+    held = read_embedding_config(store, name)
+    differs = [f"{key} {held[key]!r}, not {value!r}" for key, value in config.items()
+               if key in held and held[key] != value]  # fmt: skip
+    if differs:
+        return "failed", (f"holds embeddings {name!r} made otherwise ({', '.join(differs)}): --overwrite replaces "
+                          "them, or choose another name")  # fmt: skip
+    return "skipped", f"holds embeddings {name!r} (--overwrite replaces them)"
+
+
+def read_embedding_config(store: str | Path, name: str) -> dict[str, Any]:
+    """``uns["embedding_config"]`` of the embeddings ``name`` of a store, read with anndata (plain Python values)."""
+    import anndata as ad
+    import zarr
+
+    group = zarr.open_group(zarr.storage.LocalStore(Path(store) / "tables" / embeddings_table(name)), mode="r")
+    if "uns" not in group or "embedding_config" not in group["uns"]:
+        return {}
+    config = ad.io.read_elem(group["uns"]["embedding_config"])
+    return {key: value.item() if isinstance(value, np.generic | np.ndarray) else value for key, value in config.items()}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as what anndata writes into ``uns``: dicts (without ``None``), lists, str, int, float, bool."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    for kind in (bool, int, float, str):  # subclasses (torch's TorchVersion is a str) as the plain type
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
+
+
+def _consolidated_nodes(store: str | Path) -> set[str]:
+    root = json.loads((Path(store) / "zarr.json").read_text(encoding="utf-8"))
+    return set((root.get("consolidated_metadata") or {}).get("metadata") or {})
+
+
+def _plan(cohort: Cohort, sample_id: str, *, patch_size_px: int, um_per_px: float, spots: str) -> StorePlan:
+    """Open one store for the reader (in its thread): its patch dataset, the items to embed and their config."""
+    dataset = cohort.subset([sample_id]).patch_dataset(genes=[], patch_size_px=patch_size_px, um_per_px=um_per_px)
+    indices, used = _items(dataset, cohort.path(sample_id), sample_id, spots)
+    single = dataset.dataset(sample_id)
+    config = {"spots": used, "level": int(single.level), "level_um_per_px": float(single.level_um_per_px)}
+    return StorePlan(dataset, indices, {"barcodes": dataset.barcodes[indices].astype(str), "config": config})
 
 
 def select_spots(store: str | Path, barcodes: np.ndarray, spots: str, sample_id: str) -> tuple[np.ndarray, str]:
@@ -186,22 +415,14 @@ def _items(dataset: CohortPatchDataset, store: Path, sample_id: str, spots: str)
     return indices[keep], used
 
 
-def embed_items(
-    dataset: CohortPatchDataset, indices: np.ndarray, encoder: Encoder, batch_size: int, advance: Callable[[int], Any]
-) -> np.ndarray:
-    """The embeddings (float32) of the dataset items ``indices``, in that order."""
-    parts = []
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        parts.append(encoder(np.stack([dataset[i][0] for i in chunk])))
-        advance(len(chunk))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
 def embedding_elements(
-    store: Path, dataset: CohortPatchDataset, sample_id: str, encoder: Encoder, barcodes: np.ndarray, x: np.ndarray
+    store: Path, encoder: Encoder, barcodes: np.ndarray, x: np.ndarray, config: dict[str, Any]
 ) -> tuple[ad.AnnData, gpd.GeoDataFrame]:
-    """The table of embeddings and the patch squares it annotates (centred on the spots, level-0 px)."""
+    """The table of embeddings and the patch squares it annotates (centred on the spots, level-0 px).
+
+    ``config``: ``patch_size_px``, ``um_per_px``, ``level``, ``level_um_per_px``, ``spots`` and the run's other
+    settings, recorded in ``uns["embedding_config"]`` with the encoder's name, kind and version.
+    """
     import anndata as ad
     import geopandas as gpd
     import shapely
@@ -215,7 +436,7 @@ def embedding_elements(
     spots = read_spot_table(store)
     ids = pd.Index(np.asarray(spots.obs.get(SPOT_INSTANCE_KEY, spots.obs_names)).astype(str))
     centres = np.asarray(spots.obsm["spatial"], dtype=np.float64)[ids.get_indexer(barcodes)]
-    half = dataset.patch_size_px * dataset.um_per_px / pixel_size / 2
+    half = config["patch_size_px"] * config["um_per_px"] / pixel_size / 2
     squares = shapely.box(centres[:, 0] - half, centres[:, 1] - half, centres[:, 0] + half, centres[:, 1] + half)
     shapes_name = patches_shapes(encoder.name)
     index = pd.Index(barcodes, dtype=object)
@@ -231,19 +452,17 @@ def embedding_elements(
         ad.AnnData(X=x, obs=obs), region=shapes_name, region_key=REGION_KEY, instance_key=SPOT_INSTANCE_KEY
     )
     table.obsm["spatial"] = centres
-    single = dataset.dataset(sample_id)
     table.uns["embedding_config"] = {
-        "patch_width": dataset.patch_size_px,
-        "patch_size_px": dataset.patch_size_px,
-        "um_per_px": dataset.um_per_px,
-        "level": int(single.level),
-        "level_um_per_px": float(single.level_um_per_px),
+        "patch_width": config["patch_size_px"],
+        **config,
         "model_name": encoder.name,
         "encoder": encoder.name,
         "encoder_kind": encoder.kind,
         "encoder_version": encoder.version,
         "hest_spatialdata_version": __version__,
     }
+    if encoder.config:  # what produced them (registry and timm encoders); anndata writes no None
+        table.uns["embedding_config"]["encoder_config"] = _plain(encoder.config)
     return table, shapes
 
 
@@ -267,6 +486,7 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     partial = store.with_name(f".{store.name}{PARTIAL_MARK}{tag}")
     old = store.with_name(f".{store.name}.old-{tag}")
     moved: list[tuple[str, str]] = []
+    root = (store / "zarr.json").read_bytes()
     try:
         sd.SpatialData(shapes=shapes, tables=tables).write(partial)
         for kind, names in (("shapes", shapes), ("tables", tables)):
@@ -276,11 +496,19 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
         _record_added(store, {"shapes": list(shapes), "tables": list(tables)})
         _consolidate(store)
     except BaseException:
-        _move_back(store, old, moved)  # the store as it was: new elements out, set-aside ones back
+        _move_back(store, old, moved)  # the store as it was: new elements out, set-aside ones back, its root's
+        _write_atomically(store / "zarr.json", root)  # attributes and consolidated metadata as they were
         raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)  # only once the new elements are in and recorded
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    if path.read_bytes() != data:
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        aside.write_bytes(data)
+        aside.replace(path)
 
 
 def _move_back(store: Path, old: Path, moved: list[tuple[str, str]]) -> None:

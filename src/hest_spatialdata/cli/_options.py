@@ -15,7 +15,7 @@ from hest_spatialdata.source.filters import FILTER_COLUMNS, FILTER_HELP
 from hest_spatialdata.source.layout import BENCH_TASKS
 
 if TYPE_CHECKING:
-    from hest_spatialdata.conversion.batch import ConvertOptions
+    from hest_spatialdata.conversion.batch import BatchSummary, ConvertOptions
     from hest_spatialdata.storage.locations import StoreLocation
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -27,6 +27,18 @@ def fail(message: str) -> NoReturn:
     """Print an error in red on stderr and exit with code 1."""
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(1)
+
+
+def finish_with_summary(summary: BatchSummary, summary_path: Path | None) -> None:
+    """Print a run's summary table, write it as JSON to ``summary_path`` if given; exit with 1 if any item failed."""
+    from rich.console import Console
+
+    Console().print(summary.table())
+    if summary_path is not None:
+        summary.write_json(summary_path)
+        click.echo(f"summary written to {summary_path}")
+    if not summary.ok:
+        sys.exit(1)
 
 
 def stack(*decorators: Decorator) -> Decorator:

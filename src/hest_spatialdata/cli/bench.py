@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hest_spatialdata.cli._options import fail, filter_options, filters_of, id_option, out_option, quiet_option
+from hest_spatialdata.cli._options import (
+    fail,
+    filter_options,
+    filters_of,
+    finish_with_summary,
+    id_option,
+    out_option,
+    quiet_option,
+)
 
 if TYPE_CHECKING:
     from hest_spatialdata.cohort import Cohort
@@ -56,9 +64,16 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
 @click.option("--name", default=None, help="Name of the embeddings. [default: the encoder's]")
 @click.option("--patch-size", "patch_size_px", type=click.IntRange(8), default=224, show_default=True)
 @click.option("--um-per-px", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Patches per encoder call.")
 @click.option("--device", default=None, help="torch device, e.g. cuda. [default: cpu]")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+    help="fp16/bf16: the encoder under torch.autocast (CUDA; on CPU bf16 only).",
+)  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace embeddings of the same name (else those stores are skipped).")
+@click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON summary."
+)
 @spots_option("Spots embedded")
 @id_option("Sample id (repeatable).")
 @filter_options
@@ -72,28 +87,34 @@ def embed_command(
     um_per_px: float,
     batch_size: int,
     device: str | None,
+    precision: str,
     overwrite: bool,
+    summary_path: Path | None,
     spots: str,
     sample_ids: tuple[str, ...],
     quiet: bool,
     **filters: Any,
 ) -> None:
-    """Embed the spots' patches of STORES with an encoder; write {name}_embeddings into each store (sopa's layout)."""
+    """Embed the spots' patches of STORES with an encoder; write {name}_embeddings into each store (sopa's layout).
+
+    Runs unattended over a cohort: one progress bar, a store that fails does not stop the others, stores holding
+    complete embeddings of this name and configuration are skipped (so a run cut short is finished by running it
+    again), and a summary is printed; the exit code is 1 if any store failed.
+    """
     from hest_spatialdata.benchmark._embed import embed
     from hest_spatialdata.benchmark._encoders import as_encoder
 
     cohort = _open(stores, sample_ids, filters)
     try:
         model = as_encoder(encoder, name, device, weights=weights)  # weights fetched and checked before any store
-        status = embed(
+        summary = embed(
             cohort, model, name=name, patch_size_px=patch_size_px, um_per_px=um_per_px, batch_size=batch_size,
-            device=device, spots=spots, overwrite=overwrite, progress=not quiet,
+            device=device, precision=precision, spots=spots, overwrite=overwrite, progress=not quiet,
+            raise_on_failure=False,
         )  # fmt: skip
     except (ImportError, ValueError) as e:
         fail(str(e))
-    for sample_id, what in status.items():
-        mark = "✓" if what == "written" else "↷"
-        click.echo(f"{mark} {sample_id}: {what}" + (" (holds them; --overwrite replaces)" if what == "skipped" else ""))
+    finish_with_summary(summary, summary_path)
 
 
 def _pca_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from hest_spatialdata.cli._options import (
     convert_options_of,
     fail,
     filters_of,
+    finish_with_summary,
     hest_root_argument,
     id_option,
     out_option,
@@ -49,8 +49,6 @@ def convert_command(
     OUT may be any fsspec URL (s3://, gs://, az:// ...): each store is written locally, then uploaded with its root
     zarr.json last, so it lands complete or not at all (docs/object_storage.md).
     """
-    from rich.console import Console
-
     from hest_spatialdata.errors import HestInputError
     from hest_spatialdata.roots.hub import HubError
     from hest_spatialdata.roots.remote import RemoteReadError
@@ -72,12 +70,7 @@ def convert_command(
         summary = _run(hest_dir, out, sample_ids, options, filters, quiet=quiet)
     except (HestInputError, HubError, RemoteReadError) as e:
         fail(str(e))
-    Console().print(summary.table())
-    if summary_path is not None:
-        summary.write_json(summary_path)
-        click.echo(f"summary written to {summary_path}")
-    if not summary.ok:
-        sys.exit(1)
+    finish_with_summary(summary, summary_path)
 
 
 def _run(

@@ -295,6 +295,25 @@ class BatchSummary:
         return table
 
 
+class FailedSamplesError(RuntimeError):
+    """Some samples of a run failed; the others were done. ``summary`` says which and why.
+
+    Parameters
+    ----------
+    summary
+        The summary of the run.
+    """
+
+    #: What the run's items are called in the message.
+    items = "samples"
+
+    def __init__(self, summary: BatchSummary) -> None:
+        self.summary = summary
+        failed = summary.by_status("failed")
+        lines = [f"{r.sample_id}: {r.reason}" for r in failed]
+        super().__init__(f"{len(failed)} of {len(summary.results)} {self.items} failed:\n  " + "\n  ".join(lines))
+
+
 # --------------------------------------------------------------------------------------------- the task
 
 

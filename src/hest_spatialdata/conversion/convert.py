@@ -12,7 +12,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.conversion.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
+from hest_spatialdata.conversion.batch import (
+    BatchSummary,
+    ConvertOptions,
+    FailedSamplesError,
+    HubPlan,
+    SampleResult,
+    run_batch,
+)
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.roots.remote import is_remote
 from hest_spatialdata.roots.samples import list_sample_ids, sample_files
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
 _OPTION_NAMES = {f.name for f in fields(ConvertOptions)}
 
 
-class ConversionError(RuntimeError):
+class ConversionError(FailedSamplesError):
     """Some samples failed; the others were written. ``summary`` says which and why.
 
     Parameters
@@ -34,12 +41,6 @@ class ConversionError(RuntimeError):
     summary
         The summary of the run.
     """
-
-    def __init__(self, summary: BatchSummary) -> None:
-        self.summary = summary
-        failed = summary.by_status("failed")
-        lines = [f"{r.sample_id}: {r.reason}" for r in failed]
-        super().__init__(f"{len(failed)} of {len(summary.results)} samples failed:\n  " + "\n  ".join(lines))
 
 
 def convert(
