@@ -30,12 +30,15 @@ cache is). In one fresh process per run: opening (``open_cohort`` + ``patch_data
 (``__getitems__``, what a DataLoader asks), a second epoch, and the fidelity of the patches against HEST's h5 (mean
 absolute difference per patch, median and 95th percentile); in a separate fresh process HEST's h5 read shuffled on
 the same samples (the limit). ``--s3`` adds the same dataset over the stores uploaded to a loopback S3 server
-(moto server mode, ``tests/s3_server.py``; one store by default, ``--s3-stores``).
+(moto server mode, ``tests/s3_server.py``; one store by default, ``--s3-stores``), with its ratio to the local first
+epoch and the requests per chunk read, and the same chunk files fetched by s3fs (``cat``, ``cat_ranges``), obstore and
+zarr's ``ObjectStore``; ``--baseline-src DIR`` repeats the S3 epoch with the package of another checkout (before/after
+in one run).
 
 Usage::
 
     python benchmarks/bench_patches.py --pixel-size 0.5 --repeat 2
-    python benchmarks/bench_patches.py --cohort [--s3]
+    python benchmarks/bench_patches.py --cohort [--s3 [--baseline-src ../main/src]]
 """
 
 from __future__ import annotations
