@@ -23,7 +23,7 @@ import tifffile
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
-from hest_spatialdata.remote import RemoteFile, RemoteReadError
+from hest_spatialdata.roots.remote import RemoteFile, RemoteReadError
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "TiffLevel", "open_levels", "read", "read_wsi", "slide_levels"]
 
-#: Width of the blocks a remote slide is read in by a conversion (px, ``store.py``): each block's rows of tiles are
-#: one request each (8 requests for a 2048-px square). A window read through :func:`read_wsi` fetches only its tiles.
+#: Width of the blocks a remote slide is read in by a conversion (px, ``storage/store.py``): each block's rows of
+#: tiles are one request each (8 for a 2048-px square). A window read through :func:`read_wsi` fetches only its tiles.
 REMOTE_BLOCK = 2048
 CHANNELS = ["r", "g", "b"]
 
@@ -60,7 +60,7 @@ def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: i
     Parameters
     ----------
     path
-        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`: only the header is read
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.roots.remote.RemoteFile`: only the header is read
         now, each chunk's tiles when it is computed).
     ctx
         The sample's context (pixel size for the ``microns`` coordinate system).
@@ -94,7 +94,7 @@ def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> 
     Parameters
     ----------
     path
-        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`).
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.roots.remote.RemoteFile`).
     sample_id
         The sample, for error messages.
 
@@ -233,7 +233,8 @@ class _RemoteLevel:
     Channels first, so that dask fuses a slice of the level into the one read of its chunk (a transposed array would
     read whole chunks): a window fetches only the tiles it covers, one request per row of them in each chunk. Nothing
     is fetched ahead for the chunk's neighbours (a window's chunks at its edges would bring tiles it does not show:
-    2.7-4x a centred 2048-px window's tiles); a conversion reads the slide by its own 2048-px blocks (``store.py``).
+    1.75-4x a centred 2048-px window's tiles); a conversion reads the slide by its own 2048-px blocks
+    (``storage/store.py``).
     """
 
     ndim = 3
