@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_visium_sample, write_xenium_sample
@@ -169,3 +172,79 @@ def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch):
     s3_server.reset_log()
     yield bucket
     s3_server.set_faults()
+
+
+# --------------------------------------------------------------------------------------------- 10x imports
+
+TENX_DATA = REALDATA / "tenx"
+
+
+@pytest.fixture(scope="session")
+def section1_he(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-resolution H&E for the real Space Ranger run ``tenx/visium_section1``: the real H&E texture, glass
+    outside the tissue of the run's own lowres image, at the size its scale factors imply (11,287 x 11,757 px)."""
+    from PIL import Image
+
+    from hest_spatialdata.example.spaceranger import write_fullres_he
+
+    spatial = TENX_DATA / "visium_section1" / "outs" / "spatial"
+    factor = json.loads((spatial / "scalefactors_json.json").read_text())["tissue_lowres_scalef"]
+    lowres = Image.open(spatial / "tissue_lowres_image.png").convert("RGB")
+    width, height = round(lowres.width / factor), round(lowres.height / factor)
+    tissue = np.asarray(lowres.convert("HSV"))[..., 1] > 25  # stained tissue is saturated, the slide grey
+    path = tmp_path_factory.mktemp("section1_he") / "section1_he.tif"
+    return write_fullres_he(path, height, width, tissue_mask=tissue, compression="jpeg")
+
+
+@pytest.fixture(scope="session")
+def section1_store(section1_he: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Visium run ``tenx/visium_section1`` imported with its H&E and metadata (read-only)."""
+    from hest_spatialdata.tenx import import_10x
+
+    out = tmp_path_factory.mktemp("section1_store")
+    metadata = {"organ": "Brain", "species": "Mus musculus", "patient": "mouse-1", "oncotree_code": None}
+    return import_10x(TENX_DATA / "visium_section1", out, "SECTION1", image=section1_he, metadata=metadata)
+
+
+@pytest.fixture(scope="session")
+def demo_visium_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Space Ranger run built from the example's real parts (:func:`write_visium_run`): (outs, H&E)."""
+    from hest_spatialdata.example.spaceranger import write_visium_run
+
+    return write_visium_run(tmp_path_factory.mktemp("demo_run") / "run", pixel_size_um=TEST_PIXEL_SIZE_UM)
+
+
+@pytest.fixture(scope="session")
+def demo_nuclei(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CellViT nuclei of the example (HEST's GeoJSON layout), moved onto the tissue of the demo run."""
+    from hest_spatialdata.example.sources import example_data_path
+
+    with gzip.open(example_data_path("gland_cells_hest_cellvit_seg.geojson.gz"), "rt") as file:
+        features = json.load(file)
+    for feature in features:  # the 2000-px tile onto the 2907 x 1977 px slide: moved right, its bottom rows left out
+        polygons = [p for p in feature["geometry"]["coordinates"] if max(y for _, y in p[0]) < 1950]
+        feature["geometry"]["coordinates"] = [[[[x + 500, y] for x, y in ring] for ring in p] for p in polygons]
+    path = tmp_path_factory.mktemp("demo_nuclei") / "cellvit.geojson"
+    path.write_text(json.dumps(features))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_visium_store(
+    demo_visium_run: tuple[Path, Path], demo_nuclei: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The demo run imported with its nuclei, as patient ``demo-mouse`` (read-only)."""
+    from hest_spatialdata.tenx import import_10x
+
+    outs, he = demo_visium_run
+    metadata = {"organ": "Brain", "species": "Mus musculus", "patient": "demo-mouse"}
+    out = tmp_path_factory.mktemp("demo_store")
+    return import_10x(outs.parent, out, "DEMO_VISIUM", image=he, nuclei=demo_nuclei, metadata=metadata)
+
+
+@pytest.fixture(scope="session")
+def demo_visium_hd_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Space Ranger HD run built from the real Xenium cells binned (:func:`write_visium_hd_run`): (outs, H&E)."""
+    from hest_spatialdata.example.spaceranger import write_visium_hd_run
+
+    return write_visium_hd_run(tmp_path_factory.mktemp("demo_hd_run") / "run", pixel_size_um=TEST_PIXEL_SIZE_UM)

@@ -14,6 +14,9 @@ Bytes of file content sent are counted per repo path (``server.sent``). Faults c
 transfers (``GET .../resolve/...``): every Nth answered 503 (``fail_every``), every Nth body cut in the middle with
 the connection closed (``cut_every``), every Nth answer delayed by ``delay_s`` (``slow_every``; 0: every answer).
 
+Model repos (an encoder's weights) can be served too (``models``: repo id -> folder): ``HEAD`` / ``GET
+/{repo}/resolve/{rev}/{path}``, as ``hf_hub_download`` asks for a model file; those in ``gated_models`` are refused.
+
 In gated mode it answers downloads and the auth check like the hub does for a gated repo whose terms the user has
 not accepted: 401 without a token, 403 with one, both with ``X-Error-Code: GatedRepo``. Point huggingface_hub at it
 with ``HF_ENDPOINT=server.endpoint``. Every request is recorded in ``server.requests``.
@@ -50,6 +53,10 @@ class FakeHub:
         Folder whose files (recursively; hidden ones excepted) make up the repo.
     gated
         Refuse downloads and the auth check like the hub does for a gated repo not accepted yet.
+    models
+        Model repos served besides the dataset: repo id -> folder of its files.
+    gated_models
+        Model repos whose file downloads are refused as gated (401 without a token, 403 with one).
     """
 
     def __init__(
@@ -61,9 +68,13 @@ class FakeHub:
         cut_every: int = 0,
         slow_every: int = 0,
         delay_s: float = 0.0,
+        models: dict[str, Path] | None = None,
+        gated_models: frozenset[str] = frozenset(),
     ) -> None:
         self.root = Path(root)
         self.gated = gated
+        self.models = {repo: Path(folder) for repo, folder in (models or {}).items()}
+        self.gated_models = gated_models
         self.fail_every, self.cut_every, self.slow_every, self.delay_s = fail_every, cut_every, slow_every, delay_s
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, int, int]] = []  # (repo path, first byte, bytes sent) of each file GET
@@ -152,6 +163,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     tree = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}/tree/(?P<rev>[^/]+)(?:/(?P<folder>.+))?$")
     paths_info = re.compile(rf"^/api/datasets/{re.escape(REPO_ID)}/paths-info/(?P<rev>[^/]+)$")
     resolve = re.compile(rf"^/datasets/{re.escape(REPO_ID)}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+    model_resolve = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -187,6 +199,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             hub.record(method, path)
             if m := resolve.match(path):
                 self._resolve(method, m["rev"], m["path"])
+            elif (m := model_resolve.match(path)) and m["repo"] in hub.models:
+                self._resolve_model(method, m["repo"], m["rev"], m["path"])
             elif method != "GET":
                 self._error(405, "MethodNotAllowed", "method not allowed")
             elif auth.match(path):
@@ -253,6 +267,18 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "EntryNotFound", f"{name} does not exist on {rev}")
             else:
                 self._send_file(method, name, local)
+
+        def _resolve_model(self, method: str, repo: str, rev: str, name: str) -> None:
+            local = hub.models[repo] / name
+            if repo in hub.gated_models:
+                status = 403 if self.headers.get("Authorization") else 401
+                self._error(status, "GatedRepo", f"Access to model {repo} is restricted. Visit /{repo} to ask for it.")
+            elif not self._revision_ok(rev):
+                pass
+            elif not local.is_file():
+                self._error(404, "EntryNotFound", f"{name} does not exist on {rev}")
+            else:
+                self._send_file(method, f"{repo}/{name}", local)
 
         def _send_file(self, method: str, name: str, local: Path) -> None:
             fault = hub.next_fault() if method == "GET" else None

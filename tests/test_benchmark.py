@@ -2,7 +2,7 @@
 
 Three converted samples of two patients (``hest_spatialdata.example.cohort``): COHV1 and COHV2 of PATIENT_A, COHST of
 PATIENT_B, one dataset. The encoder is a real deterministic feature extractor (colour histograms and a fixed random
-projection, numpy only), so everything runs without torch.
+projection, numpy only); the torch module encoder needs torch (skipped without it, failed in CI).
 
 In the example every spot has a HEST patch; in the benchmark stores below COHV1's ``patches`` keep only the spots of
 the left 70 % of the slide (as when HEST drops the patches of spots off tissue) and COHST has none (a store converted
@@ -26,7 +26,7 @@ import hest_spatialdata as hs
 from hest_spatialdata.benchmark import HistogramEncoder, benchmark_genes
 from hest_spatialdata.source.layout import BENCH_TASKS
 
-from .helpers import TEST_PIXEL_SIZE_UM
+from .helpers import TEST_PIXEL_SIZE_UM, import_or_fail_in_ci
 
 PATCH_PX, UM_PER_PX = 32, 4.0  # 128 µm patches of the 2 µm/px test slides: level 1, small and fast
 NAME = "hist"
@@ -169,7 +169,7 @@ def test_a_failing_encoder_leaves_the_next_store_as_it_was(cohort_dir: Path, tmp
 
 
 def test_torch_module_encoder(cohort_dir: Path, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch", reason="torch is not installed (the bench extra); CI runs without it")
+    torch = import_or_fail_in_ci("torch")
     import spatialdata as sd
 
     shutil.copytree(cohort_dir / "COHST.zarr", tmp_path / "COHST.zarr")
@@ -297,6 +297,58 @@ def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None
     changed = benchmark_genes(tables)
     assert top not in changed and rare not in changed and f"NegControlProbe_{top}" not in changed
     assert changed == _hest_get_k_genes([_by_hest_name(t) for t in tables])
+
+
+def _random_counts(rng: np.random.Generator, n_spots: int, n_genes: int) -> np.ndarray:
+    """Negative-binomial counts (sparse-ish, over-dispersed, as spot counts are), float32, with exact ties: every
+    gene of the first half is repeated (equal columns share a dispersion), one gene zero, one constant, one rare."""
+    means = rng.gamma(0.6, 3.0, size=n_genes)
+    x = rng.negative_binomial(2, 2 / (2 + means), size=(n_spots, n_genes)).astype(np.float32)
+    half = n_genes // 2
+    x[:, half : 2 * half] = x[:, :half]
+    x[:, -3], x[:, -2], x[:, -1] = 0, 7, 0
+    x[:3, -1] = 1
+    return x
+
+
+def test_gene_rule_equals_scanpy_on_random_counts() -> None:
+    """The numpy/pandas highly_variable_genes gives scanpy's genes, sparse and dense, ties at the cut-off included."""
+    import anndata as ad
+    import scanpy as sc
+
+    from hest_spatialdata.benchmark._genes import seurat_highly_variable
+
+    tied_cut = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        counts = _random_counts(rng, int(rng.integers(80, 800)), int(rng.integers(60, 240)))
+        for n_top in (25, 50):  # odd: the cut-off falls inside a pair of equal genes
+            for matrix in (counts, sp.csr_matrix(counts)):
+                adata = ad.AnnData(matrix.copy())
+                sc.pp.log1p(adata)
+                with warnings.catch_warnings():  # scanpy warns about the zero gene's dispersion
+                    warnings.simplefilter("ignore")
+                    sc.pp.highly_variable_genes(adata, n_top_genes=n_top)
+                expected = adata.var["highly_variable"].to_numpy()
+                logged = matrix.copy()
+                if sp.issparse(logged):
+                    logged.data = np.log1p(logged.data)
+                else:
+                    logged = np.log1p(logged)
+                np.testing.assert_array_equal(seurat_highly_variable(logged, n_top), expected)
+                tied_cut += int(expected.sum() > n_top)
+        tables = [_counts_table(_random_counts(rng, 200 + 100 * k, 120), k) for k in range(3)]
+        assert benchmark_genes(tables, n_genes=25) == _hest_get_k_genes([_by_hest_name(t) for t in tables], k=25)
+    assert tied_cut >= 2  # the ties were at the cut-off: scanpy keeps both genes of a pair there
+
+
+def _counts_table(counts: np.ndarray, k: int):
+    import anndata as ad
+
+    genes = [f"G{i:03d}" for i in range(counts.shape[1])]
+    spots = [f"s{k}_{i}" for i in range(counts.shape[0])]
+    obs = pd.DataFrame({"spot_id": spots}, index=spots)
+    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame({"gene_name": genes}, index=genes))
 
 
 def test_bench_task_filter() -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hest_spatialdata.readers.sample import read_hest
     from hest_spatialdata.roots.hub import catalog, download
     from hest_spatialdata.storage.reader import read_store
+    from hest_spatialdata.tenx import import_10x
     from hest_spatialdata.views.legacy import to_legacy_anndata
 
 _LAZY_IMPORTS = {
@@ -49,6 +50,7 @@ _LAZY_IMPORTS = {
     "embed": "hest_spatialdata.benchmark._embed",
     "benchmark": "hest_spatialdata.benchmark._protocol",
     "BenchmarkResult": "hest_spatialdata.benchmark._protocol",
+    "import_10x": "hest_spatialdata.tenx",
 }
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "download",
     "embed",
     "example_sample",
+    "import_10x",
     "open_cohort",
     "read_hest",
     "read_store",

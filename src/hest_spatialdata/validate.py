@@ -282,32 +282,24 @@ def _check_metadata_copies(report: ValidationReport, sdata: SpatialData, hest: d
 
 
 def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str, Any]) -> None:
-    from hest_spatialdata.errors import HestInputError
+    if not report.sample_id:
+        report.add("source", False, "no sample_id in attrs['hest']: cannot find the source")
+        return
+    if report.against is not None and is_tenx_folder(report.against):
+        _check_import_fidelity(report, sdata, hest)
+        return
     from hest_spatialdata.readers.sample import read_hest
     from hest_spatialdata.roots.samples import sample_files
     from hest_spatialdata.source.layout import Part
 
-    if not report.sample_id:
-        report.add("source", False, "no sample_id in attrs['hest']: cannot find the source")
+    found = _read_source(
+        report, lambda: (read_hest(report.against, report.sample_id), sample_files(report.against, report.sample_id))
+    )
+    if found is None:
         return
-    try:
-        source = read_hest(report.against, report.sample_id)
-        files = sample_files(report.against, report.sample_id)
-    except (HestInputError, ValueError) as e:
-        report.add("source", False, str(e))
-        return
-    except Exception as e:  # noqa: BLE001 - a source no reader can read is a failed check, not a crash
-        report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
-        return
+    source, files = found
     report.add("source", True, f"{report.sample_id} in {report.against}")
-    expected, present = set(_elements(source)), set(_elements(sdata)) - _added(hest)
-    missing, extra = sorted(expected - present), sorted(present - expected)
-    problems = [f"missing {_names(missing)}"] * bool(missing) + [f"not in the source {_names(extra)}"] * bool(extra)
-    report.add("elements match the source", not problems, "; ".join(problems) or _names(sorted(expected)))
-    for kind, name in sorted(expected & present):
-        compare = _COMPARE[kind]
-        for check, ok, detail in compare(getattr(sdata, kind)[name], getattr(source, kind)[name]):
-            report.add(f"{kind[:-1]} {name}: {check}", ok, detail)
+    _compare_elements(report, sdata, source, hest)
     st, metadata = files.get(Part.ST), files.get(Part.METADATA)
     if st is not None and "spots" in sdata.shapes:
         report.add("spots: centres = obsm['spatial']", *_centres_match(sdata.shapes["spots"], st))
@@ -317,6 +309,78 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
         same = hest.get("metadata") == read_metadata(metadata, report.sample_id)
         name = metadata.relative_to(files.root).as_posix()
         report.add(f"metadata = {name}", same, "" if same else "attrs['hest']['metadata'] differs from the JSON")
+
+
+def _read_source(report: ValidationReport, read: Callable[[], Any]) -> Any:
+    """``read()``, or ``None`` with a failed ``source`` check saying why (bad input, or any reader's error)."""
+    from hest_spatialdata.errors import HestInputError
+
+    try:
+        return read()
+    except (HestInputError, ValueError) as e:
+        report.add("source", False, str(e))
+    except Exception as e:  # noqa: BLE001 - a source no reader can read is a failed check, not a crash
+        report.add("source", False, f"unreadable: {type(e).__name__}: {e}")
+    return None
+
+
+def _compare_elements(
+    report: ValidationReport,
+    sdata: SpatialData,
+    source: SpatialData,
+    hest: dict[str, Any],
+    beside: frozenset[tuple[str, str]] = frozenset(),
+) -> None:
+    """The store's elements against those made from the source: the same ones, each equal.
+
+    ``beside``: elements expected but compared apart (an imported store's ``he`` with the H&E's levels).
+    """
+    expected, present = set(_elements(source)) | beside, set(_elements(sdata)) - _added(hest)
+    missing, extra = sorted(expected - present), sorted(present - expected)
+    problems = [f"missing {_names(missing)}"] * bool(missing) + [f"not in the source {_names(extra)}"] * bool(extra)
+    report.add("elements match the source", not problems, "; ".join(problems) or _names(sorted(expected)))
+    for kind, name in sorted((expected & present) - beside):
+        compare = _COMPARE[kind]
+        for check, ok, detail in compare(getattr(sdata, kind)[name], getattr(source, kind)[name]):
+            report.add(f"{kind[:-1]} {name}: {check}", ok, detail)
+
+
+def is_tenx_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a 10x output folder (Space Ranger, Xenium) rather than a HEST root."""
+    from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.tenx._detect import find_outputs
+
+    path = Path(path)
+    if (path / "metadata").is_dir():
+        return False
+    try:
+        find_outputs(path)
+    except HestInputError:
+        return False
+    return True
+
+
+def _check_import_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str, Any]) -> None:
+    """An imported store against its 10x folder: counts, spot centres, pixels, and the derived elements.
+
+    The run is read again from the folder (with the H&E recorded in ``attrs["hest"]["imported"]``); the counts are
+    compared with the counts file, the centres with the positions file, each ``he`` level with the H&E's level.
+    """
+    from hest_spatialdata.tenx._reimport import reimport
+
+    found = _read_source(report, lambda: reimport(report.against, hest))
+    if found is None:
+        return
+    source, levels, metadata = found
+    report.add("source", True, f"{report.sample_id}: 10x output in {report.against}")
+    _compare_elements(report, sdata, source, hest, beside=frozenset({("images", "he")}))
+    if "he" in sdata.images:
+        for check, ok, detail in _compare_images(sdata.images["he"], levels):
+            report.add(f"image he: {check} = the H&E's", ok, detail)
+    stored = hest.get("metadata") or {}
+    differing = sorted(key for key, value in metadata.items() if stored.get(key) != value)
+    detail = f"differ: {', '.join(differing)}" if differing else f"{len(metadata)} keys read from the run, all equal"
+    report.add("metadata = the run's", not differing, detail)
 
 
 def _compare_images(stored: Any, source: Any) -> Iterator[tuple[str, bool, str]]:
@@ -329,6 +393,8 @@ def _compare_images(stored: Any, source: Any) -> Iterator[tuple[str, bool, str]]
 
 
 def _levels(image: Any) -> list[da.Array]:
+    if isinstance(image, list):  # the levels themselves (an H&E's)
+        return image
     if hasattr(image, "children"):  # multiscale DataTree: scale0, scale1, ...
         return [image[key]["image"].data for key in sorted(image.children, key=lambda k: int(k.removeprefix("scale")))]
     return [image.data]

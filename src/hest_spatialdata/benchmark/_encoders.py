@@ -1,18 +1,20 @@
 """Encoders for :func:`~hest_spatialdata.benchmark.embed`: what turns a batch of patches into embeddings.
 
 An :class:`Encoder` takes patches as the patch dataset gives them, ``(B, H, W, 3)`` uint8, and returns ``(B, D)``
-float32 numpy. :func:`as_encoder` makes one from what a user passes: a callable on ``(B, 3, H, W)`` floats in
-[0, 1] (a torch tensor when torch is installed, else numpy), a torch module, a timm model name, or the name of a
-built-in encoder (:data:`BUILTIN_ENCODERS`, numpy only, for CPU runs and tests). torch and timm are imported only
-for the encoders that need them (``hest-spatialdata[bench]``).
+float32 numpy. :func:`as_encoder` makes one from what a user passes: a name of HEST-Benchmark's encoders
+(:mod:`~hest_spatialdata.benchmark.encoder_registry`; weights from a local file or the hub), a callable on
+``(B, 3, H, W)`` floats in [0, 1] (a torch tensor when torch is installed, else numpy), a torch module, a timm model
+name, or the name of a built-in encoder (:data:`BUILTIN_ENCODERS`, numpy only, for CPU runs and tests). torch and
+timm are imported only for the encoders that need them (``hest-spatialdata[bench]``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,22 +27,52 @@ _NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]")
 class Encoder:
     """A patch encoder with the name and version recorded next to its embeddings.
 
+    ``run(patches) == forward(prepare(patches))``: ``prepare`` is the CPU part without the model (for torch
+    encoders: the uint8 patches as a torch tensor, pinned for a CUDA device), safe to run in a reader thread while
+    ``forward`` runs the previous batch; ``forward`` copies to the device, resizes, normalises, runs the model and
+    reads the embedding. Without them (an ``Encoder`` made from ``run`` alone) ``prepare`` is the identity and
+    ``forward`` is ``run``.
+
     Parameters
     ----------
     name
         Name of the embeddings (``{name}_embeddings``); valid as a spatialdata element name.
     version
-        The encoder's version (its package's, and the weights' tag where known).
+        The encoder's version (its package's, the timm architecture and the weights' file and sha256 where known).
     kind
-        ``builtin``, ``callable``, ``torch`` or ``timm``.
+        ``builtin``, ``callable``, ``torch``, ``timm`` or ``registry`` (a name of
+        :data:`~hest_spatialdata.benchmark.encoder_registry.ENCODERS`).
     run
         ``(B, H, W, 3)`` uint8 -> ``(B, D)`` float32 numpy.
+    prepare, forward
+        The two halves of ``run`` (see above); ``None``: identity and ``run``.
+    device
+        The torch device the model runs on (``"cpu"``, ``"cuda:0"``), ``None`` for numpy encoders.
+    embedding_dim
+        ``D`` where known before running (registry entries, timm models), else ``None``.
+    module
+        The torch module, where there is one (for ``embed``'s precision handling), else ``None``.
+    config
+        What produced the embeddings, for ``uns["embedding_config"]``: for registry and timm encoders the registry
+        name, timm architecture and arguments, weights file and its sha256, input size, normalisation, output rule.
     """
 
     name: str
     version: str
     kind: str
     run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    prepare: Callable[[np.ndarray], Any] | None = field(default=None, repr=False)
+    forward: Callable[[Any], np.ndarray] | None = field(default=None, repr=False)
+    device: str | None = None
+    embedding_dim: int | None = None
+    module: Any = field(default=None, repr=False)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prepare is None:
+            self.prepare = _identity
+        if self.forward is None:
+            self.forward = self.run
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
         """Embeddings of ``patches`` ((B, H, W, 3) uint8) as (B, D) float32."""
@@ -48,6 +80,10 @@ class Encoder:
         if out.ndim != 2 or out.shape[0] != len(patches):
             raise ValueError(f"encoder {self.name!r} must return (B, D) for B={len(patches)} patches, got {out.shape}")
         return out
+
+
+def _identity(patches: np.ndarray) -> np.ndarray:
+    return patches
 
 
 class HistogramEncoder:
@@ -76,7 +112,8 @@ class HistogramEncoder:
 
     def __call__(self, batch: Any) -> np.ndarray:
         """``(B, 3, H, W)`` floats in [0, 1] (numpy or torch) -> ``(B, dim)`` float32 numpy."""
-        x = np.asarray(batch.cpu().numpy() if hasattr(batch, "cpu") else batch, dtype=np.float32)
+        # C order whatever the input's strides (a permuted torch tensor is channels-last): numpy's sums depend on it
+        x = np.ascontiguousarray(batch.cpu().numpy() if hasattr(batch, "cpu") else batch, dtype=np.float32)
         flat = x.reshape(x.shape[0], 3, -1)
         levels = np.minimum((flat * self.bins).astype(np.int64), self.bins - 1)
         offsets = (np.arange(x.shape[0])[:, None, None] * 3 + np.arange(3)[None, :, None]) * self.bins
@@ -90,59 +127,149 @@ class HistogramEncoder:
 BUILTIN_ENCODERS: dict[str, Callable[[], Callable[[Any], np.ndarray]]] = {"histogram": HistogramEncoder}
 
 
-def as_encoder(encoder: Any, name: str | None = None, device: str | None = None) -> Encoder:
-    """An :class:`Encoder` from a built-in name, a timm model name, a torch module or a callable.
+class EncoderUnavailableError(ValueError):
+    """A registry encoder that needs what this package does not give (its own package or adapter, or torch)."""
+
+
+def as_encoder(
+    encoder: Any,
+    name: str | None = None,
+    device: str | None = None,
+    *,
+    weights: str | Path | None = None,
+    token: str | bool | None = None,
+) -> Encoder:
+    """An :class:`Encoder` from a registry name, a built-in name, a timm model name, a torch module or a callable.
 
     Parameters
     ----------
     encoder
-        A name of :data:`BUILTIN_ENCODERS`; another string: a timm model name (``timm.create_model(name,
-        pretrained=True, num_classes=0)``, patches normalised with the model's own data config and resized to its
-        input size where it differs); a ``torch.nn.Module`` (run in eval mode without gradients); or a callable
-        ``(B, 3, H, W) float in [0, 1] -> (B, D)``.
+        An :class:`Encoder` (returned as it is, renamed to ``name`` if given); a name of
+        :data:`~hest_spatialdata.benchmark.encoder_registry.ENCODERS` (HEST-Benchmark's models, e.g.
+        ``"uni_v1"``/``"uni"``, ``"virchow2"``: built with timm, weights from ``weights`` or the hub, resized,
+        normalised and read as the registry says) or an :class:`~hest_spatialdata.benchmark.encoder_registry.
+        EncoderSpec`; a name of :data:`BUILTIN_ENCODERS`; another string: a timm model name (``num_classes=0``;
+        weights from ``weights``, else timm's pretrained ones; patches normalised with the model's data config and
+        resized to its input size where it differs); a ``torch.nn.Module`` (run in eval mode without gradients);
+        or a callable ``(B, 3, H, W) float in [0, 1] -> (B, D)``.
     name
         Name of the embeddings; required for a callable, default the encoder's own name otherwise.
     device
         torch device (``"cuda"``, ``"cpu"``, ...) for torch modules, timm models and callables; ``None``: CPU.
+    weights
+        A local weights file (safetensors, or a torch state dict ``.bin``/``.pth``/``.pt``) for a registry or timm
+        encoder; its keys and shapes must be exactly the model's.
+    token
+        Hugging Face token for the hub weights; default ``HF_TOKEN`` or the stored login.
 
     Raises
     ------
+    EncoderUnavailableError
+        For a registry encoder timm cannot build (the message says what it needs), or one without torch.
+    EncoderWeightsError
+        (a ``ValueError``) For weights the hub refuses or cannot give (gated, offline), or of another model.
     ValueError
-        For a callable without ``name``, or a device without torch.
+        For a callable without ``name``, a device without torch, an unknown model name, or ``weights`` for an
+        encoder that takes none.
     TypeError
         For anything else.
     """
+    from hest_spatialdata.benchmark.encoder_registry import EncoderSpec, find_encoder
+
+    if isinstance(encoder, Encoder):  # built already (e.g. by the CLI, before any store is touched)
+        if weights is not None:
+            raise ValueError(f"encoder {encoder.name!r} is built already: its weights cannot be changed")
+        return replace(encoder, name=_valid_name(name)) if name else encoder
+    spec = encoder if isinstance(encoder, EncoderSpec) else find_encoder(encoder) if isinstance(encoder, str) else None
+    if spec is not None:
+        return _registry_encoder(spec, name, device, weights, token)
+    if weights is not None and (not isinstance(encoder, str) or encoder in BUILTIN_ENCODERS):
+        raise ValueError("weights are for registry or timm encoders (a name), not for this encoder")
     if isinstance(encoder, str) and encoder in BUILTIN_ENCODERS:
         model = BUILTIN_ENCODERS[encoder]()
-        return Encoder(_valid_name(name or encoder), _package_version(model), "builtin", _numpy_or_torch(model, device))
+        return _callable_encoder(_valid_name(name or encoder), _package_version(model), "builtin", model, device)
     if isinstance(encoder, str):
-        from hest_spatialdata.benchmark._torch import timm_encoder
-
-        run, model_version = timm_encoder(encoder, device)
-        return Encoder(_valid_name(name or encoder), model_version, "timm", run)
+        return _timm_encoder(encoder, name, device, weights)
     if _is_torch_module(encoder):
-        from hest_spatialdata.benchmark._torch import module_encoder
+        from hest_spatialdata.benchmark._torch import module_run
 
-        return Encoder(
-            _valid_name(name or type(encoder).__name__), _package_version(encoder), "torch",
-            module_encoder(encoder, device),
-        )  # fmt: skip
+        run = module_run(encoder, device)
+        return _torch_encoder(_valid_name(name or type(encoder).__name__), _package_version(encoder), "torch", run)
     if callable(encoder):
         if not name:
             raise ValueError("a callable encoder needs a name for its embeddings (name=...)")
-        return Encoder(_valid_name(name), _package_version(encoder), "callable", _numpy_or_torch(encoder, device))
+        return _callable_encoder(_valid_name(name), _package_version(encoder), "callable", encoder, device)
     raise TypeError(f"encoder must be a callable, a torch module or a model name, got {type(encoder).__name__}")
 
 
-def _numpy_or_torch(function: Callable[[Any], Any], device: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    """Run a callable on (B, 3, H, W) floats in [0, 1]: a torch tensor where torch is installed, else numpy."""
+def _torch_module() -> Any:
+    """``hest_spatialdata.benchmark._torch`` (imports torch), or one clear error saying how to install it."""
     try:
-        from hest_spatialdata.benchmark._torch import callable_encoder
+        from hest_spatialdata.benchmark import _torch
+    except ImportError as e:
+        raise EncoderUnavailableError(
+            f"this encoder needs torch and timm ({e}): pip install 'hest-spatialdata[bench]'"
+        ) from None
+    return _torch
+
+
+def _registry_encoder(spec: Any, name: str | None, device: str | None, weights: Any, token: Any) -> Encoder:
+    if spec.needs:
+        raise EncoderUnavailableError(
+            f"encoder {spec.name!r} cannot run here: it needs {spec.needs}. Registry encoders built with timm: "
+            + ", ".join(_buildable_names())
+        )
+    run = _torch_module().spec_run(spec, weights, device, token=token)
+    config = run.config
+    version_text = (
+        f"{spec.name}: timm {config['timm_version']} {spec.arch}, weights {Path(config['weights_file']).name} "
+        f"sha256 {config['weights_sha256']}"
+    )
+    return _torch_encoder(_valid_name(name or spec.name), version_text, "registry", run, spec.dim)
+
+
+def _timm_encoder(model_name: str, name: str | None, device: str | None, weights: Any) -> Encoder:
+    torch_part = _torch_module()
+    try:
+        run, model_version = torch_part.timm_run(model_name, weights, device)
+    except RuntimeError as e:
+        if "Unknown model" not in str(e):
+            raise
+        raise ValueError(
+            f"unknown encoder {model_name!r}: not a registry encoder ({', '.join(_registry_names())}), a built-in "
+            f"one ({', '.join(BUILTIN_ENCODERS)}) or a timm model name"
+        ) from None
+    return _torch_encoder(_valid_name(name or model_name), model_version, "timm", run, run.config.get("embedding_dim"))
+
+
+def _torch_encoder(name: str, version_text: str, kind: str, run: Any, dim: int | None = None) -> Encoder:
+    return Encoder(
+        name, version_text, kind, lambda patches: run.forward(run.prepare(patches)), prepare=run.prepare,
+        forward=run.forward, device=str(run.device), embedding_dim=dim or None, module=run.module, config=run.config,
+    )  # fmt: skip
+
+
+def _registry_names() -> list[str]:
+    from hest_spatialdata.benchmark.encoder_registry import ENCODERS
+
+    return list(ENCODERS)
+
+
+def _buildable_names() -> list[str]:
+    from hest_spatialdata.benchmark.encoder_registry import ENCODERS
+
+    return [n for n, spec in ENCODERS.items() if not spec.needs]
+
+
+def _callable_encoder(name: str, version_text: str, kind: str, function: Callable[[Any], Any], device: Any) -> Encoder:
+    """A callable on (B, 3, H, W) floats in [0, 1]: given torch tensors where torch is installed, else numpy."""
+    try:
+        from hest_spatialdata.benchmark._torch import callable_run
     except ImportError:  # no torch: numpy in, numpy out
         if device not in (None, "cpu"):
             raise ValueError(f"device {device!r} needs torch (pip install 'hest-spatialdata[bench]')") from None
-        return lambda patches: np.asarray(function(to_unit_floats(patches)))
-    return callable_encoder(function, device)
+        return Encoder(name, version_text, kind, lambda patches: np.asarray(function(to_unit_floats(patches))))
+    return _torch_encoder(name, version_text, kind, callable_run(function, device))
 
 
 def to_unit_floats(patches: np.ndarray) -> np.ndarray:

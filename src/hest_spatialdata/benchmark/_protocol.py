@@ -1,18 +1,22 @@
 """HEST-Benchmark's protocol on embeddings written by :func:`~hest_spatialdata.benchmark.embed`: :func:`benchmark`.
 
-As HEST's ``benchmark.py`` and ``trainer.py`` run it (``docs/benchmark.md``): per fold, ``StandardScaler`` then
-``PCA(256, random_state=seed)`` fitted on the training embeddings, the reduced features as float32, then
+As HEST's ``benchmark.py`` and ``trainer.py`` run it by default (``docs/benchmark.md``): per fold, ``StandardScaler``
+then ``PCA(256, random_state=seed)`` fitted on the training embeddings, the reduced features as float32, then
 ``Ridge(solver="lsqr", alpha=100 / (n_features * n_genes), fit_intercept=False, max_iter=1000,
 random_state=seed)`` on ``log1p`` counts; Pearson r per gene on the test fold (``scipy.stats.pearsonr``); the
 fold's score is the mean over genes, the result the mean and standard deviation (numpy's, ddof 0) over folds.
+The variants users of HEST ask about are options (``pca``, ``alpha``, ``pearson``; :data:`PROTOCOLS` names them),
+recorded in the result with the genes, folds and embeddings' config (:mod:`~hest_spatialdata.benchmark._result`).
+Known duplicate slides of HEST-1k (:data:`hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) stay on one side of
+every fold.
 """
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,120 +25,52 @@ import pandas as pd
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY
 from hest_spatialdata.benchmark._embed import check_spots, embeddings_table, select_spots
+from hest_spatialdata.benchmark._fit import (
+    ALPHA_GRID,
+    ALPHA_RULES,
+    INNER_FOLDS,
+    LATENT_DIM,
+    PEARSON_RULES,
+    RIDGE_MAX_ITER,
+    fit_fold,
+)
+from hest_spatialdata.benchmark._result import BenchmarkResult, _plain
 
 if TYPE_CHECKING:
     import anndata as ad
 
     from hest_spatialdata.cohort import Cohort
 
-#: PCA components (HEST's ``latent_dim``), fewer where the training set or the embeddings are smaller.
-LATENT_DIM = 256
-#: HEST's ridge: ``alpha = RIDGE_ALPHA / (n_features * n_genes)``, lsqr, at most ``RIDGE_MAX_ITER`` iterations.
-RIDGE_ALPHA = 100.0
-RIDGE_MAX_ITER = 1000
+__all__ = ["PROTOCOLS", "BenchmarkResult", "benchmark", "benchmark_folds", "benchmark_groups", "protocol_preset"]
+
+#: The protocols users of HEST-Benchmark run, by name: the options of :func:`benchmark` (``**PROTOCOLS[name]``).
+#: ``hest``: HEST's code and its README leaderboard (the default); ``paper-a13``: the paper's Table A13, ridge on the
+#: full embedding (HEST issue 144); ``tuned-alpha``: alpha chosen on the training samples (HEST PR 140);
+#: ``per-sample``: Pearson r per test sample, then their mean (HEST issue 127).
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "hest": {"pca": LATENT_DIM, "alpha": "hest", "pearson": "pooled"},
+    "paper-a13": {"pca": None, "alpha": "hest", "pearson": "pooled"},
+    "tuned-alpha": {"pca": LATENT_DIM, "alpha": "tuned", "pearson": "pooled"},
+    "per-sample": {"pca": LATENT_DIM, "alpha": "hest", "pearson": "per_sample"},
+}
 
 
-@dataclass
-class BenchmarkResult:
-    """What :func:`benchmark` found.
+def protocol_preset(pca: int | None, alpha: float | str, pearson: str) -> str | None:
+    """The name in :data:`PROTOCOLS` of these options, ``None`` if they match none."""
+    options = {"pca": pca, "alpha": alpha, "pearson": pearson}
+    return next((name for name, preset in PROTOCOLS.items() if preset == options), None)
 
-    Attributes
-    ----------
-    embeddings
-        Name of the embeddings benchmarked.
-    genes
-        The genes predicted, in order.
-    folds
-        ``(train sample ids, test sample ids)`` per fold.
-    per_gene
-        Pearson r, genes x folds (columns ``fold0``, ``fold1``, ...).
-    seed
-        Seed of PCA and ridge.
-    n_spots
-        ``(n_train, n_test)`` spots per fold.
-    spots
-        Sample id -> the spots used: ``"patches"`` (those of HEST's patch file) or ``"all"``.
-    """
 
-    embeddings: str
-    genes: list[str]
-    folds: list[tuple[list[str], list[str]]]
-    per_gene: pd.DataFrame
-    seed: int
-    n_spots: list[tuple[int, int]] = field(default_factory=list)
-    spots: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pearson_per_fold(self) -> np.ndarray:
-        """Each fold's mean Pearson r over genes (NaN where a gene's r is, as in HEST)."""
-        return self.per_gene.mean(axis=0, skipna=False).to_numpy()
-
-    @property
-    def pearson_mean(self) -> float:
-        """Mean over folds of the fold means."""
-        return float(np.mean(self.pearson_per_fold))
-
-    @property
-    def pearson_std(self) -> float:
-        """Standard deviation (ddof 0, as HEST) over folds of the fold means."""
-        return float(np.std(self.pearson_per_fold))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as plain JSON-able values (HEST's ``results_kfold.json`` keys and ours)."""
-        return {
-            "embeddings": self.embeddings,
-            "pearson_mean": self.pearson_mean,
-            "pearson_std": self.pearson_std,
-            "mean_per_split": self.pearson_per_fold.tolist(),
-            "genes": self.genes,
-            "folds": [{"train": list(train), "test": list(test)} for train, test in self.folds],
-            "n_spots": [{"train": a, "test": b} for a, b in self.n_spots],
-            "spots": self.spots,
-            "seed": self.seed,
-            "pearson_corrs": [
-                {"name": g, "pearson_corrs": row.tolist(), "mean": float(np.mean(row)), "std": float(np.std(row))}
-                for g, row in zip(self.genes, self.per_gene.to_numpy(), strict=True)
-            ],
-        }
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The result as JSON, also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """The per-gene table (gene x fold, plus mean and std over folds) as CSV, also written to ``path``."""
-        table = self.per_gene.assign(mean=self.per_gene.mean(axis=1), std=self.per_gene.std(axis=1, ddof=0))
-        text = table.to_csv(index_label="gene")
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    def plot(self, path: str | Path | None = None) -> Any:
-        """Per-gene Pearson r (mean over folds, bars the range of folds), best first; a matplotlib figure.
-
-        Needs matplotlib (``hest-spatialdata[plot]``); saved as PNG to ``path`` if given.
-        """
-        import matplotlib.pyplot as plt
-
-        order = self.per_gene.mean(axis=1).sort_values(ascending=False).index
-        table = self.per_gene.loc[order]
-        mean = table.mean(axis=1).to_numpy()
-        # clipped: the mean of equal folds can differ from them in the last bit, and matplotlib refuses a negative bar
-        low = np.clip(mean - table.min(axis=1).to_numpy(), 0, None)
-        high = np.clip(table.max(axis=1).to_numpy() - mean, 0, None)
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(order) + 1.5), 3.8), layout="constrained")
-        ax.bar(np.arange(len(order)), mean, yerr=np.vstack([low, high]), color="#4c72b0", ecolor="#555", capsize=1.5)
-        ax.axhline(self.pearson_mean, color="#c44e52", lw=1, label=f"mean over folds {self.pearson_mean:.3f}")
-        ax.set_xticks(np.arange(len(order)), order, rotation=90, fontsize=7)
-        ax.set_ylabel("Pearson r (test folds)")
-        ax.set_title(f"{self.embeddings}: {len(self.genes)} genes, {len(self.folds)} folds")
-        ax.legend(loc="upper right", fontsize=8)
-        if path is not None:
-            fig.savefig(path, dpi=150)
-        return fig
+def check_protocol(pca: int | None, alpha: float | str, pearson: str) -> None:
+    """Raise ``ValueError`` naming the option that is not one :func:`benchmark` takes."""
+    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int | np.integer) or pca < 1):
+        raise ValueError(f"pca must be a number of components (>= 1) or None (the full embedding), got {pca!r}")
+    if isinstance(alpha, str) and alpha not in ALPHA_RULES:
+        raise ValueError(f"alpha must be one of {', '.join(map(repr, ALPHA_RULES))} or a number > 0, got {alpha!r}")
+    if not isinstance(alpha, str) and (isinstance(alpha, bool) or not (isinstance(alpha, int | float) and alpha > 0)):
+        raise ValueError(f"alpha must be one of {', '.join(map(repr, ALPHA_RULES))} or a number > 0, got {alpha!r}")
+    if pearson not in PEARSON_RULES:
+        raise ValueError(f"pearson must be one of {', '.join(map(repr, PEARSON_RULES))}, got {pearson!r}")
 
 
 def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[list[str], list[str]]]:
@@ -142,7 +78,8 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
 
     ``n_folds=None``: one fold per group, largest group first. With ``n_folds``, groups are dealt largest first
     (ties by dataset title and patient) to the fold with the fewest samples so far. A sample without a patient is
-    its own group.
+    its own group. Known duplicate slides (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) join one group,
+    with a warning naming them (:func:`benchmark_groups`).
 
     Raises
     ------
@@ -151,12 +88,50 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
     """
     from hest_spatialdata.cohort._cohort import deal_groups
 
-    groups = {s: _group(cohort, s) for s in cohort}
+    groups = benchmark_groups(cohort)
     sizes = Counter(groups.values())
     k = len(sizes) if n_folds is None else n_folds
     if not 2 <= k <= len(sizes):
         raise ValueError(f"the benchmark needs 2 to {len(sizes)} folds (groups of dataset and patient), got {k}")
-    return deal_groups(groups, sorted(sizes, key=lambda g: (-sizes[g], g)), k)
+    folds = deal_groups(groups, sorted(sizes, key=lambda g: (-sizes[g], g)), k)
+    warn_duplicates(list(cohort), folds)
+    return folds
+
+
+def benchmark_groups(cohort: Cohort) -> dict[str, str]:
+    """Sample id -> its fold group: ``{dataset title}/patient:{patient}`` (``sample:{id}`` without a patient).
+
+    The groups of the members of a known duplicate (:data:`~hest_spatialdata.source.layout.DUPLICATE_SAMPLES`) are
+    merged (their labels joined with `` + ``), so that a slide published twice never trains and tests one fold.
+    """
+    from hest_spatialdata.source.layout import duplicates_in
+
+    groups = {s: _group(cohort, s) for s in cohort}
+    for _, members in duplicates_in(groups):
+        labels = {groups[m] for m in members}
+        merged = " + ".join(sorted(labels))
+        groups = {s: merged if g in labels else g for s, g in groups.items()}
+    return groups
+
+
+def warn_duplicates(sample_ids: Sequence[str], folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> None:
+    """Warn (``UserWarning``) of each known duplicate with more than one member in ``sample_ids``.
+
+    The warning names the members, why they are one slide, the source, and the folds that train on one member and
+    test another (none for :func:`benchmark_folds`' folds).
+    """
+    from hest_spatialdata.source.layout import duplicates_in
+
+    for group, members in duplicates_in(sample_ids):
+        split = [k for k, (train, test) in enumerate(folds) if set(members) & set(train) and set(members) & set(test)]
+        where = (f"folds {', '.join(map(str, split))} train on one and test on another: their scores are not "
+                 "HEST-Benchmark's held-out scores" if split else "kept on one side of every fold")  # fmt: skip
+        warnings.warn(
+            f"samples {' and '.join(members)} are one slide published under {len(members)} ids ({group.evidence}; "
+            f"{group.source}): {where}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _group(cohort: Cohort, sample_id: str) -> str:
@@ -178,8 +153,13 @@ def benchmark(
     *,
     folds: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
     spots: Literal["patches", "all"] = "patches",
+    pca: int | None = LATENT_DIM,
+    alpha: float | Literal["hest", "tuned"] = "hest",
+    pearson: Literal["pooled", "per_sample"] = "pooled",
 ) -> BenchmarkResult:
     """Run HEST-Benchmark's protocol on the embeddings ``embeddings`` of a cohort's stores.
+
+    The defaults are HEST's code (:data:`PROTOCOLS` ``"hest"``); ``**PROTOCOLS[name]`` runs a named variant.
 
     Parameters
     ----------
@@ -195,72 +175,126 @@ def benchmark(
         ``random_state`` of PCA and ridge (HEST's default: 1).
     folds
         Explicit ``(train sample ids, test sample ids)`` per fold (e.g. HEST's shipped ``splits/train_i.csv`` /
-        ``test_i.csv``) instead of :func:`benchmark_folds`.
+        ``test_i.csv``) instead of :func:`benchmark_folds` (a known duplicate split across them is warned of).
     spots
         ``"patches"``: the embedded spots that are in the store's ``patches`` shapes (HEST's patch file), as
         HEST-Benchmark (a store without them: all its embedded spots, with a logged warning); ``"all"``: every
         embedded spot. The genes are chosen on all the spots of the tables either way, as HEST's ``get_k_genes``
         (run on each sample's whole st h5ad).
+    pca
+        ``StandardScaler`` + PCA to this many components, fitted on each training fold (HEST: 256; fewer where the
+        training spots or the dimension are fewer); ``None``: the full embedding, neither scaled nor reduced (the
+        paper's Table A13).
+    alpha
+        The ridge's alpha: ``"hest"``, HEST's ``100 / (n_features * n_genes)``; ``"tuned"``, chosen per fold from
+        :data:`~hest_spatialdata.benchmark._fit.ALPHA_GRID` (and HEST's value) by an inner cross-validation on that
+        fold's training samples alone, whole (dataset, patient) groups held out (a training side of one group: 5
+        blocks of its spots); or a number.
+    pearson
+        ``"pooled"``: Pearson r per gene over all the test fold's spots (HEST); ``"per_sample"``: per gene in each
+        test sample, the gene's fold score the mean over those samples (a sample where the gene is constant left
+        out), each sample's r in :attr:`BenchmarkResult.per_sample`.
 
     Returns
     -------
-    The genes, folds and per-gene Pearson r per fold.
+    The genes, folds and per-gene Pearson r per fold, with the protocol, the embeddings' config and the version.
 
     Raises
     ------
     KeyError
         If a store holds no such embeddings, or lacks a gene.
     ValueError
-        For folds that cannot be made, or explicit folds naming samples outside the cohort.
+        For folds that cannot be made, explicit folds naming samples outside the cohort, or an unknown option.
     """
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.cohort import Cohort, open_cohort
     from hest_spatialdata.storage._parts import read_spot_table
 
     check_spots(spots)
+    check_protocol(pca, alpha, pearson)
     cohort = cohort if isinstance(cohort, Cohort) else open_cohort(cohort)
     tables = {s: read_spot_table(cohort.path(s)) for s in cohort}
+    genes_rule = "given" if genes is not None else "hest"
     genes = list(genes) if genes is not None else benchmark_genes(tables.values())
     data = {s: _sample_data(cohort.path(s), tables[s], embeddings, genes, s, spots) for s in cohort}
-    folds = benchmark_folds(cohort, n_folds) if folds is None else [(list(a), list(b)) for a, b in folds]
-    unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(data))
+    folds, folds_rule = _folds(cohort, folds, n_folds)
+    options = {"pca": pca, "alpha": alpha, "pearson": pearson}
+    columns, n_spots, alphas, per_sample = _fit_folds(data, folds, benchmark_groups(cohort), seed, options)
+    index = pd.Index(genes, name="gene")
+    protocol = {
+        "preset": protocol_preset(pca, alpha, pearson), **options, "seed": seed, "spots": spots,
+        "folds": folds_rule, "genes": genes_rule,
+        "ridge": {"solver": "lsqr", "fit_intercept": False, "max_iter": RIDGE_MAX_ITER},
+    }  # fmt: skip
+    if alpha == "tuned":  # and HEST's value of each fold
+        protocol |= {"alpha_grid": list(ALPHA_GRID), "inner_folds": INNER_FOLDS}
+    return BenchmarkResult(
+        embeddings, genes, folds, pd.DataFrame(columns, index=index), seed, n_spots,
+        {s: data[s].used for s in data}, protocol=protocol, alphas=alphas,
+        embedding_config={s: data[s].config for s in data},
+        per_sample=pd.DataFrame(per_sample, index=index) if pearson == "per_sample" else None,
+    )  # fmt: skip
+
+
+def _folds(
+    cohort: Cohort, folds: Sequence[tuple[Sequence[str], Sequence[str]]] | None, n_folds: int | None
+) -> tuple[list[tuple[list[str], list[str]]], str]:
+    """The folds (:func:`benchmark_folds`, or those given, checked), and how they were made."""
+    if folds is None:
+        return benchmark_folds(cohort, n_folds), "one per group" if n_folds is None else "dealt"
+    folds = [(list(a), list(b)) for a, b in folds]
+    unknown = sorted({s for train, test in folds for s in (*train, *test)} - set(cohort))
     if unknown:
         raise ValueError(f"the folds name samples not in the cohort: {', '.join(unknown)}")
-    columns, n_spots = {}, []
+    warn_duplicates(list(cohort), folds)
+    return folds, "given"
+
+
+def _fit_folds(
+    data: Mapping[str, _SampleData],
+    folds: Sequence[tuple[list[str], list[str]]],
+    groups: Mapping[str, str],
+    seed: int,
+    options: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], list[tuple[int, int]], list[float], dict[str, np.ndarray]]:
+    """Each fold fitted and scored: r per gene by fold, spots, alphas, and r per gene by (fold, test sample)."""
+    columns, n_spots, alphas, per_sample = {}, [], [], {}
     for k, (train, test) in enumerate(folds):
-        x_train, y_train = (np.concatenate([data[s][i] for s in train]) for i in (0, 1))
-        x_test, y_test = (np.concatenate([data[s][i] for s in test]) for i in (0, 1))
-        columns[f"fold{k}"] = fold_pearson(x_train, y_train, x_test, y_test, seed)
+        x_train, y_train = np.concatenate([data[s].x for s in train]), np.concatenate([data[s].y for s in train])
+        x_test, y_test = np.concatenate([data[s].x for s in test]), np.concatenate([data[s].y for s in test])
+        fit = fit_fold(
+            x_train, y_train, x_test, y_test, seed, **options,
+            train_groups=_per_spot(data, train, groups), train_samples=_per_spot(data, train),
+            test_samples=_per_spot(data, test),
+        )  # fmt: skip
+        columns[f"fold{k}"] = fit.per_gene
         n_spots.append((len(x_train), len(x_test)))
-    per_gene = pd.DataFrame(columns, index=pd.Index(genes, name="gene"))
-    return BenchmarkResult(embeddings, genes, folds, per_gene, seed, n_spots, {s: data[s][2] for s in data})
+        alphas.append(fit.alpha)
+        per_sample |= {f"fold{k}/{s}": r for s, r in fit.per_sample.items()}
+    return columns, n_spots, alphas, per_sample
 
 
-def fold_pearson(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
+@dataclass
+class _SampleData:
+    """One sample's embeddings, targets, the spot rule applied and its embeddings' config."""
+
+    x: np.ndarray
+    y: np.ndarray
+    used: str
+    config: dict[str, Any]
+
+
+def _per_spot(
+    data: Mapping[str, _SampleData], samples: Sequence[str], labels: Mapping[str, str] | None = None
 ) -> np.ndarray:
-    """Pearson r per gene of one fold: scaler, PCA and ridge fitted on train, scored on test (HEST's trainer)."""
-    from scipy.stats import pearsonr
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    n_components = min(LATENT_DIM, x_train.shape[0], x_train.shape[1])
-    reduce = Pipeline([("scaler", StandardScaler()), ("PCA", PCA(n_components=n_components, random_state=seed))])
-    # HEST wraps the reduced features in torch.Tensor: float32
-    train = reduce.fit_transform(x_train).astype(np.float32)
-    test = reduce.transform(x_test).astype(np.float32)
-    alpha = RIDGE_ALPHA / (train.shape[1] * y_train.shape[1])
-    ridge = Ridge(alpha=alpha, solver="lsqr", fit_intercept=False, max_iter=RIDGE_MAX_ITER, random_state=seed)
-    predictions = ridge.fit(train, y_train).predict(test)
-    return np.array([pearsonr(y_test[:, g], predictions[:, g])[0] for g in range(y_test.shape[1])])
+    """Each spot's label (its sample id, or ``labels[sample]``), the samples' spots in order."""
+    return np.concatenate([np.full(len(data[s].x), s if labels is None else labels[s], dtype=object) for s in samples])
 
 
 def _sample_data(
     path: Path, table: ad.AnnData, embeddings: str, genes: Sequence[str], sample_id: str, spots: str
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """One sample's embeddings, ``log1p`` counts of ``genes`` (float64, HEST's ``load_adata``) and spot rule applied.
+) -> _SampleData:
+    """One sample's embeddings, ``log1p`` counts of ``genes`` (float64, HEST's ``load_adata``), spot rule, config.
 
     The rows are the embedded spots ``spots`` selects (:func:`select_spots`), the counts matched by barcode.
     """
@@ -288,4 +322,5 @@ def _sample_data(
         raise KeyError(f"sample {sample_id}: {(rows < 0).sum()} embedded spots are not in its table")
     counts = table.X[rows][:, np.flatnonzero(first)[at]]
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    return x, np.log1p(counts.astype(np.float64)), used
+    config = _plain(dict(emb.uns.get("embedding_config", {})))
+    return _SampleData(x, np.log1p(counts.astype(np.float64)), used, config)

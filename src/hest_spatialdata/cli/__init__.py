@@ -5,7 +5,8 @@ Light to import: the commands load spatialdata, the hub, the batch and validatio
 Modules: :mod:`~hest_spatialdata.cli._options` (the options the commands share), :mod:`~hest_spatialdata.cli.convert`
 (``convert``, ``demo``), :mod:`~hest_spatialdata.cli.catalog` (``list``, ``download``),
 :mod:`~hest_spatialdata.cli.stores` (``validate``, ``plot``), :mod:`~hest_spatialdata.cli.look` (``thumbnail``) and
-:mod:`~hest_spatialdata.cli.cohort` (``cohort``) and :mod:`~hest_spatialdata.cli.bench` (``embed``, ``benchmark``).
+:mod:`~hest_spatialdata.cli.cohort` (``cohort``), :mod:`~hest_spatialdata.cli.bench` (``embed``, ``benchmark``) and
+:mod:`~hest_spatialdata.cli.tenx` (``import``: 10x runs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hest_spatialdata.cli.cohort import cohort_command
 from hest_spatialdata.cli.convert import convert_command, demo_command
 from hest_spatialdata.cli.look import thumbnail_command
 from hest_spatialdata.cli.stores import plot_command, validate_command
+from hest_spatialdata.cli.tenx import import_command
 
 __all__ = ["main"]
 
@@ -30,5 +32,5 @@ def main() -> None:
 
 
 _COMMANDS = (convert_command, demo_command, list_command, download_command, validate_command, plot_command)
-for _command in (*_COMMANDS, thumbnail_command, cohort_command, embed_command, benchmark_command):
+for _command in (*_COMMANDS, import_command, thumbnail_command, cohort_command, embed_command, benchmark_command):
     main.add_command(_command)

@@ -138,8 +138,17 @@ def _result_line(result: SampleResult) -> str:
     "out_dir", "Folder for the example HEST sample and its store.", default=Path("hest_demo"), show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Rebuild the example and its store if present.")
-def demo_command(out_dir: Path, overwrite: bool) -> None:
-    """Build the small example HEST sample, convert it, and show how to open it."""
+@click.option(
+    "--import",
+    "import_run",
+    is_flag=True,
+    help="Instead: write a Space Ranger run (outs/ and its H&E) from the example's real parts, then import it.",
+)
+def demo_command(out_dir: Path, overwrite: bool, import_run: bool) -> None:
+    """Build the small example HEST sample, convert it, and show how to open it (--import: a 10x run, imported)."""
+    if import_run:
+        _demo_import(out_dir, overwrite)
+        return
     import hest_spatialdata
     from hest_spatialdata._progress import new_progress
     from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_sample
@@ -156,6 +165,34 @@ def demo_command(out_dir: Path, overwrite: bool) -> None:
             with new_progress() as progress:
                 hest_spatialdata.convert(hest_dir, out_dir, [EXAMPLE_SAMPLE_ID], overwrite=overwrite, progress=progress)
         except hest_spatialdata.ConversionError as e:
+            fail(str(e))
+    click.echo(summarize_store(store))
+
+
+#: The id of the store ``demo --import`` writes.
+DEMO_RUN_ID = "DEMO_VISIUM"
+
+
+def _demo_import(out_dir: Path, overwrite: bool) -> None:
+    """``demo --import``: a Space Ranger run from the example's real parts, imported as ``OUT/DEMO_VISIUM.zarr``."""
+    from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.example.spaceranger import write_visium_run
+    from hest_spatialdata.storage.store import store_path
+    from hest_spatialdata.tenx import import_10x
+
+    run = out_dir / "spaceranger"
+    if not (run / "outs").is_dir() or overwrite:
+        click.echo(f"Writing a Space Ranger run (outs/ and its full-resolution H&E) to {run} ...")
+        write_visium_run(run)
+    store = store_path(out_dir, DEMO_RUN_ID)
+    if store.exists() and not overwrite:
+        click.echo(f"{store} exists (use --overwrite to rebuild it).")
+    else:
+        click.echo(f"Importing it: hest-to-sdata import {run} -o {out_dir} --id {DEMO_RUN_ID} --metadata ...")
+        metadata = {"organ": "Brain", "species": "Mus musculus", "patient": "demo-mouse"}
+        try:
+            import_10x(run, out_dir, DEMO_RUN_ID, image=run / "he.tif", metadata=metadata, overwrite=overwrite)
+        except HestInputError as e:
             fail(str(e))
     click.echo(summarize_store(store))
 

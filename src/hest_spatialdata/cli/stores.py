@@ -18,7 +18,8 @@ from hest_spatialdata.cli._options import LocationType, fail, out_option, storag
     "--against",
     "hest_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="HEST folder the stores were converted from: also check pixels, spots, tables and metadata against it.",
+    help="HEST folder the stores were converted from, or the 10x output folder a store was imported from: also "
+    "check pixels, spots, tables and metadata against it.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the reports.")
 @storage_option

@@ -28,11 +28,20 @@ class TranscriptWriter:
     """Writes the transcripts parquet chunk by chunk and keeps what the pseudo-spot pooling needs."""
 
     def __init__(
-        self, path: Path, cells: XeniumSampleCells, *, id_type: CellIdType, geometry: bool, row_group_size: int
+        self,
+        path: Path,
+        cells: XeniumSampleCells,
+        *,
+        id_type: CellIdType,
+        geometry: bool,
+        row_group_size: int,
+        hest_columns: bool = True,
     ):
         import pyarrow as pa
 
         self.path, self.geometry, self.row_group_size = path, geometry, row_group_size
+        # HEST adds he_x/he_y/dapi_x/dapi_y to the 10x columns; a raw Xenium bundle has only the 10x ones
+        self.hest_columns = hest_columns
         names = list(xenium_mouse_brain_features().names)
         unassigned: Any = {"int": -1, "str": XENIUM_UNASSIGNED, "bytes": XENIUM_UNASSIGNED.encode()}[id_type]
         # 10x/HEST transcripts of XOA 1.x carry bytes feature names; ids and names are taken from small dictionaries
@@ -62,7 +71,7 @@ class TranscriptWriter:
             "qv": columns["qv"],
             "fov_name": self.fovs.take(pa.array(np.clip(columns["fov"], 0, len(self.fovs) - 1))),
             "nucleus_distance": columns["nucleus_distance"],
-            **{k: columns[k] for k in ("he_x", "he_y", "dapi_x", "dapi_y")},
+            **({k: columns[k] for k in ("he_x", "he_y", "dapi_x", "dapi_y")} if self.hest_columns else {}),
         }
         if self.geometry:
             table["geometry"] = pa.array(shapely.to_wkb(shapely.points(columns["he_x"], columns["he_y"])), pa.binary())

@@ -27,12 +27,13 @@ from hest_spatialdata.example.sources import hest_metadata_template, xenium_mous
 from hest_spatialdata.example.transcripts import TranscriptWriter, write_cell_chunk
 from hest_spatialdata.example.xenium_cells import CellIdType, write_xenium_seg, xenium_cells_in, xenium_sample_cells
 from hest_spatialdata.source.layout import PARTS, Part
+from hest_spatialdata.tenx.pseudo_spots import PSEUDO_SPOT_UM, PseudoSpotGrid, PseudoSpotPooler
 
 XENIUM_SAMPLE_ID = "XENIUM1"
 #: A 20x scan; real HEST Xenium slides are 0.21-0.27 µm/px (40x), coarser keeps fixtures fast.
 XENIUM_PIXEL_SIZE_UM = 0.5
 #: HEST pools Xenium transcripts into squares of this side (µm); the h5ad's spot_diameter_fullres says 55 µm.
-XENIUM_PSEUDO_SPOT_UM = 100.0
+XENIUM_PSEUDO_SPOT_UM = PSEUDO_SPOT_UM
 
 
 def _xenium_layout(x_um: np.ndarray, y_um: np.ndarray, pixel_size_um: float, margin_um: float) -> VisiumLayout:
@@ -83,45 +84,12 @@ def hest_xenium_st_adata(
     -------
     The pseudo-spot AnnData.
     """
-    side = pseudo_spot_um / pixel_size_um
-    (x_min, y_min), (x_max, y_max) = he_xy.min(axis=0), he_xy.max(axis=0)
-    m, n = math.ceil((y_max - y_min) / side), math.ceil((x_max - x_min) / side)
-    used, first = np.unique(codes, return_index=True)
-    features = used[np.argsort(first)]  # pandas' unique(): order of appearance
-    column = np.full(len(names), -1)
-    column[features] = np.arange(len(features))
-    a = np.floor((he_xy[:, 0] - x_min) / side).astype(np.int64)
-    b = np.floor((he_xy[:, 1] - y_min) / side).astype(np.int64)
-    grid = np.bincount((b * n + a) * len(features) + column[codes], minlength=m * n * len(features))
-    grid = grid.reshape(-1, len(features)).astype(np.uint16)  # wraps like HEST's np.add.at on uint16
-    totals = grid.sum(axis=1, dtype=np.uint64)
-    keep = np.flatnonzero(totals >= 1)
-    obs = pd.DataFrame(
-        {
-            "in_tissue": True,
-            "pxl_col_in_fullres": x_min + (keep % n) * side + side / 2,
-            "pxl_row_in_fullres": y_min + (keep // n) * side + side / 2,
-            "array_col": keep % n,
-            "array_row": keep // n,
-            "n_counts": totals[keep],
-        },
-        index=pd.Index([f"{r:03d}x{c:03d}" for r, c in zip(keep // n, keep % n, strict=True)], dtype=str),
-    )
-    adata = ad.AnnData(X=grid[keep], obs=obs, var=pd.DataFrame(index=pd.Index(names[features], dtype=str)))
-    adata.obsm["spatial"] = obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy()
-    _xenium_qc(adata)
+    grid = PseudoSpotGrid.covering(he_xy.min(axis=0), he_xy.max(axis=0), pixel_size_um, pseudo_spot_um)
+    pooler = PseudoSpotPooler(grid, len(names))
+    pooler.add(he_xy, codes)
+    adata = pooler.adata(names)
     register_downscale_img(adata, slide, pixel_size_um)
     return adata
-
-
-def _xenium_qc(adata: ad.AnnData) -> None:
-    x = adata.X.astype(np.int64)
-    adata.obs["n_genes_by_counts"] = (x > 0).sum(axis=1)
-    adata.obs["total_counts"] = x.sum(axis=1)
-    adata.obs["log1p_total_counts"] = np.log1p(adata.obs["total_counts"])
-    adata.var["mito"] = adata.var_names.str.lower().str.startswith("mt-")
-    adata.var["n_cells_by_counts"] = (x > 0).sum(axis=0)
-    adata.var["total_counts"] = x.sum(axis=0)
 
 
 def hest_xenium_metadata(sample_id: str, adata: ad.AnnData, slide_shape: tuple[int, int], pixel_size_um: float) -> dict:

@@ -61,7 +61,7 @@ def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[
     return found
 
 
-def read_cellvit(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
+def read_cellvit(path: str | Path, ctx: SampleContext, *, default_class: str | None = None) -> gpd.GeoDataFrame:
     """Read a sample's CellViT nuclei as a ``nuclei`` shapes element.
 
     Parameters
@@ -71,6 +71,9 @@ def read_cellvit(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
         ``{id}_cellvit_seg.zip``.
     ctx
         The sample's context (slide size for the bounds check, pixel size for ``microns``).
+    default_class
+        The class of a GeoJSON Feature without one (any GeoJSON of polygons, e.g. a segmentation given to
+        ``hest-to-sdata import``); ``None``: a Feature without a class is an error (HEST's files always have one).
 
     Returns
     -------
@@ -92,7 +95,7 @@ def read_cellvit(path: str | Path, ctx: SampleContext) -> gpd.GeoDataFrame:
     elif name.endswith(".zip"):
         nuclei = _read_zip(path, ctx)
     elif name.endswith((".geojson", ".json")):
-        nuclei = _from_geojson_text(_read_text(path, ctx), path, ctx)
+        nuclei = _from_geojson_text(_read_text(path, ctx), path, ctx, default_class)
     else:
         raise HestInputError(
             ctx.sample_id, path, "unknown CellViT file type (expected .parquet, .geojson.zip, .geojson)"
@@ -180,9 +183,9 @@ class _FlatPolygons:
     rings_per_polygon: np.ndarray
 
 
-def _from_geojson_text(text: str, path: Path, ctx: SampleContext) -> gpd.GeoDataFrame:
+def _from_geojson_text(text: str, path: Path, ctx: SampleContext, default_class: str | None = None) -> gpd.GeoDataFrame:
     try:
-        parts = [_flatten_feature(feature) for feature in iter_features(text)]
+        parts = [_flatten_feature(feature, default_class) for feature in iter_features(text)]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise HestInputError(
             ctx.sample_id, path, f"CellViT GeoJSON invalid or truncated ({type(e).__name__}: {e})"
@@ -209,7 +212,7 @@ def _nuclei_from_flat(parts: list[_FlatPolygons], path: Path, ctx: SampleContext
     return gpd.GeoDataFrame({CLASS_COLUMN: classes}, geometry=geometry, index=index)
 
 
-def _flatten_feature(feature: dict[str, Any]) -> _FlatPolygons:
+def _flatten_feature(feature: dict[str, Any], default_class: str | None = None) -> _FlatPolygons:
     geometry = feature["geometry"]
     kind, coordinates = geometry["type"], geometry["coordinates"]
     if kind == "MultiPolygon":
@@ -225,17 +228,18 @@ def _flatten_feature(feature: dict[str, Any]) -> _FlatPolygons:
     if coords.size != 2 * vertices_per_ring.sum():
         raise ValueError("coordinates must be (x, y) pairs")
     return _FlatPolygons(
-        name=_class_name(feature),
+        name=_class_name(feature, default_class),
         coords=coords,
         vertices_per_ring=vertices_per_ring,
         rings_per_polygon=np.fromiter(map(len, polygons), np.int64, len(polygons)),
     )
 
 
-def _class_name(feature: dict[str, Any]) -> str:
+def _class_name(feature: dict[str, Any], default_class: str | None = None) -> str:
     properties = feature.get("properties") or {}
     classification = properties.get("classification")
     name = classification.get("name") if isinstance(classification, dict) else properties.get(CLASS_COLUMN)
+    name = default_class if name is None else name
     if name is None:
         raise ValueError("a Feature has no properties.classification.name (the nucleus class)")
     return str(name)

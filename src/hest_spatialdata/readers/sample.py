@@ -67,7 +67,7 @@ def read_hest(
         path = ctx.files.paths[part]  # in a remote root, a small part's local copy
         for name, element in reader_module(PARTS[part].reader).read(path, ctx, want).items():
             sdata[name] = element
-    sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": _element_names(sdata)}
+    sdata.attrs[ATTRS_KEY] = source_attrs(files, ctx) | {"elements": element_names(sdata)}
     if Elements.NUCLEI_LABELS in sdata.labels:
         sdata.attrs[ATTRS_KEY]["nuclei_labels"] = LABEL_ID_RULE
     if "spots" in ctx.shared and Elements.SPOTS in sdata.shapes:
@@ -141,6 +141,12 @@ def _reading_plan(files: SampleFiles, wanted: set[Elements]) -> dict[Part, tuple
 
 def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
     """``attrs["hest"]``: what the store was made from, by which converter."""
+    sources = {part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()}
+    return store_attrs_of(ctx, sources)
+
+
+def store_attrs_of(ctx: SampleContext, source_files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``attrs["hest"]`` of a store of the sample ``ctx`` made from ``source_files`` (``{role: {name, size}}``)."""
     meta = ctx.metadata
     return {
         "sample_id": ctx.sample_id,
@@ -151,14 +157,15 @@ def source_attrs(files: SampleFiles, ctx: SampleContext) -> dict[str, Any]:
         "oncotree_code": meta.get("oncotree_code"),
         "pixel_size_um": ctx.pixel_size_um,
         "slide_shape": list(ctx.slide_shape),
-        "source_files": {part: {"name": files.relative(part), "size": files.size(part)} for part in files.present()},
+        "source_files": source_files,
         "converter": "hest-spatialdata",
         "converter_version": __version__,
         "metadata": meta,
     }
 
 
-def _element_names(sdata: SpatialData) -> dict[str, list[str]]:
+def element_names(sdata: SpatialData) -> dict[str, list[str]]:
+    """``attrs["hest"]["elements"]``: the names of the elements of ``sdata`` by kind."""
     kinds = {"images": sdata.images, "labels": sdata.labels, "shapes": sdata.shapes, "points": sdata.points}
     return {kind: sorted(found) for kind, found in (kinds | {"tables": sdata.tables}).items() if found}
 

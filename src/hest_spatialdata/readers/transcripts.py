@@ -238,7 +238,7 @@ def _transcripts_partition(df: pd.DataFrame, categories: pd.Index) -> pd.DataFra
     out["he_x"] = _numpy(df["he_x"]).astype(np.float64)
     out["he_y"] = _numpy(df["he_y"]).astype(np.float64)
     out["feature_name"] = pd.Categorical.from_codes(
-        _codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
+        feature_codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
     )
     if CELL_ID_KEY in df.columns:
         ids = cell_id_strings(df[CELL_ID_KEY]).to_pandas()
@@ -255,8 +255,11 @@ def _numpy(values: pd.Series) -> np.ndarray:
     return as_arrow(values).to_numpy(zero_copy_only=False)
 
 
-def _codes(values: Any, categories: pd.Index) -> np.ndarray:
-    """Positions of ``values`` (feature names, maybe bytes) in ``categories``; -1 where missing."""
+def feature_codes(values: Any, categories: pd.Index) -> np.ndarray:
+    """Positions of ``values`` (feature names: str, bytes or dictionary-encoded) in ``categories``; -1 where missing.
+
+    Each distinct name is decoded once, not once per transcript.
+    """
     arr = as_arrow(values)
     encoded = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     lookup = categories.get_indexer(pd.Index(_strings(encoded.dictionary).to_pylist(), dtype=object))
@@ -288,8 +291,18 @@ def _parquet_file(path: Path | RemoteFile, ctx: SampleContext) -> pq.ParquetFile
 # --------------------------------------------------------------------------------------------- cell table
 
 
-class _CellCounter:
-    """Counts transcripts per cell, batch by batch, into a sparse cells x genes matrix and per-type totals."""
+class CellCounter:
+    """Counts transcripts per cell, batch by batch, into a sparse cells x genes matrix and per-type totals.
+
+    Parameters
+    ----------
+    cell_index
+        The cell ids (str), one table row each, in this order.
+    categories
+        Every feature name (decoded).
+    min_qv
+        Lowest transcript quality counted.
+    """
 
     def __init__(self, cell_index: pd.Index, categories: pd.Index, min_qv: float) -> None:
         kinds = feature_types(categories)
@@ -306,7 +319,7 @@ class _CellCounter:
     def add(self, batch: pa.RecordBatch) -> None:
         """Add one batch of (cell_id, feature_name[, qv]) rows."""
         rows, unassigned = self._rows(batch.column(0))
-        features = _codes(batch.column(1), self.categories)
+        features = feature_codes(batch.column(1), self.categories)
         good = _at_least(batch.column(2), self.min_qv) if batch.num_columns > 2 else np.ones(len(rows), bool)
         orphan = (rows < 0) & ~unassigned
         self.stats["n_transcripts"] += len(rows)
@@ -323,6 +336,16 @@ class _CellCounter:
         ones = np.ones(int(is_gene.sum()), np.int32)
         coords = (rows[is_gene], self.gene_column[features[is_gene]])
         self.counts = self.counts + sp.coo_matrix((ones, coords), shape=self.counts.shape).tocsr()
+
+    def table(self, cells: gpd.GeoDataFrame, path: Path, ctx: SampleContext) -> ad.AnnData:
+        """The ``xenium_cell_table`` of the counts added (see :func:`read_xenium_cell_table`); warns about orphans.
+
+        ``cells`` are the ``xenium_cells`` shapes whose index was given, ``path`` the transcripts' file.
+        """
+        if self.stats["n_without_boundary"]:
+            warn(ctx, path, f"{self.stats['n_without_boundary']} transcripts of {len(self.cells_without_boundary)}"
+                  " cells that have no boundary in xenium_cells are left out of xenium_cell_table")  # fmt: skip
+        return _cell_table(cells, self, path)
 
     def _rows(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Table row of each transcript (-1: none) and whether it is unassigned.
@@ -376,17 +399,14 @@ def read_xenium_cell_table(
     """
     path = path if isinstance(path, RemoteFile) else Path(path)
     scan = scan or scan_transcripts(path, ctx)
-    counter = _CellCounter(pd.Index(cells.index, dtype=object), scan.categories, min_qv)
+    counter = CellCounter(pd.Index(cells.index, dtype=object), scan.categories, min_qv)
     columns = [CELL_ID_KEY, "feature_name"] + (["qv"] if "qv" in scan.columns else [])
     try:
         for batch in _parquet_file(path, ctx).iter_batches(batch_size=BATCH_ROWS, columns=columns):
             counter.add(batch)
     except (pa.ArrowException, OSError) as e:
         raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
-    if counter.stats["n_without_boundary"]:
-        warn(ctx, path, f"{counter.stats['n_without_boundary']} transcripts of {len(counter.cells_without_boundary)}"
-              " cells that have no boundary in xenium_cells are left out of xenium_cell_table")  # fmt: skip
-    return _cell_table(cells, counter, path)
+    return counter.table(cells, path, ctx)
 
 
 def _at_least(qv: pa.Array, min_qv: float) -> np.ndarray:
@@ -394,7 +414,7 @@ def _at_least(qv: pa.Array, min_qv: float) -> np.ndarray:
     return values >= min_qv  # NaN (missing quality) is not counted
 
 
-def _cell_table(cells: gpd.GeoDataFrame, counter: _CellCounter, path: Path) -> ad.AnnData:
+def _cell_table(cells: gpd.GeoDataFrame, counter: CellCounter, path: Path) -> ad.AnnData:
     ids = np.asarray(cells.index, dtype=object)
     obs = pd.DataFrame(index=pd.Index(ids, dtype=str))
     obs[CELL_ID_KEY] = ids

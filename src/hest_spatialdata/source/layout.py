@@ -255,3 +255,89 @@ BENCH_TASKS: dict[str, tuple[str, ...]] = {
     "LUAD": ("TENX118", "TENX141"),
     "LYMPH_IDC": _ids("NCBI", 681, 684),
 }
+
+
+@dataclass(frozen=True)
+class DuplicateSamples:
+    """HEST-1k ids that hold the same slide (one H&E image, one tissue section) published twice.
+
+    Attributes
+    ----------
+    ids
+        The sample ids, HEST-1k's.
+    evidence
+        Why they are one slide.
+    source
+        Where that is shown (a URL).
+    """
+
+    ids: tuple[str, ...]
+    evidence: str
+    source: str
+
+
+_SAME_CATALOG_FIGURES = (
+    "HEST's catalog gives them the same image size, spots under tissue and estimated pixel size (to 1e-6 µm, "
+    "estimated by HEST from each image)"
+)
+_MENDELEY_GEO = (
+    f"one study's Visium slides published on Mendeley Data (MEND) and on GEO (NCBI); {_SAME_CATALOG_FIGURES}"
+)
+_MENDELEY = "https://data.mendeley.com/datasets/xjtv62ncwr/1"
+_TENX = "https://www.10xgenomics.com/datasets/"
+_PAIRS_MENDELEY_GEO = (
+    ("MEND41", "NCBI535"), ("MEND45", "NCBI536"), ("MEND47", "NCBI534"), ("MEND51", "NCBI537"),
+    ("MEND42", "NCBI528"), ("MEND43", "NCBI530"), ("MEND44", "NCBI531"), ("MEND46", "NCBI529"),
+    ("MEND48", "NCBI539"), ("MEND49", "NCBI540"), ("MEND50", "NCBI532"), ("MEND53", "NCBI527"),
+    ("MEND54", "NCBI538"), ("MEND55", "NCBI533"),
+)  # fmt: skip
+
+#: Known duplicates in HEST-1k (v1.3.0): HEST-Benchmark keeps each group on one side of every fold and warns when
+#: a cohort holds more than one member (``docs/benchmark.md``). Found by the catalog figures (``evidence``).
+DUPLICATE_SAMPLES: tuple[DuplicateSamples, ...] = (
+    *(DuplicateSamples(pair, _MENDELEY_GEO, _MENDELEY) for pair in _PAIRS_MENDELEY_GEO),
+    DuplicateSamples(
+        ("TENX128", "TENX155"),
+        "10x's Visium HD colorectal cancer sample P2, published on two 10x pages (HEST issue 126)",
+        "https://github.com/mahmoodlab/HEST/issues/126",
+    ),
+    DuplicateSamples(
+        ("TENX184", "TENX185"),
+        f"one Visium HD section sequenced deep and at minimum depth; {_SAME_CATALOG_FIGURES}",
+        f"{_TENX}visium-hd-cytassist-gene-expression-ovarian-cancer-discovery-fresh-frozen",
+    ),
+    DuplicateSamples(
+        ("TENX182", "TENX183"),
+        f"one Visium HD 3' section sequenced deep and at minimum depth; {_SAME_CATALOG_FIGURES}",
+        f"{_TENX}visium-hd-three-prime-ovarian-cancer-discovery-fresh-frozen",
+    ),
+    *(
+        DuplicateSamples(
+            pair,
+            f"10x's targeted panel and whole transcriptome of one section; {_SAME_CATALOG_FIGURES}",
+            f"{_TENX}{page}",
+        )
+        for pair, page in (
+            (("TENX28", "TENX29"), "human-colorectal-cancer-whole-transcriptome-analysis-1-standard-1-2-0"),
+            (("TENX30", "TENX31"), "human-glioblastoma-whole-transcriptome-analysis-1-standard-1-2-0"),
+            (("TENX27", "TENX56"), "human-cerebellum-whole-transcriptome-analysis-1-standard-1-2-0"),
+        )
+    ),
+    DuplicateSamples(
+        ("NCBI599", "NCBI714"),
+        f"one kidney section in two GEO studies; {_SAME_CATALOG_FIGURES}",
+        "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC10356613/",
+    ),
+    DuplicateSamples(
+        ("NCBI765", "NCBI766"),
+        f"patient 5's replicates 2 and 3; {_SAME_CATALOG_FIGURES}",
+        "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC7391009/",
+    ),
+)
+
+
+def duplicates_in(sample_ids: Iterable[str]) -> list[tuple[DuplicateSamples, list[str]]]:
+    """The groups of :data:`DUPLICATE_SAMPLES` of which ``sample_ids`` hold two or more, with those members."""
+    present = set(sample_ids)
+    found = [(group, [s for s in group.ids if s in present]) for group in DUPLICATE_SAMPLES]
+    return [(group, members) for group, members in found if len(members) > 1]

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial as partial_call
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.errors import StoreExistsError
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
     from upath import UPath
 
-    from hest_spatialdata.writer.image import ImageWrite
+    from hest_spatialdata.writer.image import ImageWrite, Level
 
 #: Image codec: plain zstd (zarr's own ``ZstdCodec``, as zarr's default) at level 1 rather than zarr's default level
 #: 3. On noisy H&E pixels level 1 encodes 2-3x faster (it was half the converter's CPU at level 3) for a store of
@@ -80,6 +80,62 @@ def store_is_complete(path: str | Path | UPath) -> bool:
     return all((location / kind / name).is_dir() for kind, name in _written_elements(hest))
 
 
+class StoreSource(Protocol):
+    """What :func:`write_store` writes one store from: a HEST sample (:class:`HestSample`) or an imported 10x run.
+
+    ``sample_id`` names the store (``{id}.zarr``) and the messages.
+    """
+
+    sample_id: str
+
+    def check(self, elements: list[str] | None) -> None:
+        """Raise :class:`~hest_spatialdata.errors.HestInputError` for bad input, before anything is written."""
+
+    def slide(self) -> tuple[list[Level], bool] | None:
+        """The ``he`` levels (full resolution first, each ``(y, x, 3)``) and whether they are read remotely."""
+
+    def read(self, elements: list[str], chunk_size: int) -> SpatialData:
+        """Every wanted element but ``he``, lazily, with ``attrs["hest"]`` (its ``elements`` listing them)."""
+
+    def attrs(self) -> dict[str, Any]:
+        """``attrs["hest"]`` of a store of the slide alone (``elements`` empty)."""
+
+
+@dataclass(frozen=True)
+class HestSample:
+    """A sample of a HEST root as a :class:`StoreSource` (what ``convert`` writes)."""
+
+    hest_dir: str | Path
+    sample_id: str
+
+    def check(self, elements: list[str] | None) -> None:
+        """The metadata (and the slide, for ``he``) must be present."""
+        files = sample_files(self.hest_dir, self.sample_id)
+        files.require(Part.METADATA)
+        if elements is None or Elements.HE.value in elements:
+            files.require(Part.WSI)
+
+    def slide(self) -> tuple[list[Level], bool] | None:
+        """The slide's TIFF levels (remote for a remote root)."""
+        from hest_spatialdata.readers.wsi import open_levels
+        from hest_spatialdata.roots.remote import RemoteFile
+
+        path = sample_files(self.hest_dir, self.sample_id).require(Part.WSI)
+        return list(open_levels(path, self.sample_id)), isinstance(path, RemoteFile)
+
+    def read(self, elements: list[str], chunk_size: int) -> SpatialData:
+        """:func:`hest_spatialdata.read_hest` of the sample."""
+        from hest_spatialdata.readers.sample import read_hest
+
+        return read_hest(self.hest_dir, self.sample_id, elements=elements, chunk_size=chunk_size)
+
+    def attrs(self) -> dict[str, Any]:
+        """:func:`hest_spatialdata.readers.sample.sample_source_attrs`."""
+        from hest_spatialdata.readers.sample import sample_source_attrs
+
+        return sample_source_attrs(self.hest_dir, self.sample_id)
+
+
 def convert_sample(
     hest_dir: str | Path,
     sample_id: str,
@@ -92,12 +148,7 @@ def convert_sample(
 ) -> Path | UPath:
     """Convert one sample into ``out_dir/{sample_id}.zarr`` (the task :func:`hest_spatialdata.convert` runs).
 
-    The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
-    conversion never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
-    URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
-    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata.storage._publish`). An
-    existing store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object
-    storage (no rename) the old store stops being complete before the upload starts.
+    :func:`write_store` of the sample's :class:`HestSample`: written atomically, locally or to a URL.
 
     Parameters
     ----------
@@ -127,23 +178,56 @@ def convert_sample(
     HestInputError
         If a source file is missing or bad (nothing is written).
     """
+    source = HestSample(hest_dir, sample_id)
+    options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
+    return write_store(source, out_dir, overwrite=overwrite, **options)
+
+
+def write_store(
+    source: StoreSource,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    elements: Iterable[str] | None = None,
+    chunk_size: int | None = None,
+    raster_compressor: dict[str, int] | None = DEFAULT_RASTER_COMPRESSOR,
+) -> Path | UPath:
+    """Write the store of ``source`` into ``out_dir/{sample_id}.zarr``, atomically.
+
+    The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
+    write never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
+    URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
+    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata.storage._publish`). An
+    existing store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object
+    storage (no rename) the old store stops being complete before the upload starts.
+
+    Parameters
+    ----------
+    source
+        What to write (:class:`StoreSource`).
+    out_dir, overwrite, elements, chunk_size, raster_compressor
+        As for :func:`convert_sample`.
+
+    Returns
+    -------
+    The path of the store.
+    """
     import zarr
 
+    sample_id = source.sample_id
     final = store_path(out_dir, sample_id)
     if is_url(final):
         if store_is_complete(final) and not overwrite:
             raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
         options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
-        return _convert_to_url(hest_dir, sample_id, final, overwrite=overwrite, **options)
+        return _write_to_url(source, final, overwrite=overwrite, **options)
     out_dir = final.parent  # file:// URLs and local UPaths included
     remove_stale_partials(out_dir, sample_id)  # first: a store a dead overwrite set aside is put back
     if final.exists() and not overwrite:
         raise StoreExistsError(f"sample {sample_id}: {final} exists; pass --overwrite to replace it")
     elements = None if elements is None else list(elements)
-    files = sample_files(hest_dir, sample_id)
-    files.require(Part.METADATA)
+    source.check(elements)
     with_image = elements is None or Elements.HE.value in elements
-    slide = files.require(Part.WSI) if with_image else None
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".{sample_id}.zarr{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     _WRITING.add(partial)
@@ -152,13 +236,14 @@ def convert_sample(
         try:
             root = zarr.create_group(zarr.storage.LocalStore(partial), zarr_format=3)
             image = None
+            slide = source.slide() if with_image else None
             if slide is not None:
                 # The slide is encoded in threads (the codecs release the GIL) while spatialdata is imported and
                 # the other elements are read and written: most of the import then costs no wall time.
-                image = _start_slide(root, slide, sample_id, chunk_size, raster_compressor, threads)
+                image = _start_slide(root, *slide, sample_id, chunk_size, raster_compressor, threads)
                 running.callback(image.cancel)
             others = _Others(elements, chunk_size, raster_compressor, threads)
-            _write_elements(hest_dir, sample_id, partial, others, image, running)
+            _write_elements(source, partial, others, image, running)
             _replace(partial, final, overwrite=overwrite)
         finally:
             running.close()  # ... before the partial store is removed: nothing of it may remain after a failure
@@ -179,21 +264,20 @@ class _Others:
 
 def _start_slide(
     root: zarr.Group,
-    slide: Path,
+    levels: list[Level],
+    remote: bool,
     sample_id: str,
     chunk_size: int | None,
     raster_compressor: dict[str, int] | None,
     threads: int,
 ) -> ImageWrite:
     from hest_spatialdata._progress import current_bar
-    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK, open_levels
-    from hest_spatialdata.roots.remote import RemoteFile
+    from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK
     from hest_spatialdata.writer.image import start_image_write
 
     chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
-    levels = open_levels(slide, sample_id)
     # a remote slide is read in blocks of whole rows of tiles (one request per row), cut into the store's chunks
-    block = max(chunk_size, REMOTE_BLOCK // chunk_size * chunk_size) if isinstance(slide, RemoteFile) else chunk_size
+    block = max(chunk_size, REMOTE_BLOCK // chunk_size * chunk_size) if remote else chunk_size
     group = root.require_group("images").create_group(Elements.HE.value)
     bar = current_bar.get()
     if bar is not None:  # the CLI's bar counts the slide's blocks beside the other elements' dask tasks
@@ -210,12 +294,7 @@ def _start_slide(
 
 
 def _write_elements(
-    hest_dir: str | Path,
-    sample_id: str,
-    partial: Path,
-    how: _Others,
-    image: ImageWrite | None,
-    running: ExitStack,
+    source: StoreSource, partial: Path, how: _Others, image: ImageWrite | None, running: ExitStack
 ) -> None:
     """Write every element but the slide with spatialdata (if any is wanted), then the slide's metadata and the root's.
 
@@ -223,15 +302,14 @@ def _write_elements(
     """
     import zarr
 
-    from hest_spatialdata.readers.sample import sample_source_attrs
     from hest_spatialdata.readers.wsi import CHANNELS
     from hest_spatialdata.writer.image import write_image_metadata
     from hest_spatialdata.writer.root import write_root_attrs
 
     wanted = [e.value for e in Elements] if how.elements is None else how.elements
     others = [e for e in wanted if e != Elements.HE.value]
-    sdata = _write_others(hest_dir, sample_id, partial, how, others, running) if others else None
-    hest = sdata.attrs[ATTRS_KEY] if sdata is not None else sample_source_attrs(hest_dir, sample_id)
+    sdata = _write_others(source, partial, how, others, running) if others else None
+    hest = sdata.attrs[ATTRS_KEY] if sdata is not None else source.attrs()
     root = zarr.open_group(zarr.storage.LocalStore(partial), mode="r+")
     if image is not None:
         image.result()
@@ -249,17 +327,16 @@ def _write_elements(
 
 
 def _write_others(
-    hest_dir: str | Path, sample_id: str, partial: Path, how: _Others, others: list[str], running: ExitStack
+    source: StoreSource, partial: Path, how: _Others, others: list[str], running: ExitStack
 ) -> SpatialData:
     """Read the elements ``others`` and write them into the store at ``partial`` with spatialdata."""
     from concurrent.futures import ThreadPoolExecutor
 
     import dask
 
-    from hest_spatialdata.readers.sample import read_hest
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
 
-    sdata = read_hest(hest_dir, sample_id, elements=others, chunk_size=how.chunk_size or DEFAULT_CHUNK_SIZE)
+    sdata = source.read(others, how.chunk_size or DEFAULT_CHUNK_SIZE)
     sdata.path = partial
     # dask's own pool would outlive a failure; this one is shut down (its tasks awaited) before the clean-up
     pool = ThreadPoolExecutor(how.threads, thread_name_prefix="element-writer")
@@ -313,15 +390,16 @@ def _start_labels(
                         threads=how.threads, stop=stop)  # fmt: skip
 
 
-def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overwrite: bool, **options: Any) -> UPath:
+def _write_to_url(source: StoreSource, final: UPath, *, overwrite: bool, **options: Any) -> UPath:
     """Write the store into a local temporary folder (one sample's disk), then publish it to ``final``."""
     import tempfile
 
     from hest_spatialdata.storage._publish import check_not_busy, publish_store
 
+    sample_id = source.sample_id
     check_not_busy(final, sample_id)  # before converting: a store another converter holds is refused at once
     with tempfile.TemporaryDirectory(prefix=f"hest-{sample_id}-", dir=os.environ.get("HEST_TMPDIR")) as scratch:
-        local = convert_sample(hest_dir, sample_id, scratch, **options)
+        local = write_store(source, scratch, **options)
         publish_store(local, final, sample_id=sample_id, overwrite=overwrite)
     return final
 
