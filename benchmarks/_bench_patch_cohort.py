@@ -126,6 +126,64 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: Whole chunk files read by each client of the S3 comparison (``--child-fetch``), all at once.
+FETCH_CHUNKS = 120
+#: The S3 epoch's goal against the local one (issue 21).
+S3_GOAL = 0.7
+
+
+def child_fetch(client: str, url: str) -> dict[str, Any]:
+    """Read the first :data:`FETCH_CHUNKS` level-0 chunk files of a store at ``url`` concurrently with one client.
+
+    ``s3fs cat`` is what the loader did before issue 21, ``s3fs cat_ranges`` what it does (one GET per chunk),
+    ``obstore`` and ``zarr ObjectStore`` the maintained alternatives (``pip install obstore``).
+    """
+    import asyncio
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem()  # the environment: endpoint and keys of the loopback server
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    grid = json.loads(fs.cat_file(f"{bucket}/{prefix}/images/he/s0/zarr.json"))
+    _, height, width = grid["shape"]
+    _, ch, cw = grid["chunk_grid"]["configuration"]["chunk_shape"]
+    keys = [f"{prefix}/images/he/s0/c/0/{y}/{x}" for y in range(-(-height // ch)) for x in range(-(-width // cw))]
+    keys = keys[:FETCH_CHUNKS]
+    fs.invalidate_cache()  # no listing known: as the loader, which never lists
+    with _harness.Stopwatch() as fetch:
+        if client == "s3fs cat":
+            got = list(fs.cat([f"{bucket}/{k}" for k in keys], on_error="raise").values())
+        elif client == "s3fs cat_ranges":
+            got = fs.cat_ranges([f"{bucket}/{k}" for k in keys], [0] * len(keys), [None] * len(keys))
+        else:
+            from obstore.store import S3Store
+
+            store = S3Store(
+                bucket, endpoint=os.environ["AWS_ENDPOINT_URL_S3"], region=os.environ.get("AWS_DEFAULT_REGION"),
+                client_options={"allow_http": True},
+            )  # fmt: skip
+            got = asyncio.run(_obstore_fetch(store, keys, zarr_store=client == "zarr ObjectStore"))
+    return {"client": client, "n": len(keys), "s": fetch.wall, "bytes": sum(len(g) for g in got)}
+
+
+async def _obstore_fetch(store: Any, keys: list[str], *, zarr_store: bool) -> list[bytes]:
+    import asyncio
+
+    if zarr_store:
+        import zarr.storage
+        from zarr.core.buffer import default_buffer_prototype
+
+        objects = zarr.storage.ObjectStore(store, read_only=True)
+        buffers = await asyncio.gather(*(objects.get(k, default_buffer_prototype()) for k in keys))
+        return [b.to_bytes() for b in buffers]
+    import obstore
+
+    async def one(key: str) -> bytes:
+        return bytes(await (await obstore.get_async(store, key)).bytes_async())
+
+    return await asyncio.gather(*(one(k) for k in keys))
+
+
 def fresh_process(stores: list[str]) -> dict[str, Any]:
     """:data:`FRESH_PROCESS` in a new interpreter: seconds from its start to the first item of each store."""
     import hashlib
@@ -169,6 +227,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--s3", action="store_true", help="also read the stores from a loopback S3 server")
     parser.add_argument("--s3-stores", type=int, default=1)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="with --s3: also read the S3 epoch with the package from this src folder (e.g. main's), in the same run",
+    )
     parser.add_argument("--fresh-only", action="store_true", help="only the fresh process's first items")
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
@@ -187,28 +250,60 @@ def main(argv: list[str]) -> None:
         run = _harness.run_script(__file__, f"--child-{mode}", args.pixel_size, *extra)
         runs[mode].append(run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after)})
         print(f"  {mode:>6} run {r}: {json.dumps(runs[mode][-1])}", flush=True)
+    fetches: list[dict[str, Any]] = []
     runs["fresh"] = [fresh_process(sorted(stores)) for _ in range(args.repeat)]
     for r, run in enumerate(runs["fresh"]):
         print(f"  fresh run {r}: {json.dumps(run)}", flush=True)
     if args.s3:
-        runs["s3"] = [_s3_run(args, sorted(stores)[: args.s3_stores])]
-        print(f"  s3 run: {json.dumps(runs['s3'][-1])}", flush=True)
+        runs |= _s3_runs(args, sorted(stores)[: args.s3_stores], fetches)
     report(runs)
+    if fetches:
+        _report_fetches(fetches)
 
 
-def _s3_run(args: argparse.Namespace, stores: list[str]) -> dict[str, Any]:
+def _s3_runs(args: argparse.Namespace, stores: list[str], fetches: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The S3 epochs (this package, and ``--baseline-src``'s), alternating, and the clients' chunk fetches."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.s3_server import LoopbackS3
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    sources = {"s3": None} | ({"s3 baseline src": args.baseline_src} if args.baseline_src else {})
+    runs: dict[str, list[Any]] = {name: [] for name in sources}
     with LoopbackS3() as server:
         t0 = time.perf_counter()
         urls = upload([Path(s) for s in stores], server)
         print(f"  uploaded {len(urls)} store(s) to the loopback S3 in {time.perf_counter() - t0:.0f} s", flush=True)
-        server.reset_log()
-        run = _harness.run_script(__file__, "--child-local", args.pixel_size, *urls, env={**os.environ, **server.env()})
-        return run.result | {"rss": run.peak_rss, "load": (run.load_before, run.load_after),
-                             "fetched_mib": _harness.mib(server.sent()), "requests": server.requests()}  # fmt: skip
+        env = {**os.environ, **server.env()}
+        for r, name in _harness.rounds(list(sources), max(1, args.repeat - 1)):
+            child_env = env | ({"PYTHONPATH": str(sources[name])} if sources[name] else {})
+            server.reset_log()
+            run = _harness.run_script(__file__, "--child-local", args.pixel_size, *urls, env=child_env)
+            chunk_gets = sum(1 for m, k, _, _ in server.log if m == "GET" and "/images/he/" in k and "/c/" in k)
+            chunk_requests = sum(1 for _, k, _, _ in server.log if "/images/he/" in k and "/c/" in k)
+            runs[name].append(run.result | {
+                "rss": run.peak_rss, "load": (run.load_before, run.load_after),
+                "fetched_mib": _harness.mib(server.sent()), "requests": server.requests(),
+                "heads": server.requests(method="HEAD"), "per_chunk": chunk_requests / max(chunk_gets, 1),
+            })  # fmt: skip
+            print(f"  {name} run {r}: {json.dumps(runs[name][-1])}", flush=True)
+        for client in ("s3fs cat", "s3fs cat_ranges", "obstore", "zarr ObjectStore"):
+            server.reset_log()
+            run = _harness.run_script(__file__, "--child-fetch", client, urls[0], env=env)
+            fetches.append(run.result | {"requests": server.requests(), "load": (run.load_before, run.load_after)})
+    return runs
+
+
+def _report_fetches(fetches: list[dict[str, Any]]) -> None:
+    rows = [
+        [f["client"], f"{f['n'] / f['s']:,.0f} chunks/s", f"{_harness.mib(f['bytes']) / f['s']:,.0f} MiB/s",
+         f"{f['requests'] / f['n']:.2f}", _loads([f])]
+        for f in fetches
+    ]  # fmt: skip
+    _harness.print_table(
+        ["S3 client (fetching chunk files concurrently)", "chunks/s", "MiB/s", "requests per chunk", "load 1-min"],
+        rows,
+        note=f"{FETCH_CHUNKS} level-0 chunk files of one store, all at once, in a fresh process per client.",
+    )
 
 
 def report(runs: dict[str, list[dict[str, Any]]]) -> None:
@@ -216,7 +311,8 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> None:
     h5_cpu = min(1e3 * r["cpu_s"] / r["n"] for r in runs["h5"])
     rows = [["HEST h5, shuffled (the limit)", f"{h5:,.0f} /s", "", "1.00", f"CPU {h5_cpu:.3f} ms/patch",
              _loads(runs["h5"])]]  # fmt: skip
-    for name in ("local", "s3"):
+    local_rate = max(r["n"] / r["epoch1_s"] for r in runs["local"])
+    for name in ("local", "s3", "s3 baseline src"):
         if name not in runs:
             continue
         best = max(runs[name], key=lambda r: r["n"] / r["epoch1_s"])
@@ -247,8 +343,13 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> None:
              f"<= {FIDELITY_LIMITS['median']}, <= {FIDELITY_LIMITS['p95']}", "", f"level {best['level']}",
              _loads(runs[name])],
         ]  # fmt: skip
-        if name == "s3":
+        if name != "local":
             rows[-1][4] += f"; {best['fetched_mib']:,.0f} MiB in {best['requests']:,} requests"
+            rows.insert(len(rows) - 6, [
+                f"first epoch, S3 / local ({where})", f"{first / local_rate:.2f}x", f">= {S3_GOAL}x", "",
+                f"requests per chunk read {best['per_chunk']:.2f} (goal 1), HEAD requests {best['heads']}",
+                _loads(runs[name]),
+            ])  # fmt: skip
     rows.append(fresh_row(runs["fresh"], stores_of(runs)))
     header = ["figure", "measured", "goal", "/ h5 rate", "notes", "load 1-min"]
     note = f"{_harness.machine_text()}; patches/s count the items after the first item of each store."
@@ -282,5 +383,7 @@ if __name__ == "__main__":
         ensure_stores(float(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "--child-h5":
         _harness.emit(child_h5(float(sys.argv[2]), int(sys.argv[3])))
+    elif sys.argv[1] == "--child-fetch":
+        _harness.emit(child_fetch(sys.argv[2], sys.argv[3]))
     elif sys.argv[1] == "--child-local":
         _harness.emit(child_dataset(float(sys.argv[2]), sys.argv[3:]))

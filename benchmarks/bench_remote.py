@@ -11,10 +11,14 @@ files) and remotely (bytes the server sent, and its requests):
 - ``window``: open + compute a 768 x 768 level-0 window near the slide's centre (not aligned to tiles nor chunks,
   as a viewer's), with the compressed bytes of the tiles it covers and the ratio of the bytes fetched to them
   (goal: <= 2x);
+- ``window2048``: open, then ``read_hest(...)["he"]["scale0"]["image"][:, y0:y1, x0:x1].values`` of a centred,
+  tile-aligned 2048 x 2048 level-0 window (issue 21): the bytes and requests of that read alone, next to the bytes
+  of its tiles (goal: <= 1.5x);
 - ``convert``: ``convert_sample(root, id, out, elements=["he"])`` (every level into a Zarr store), with the
   largest size the huggingface_hub cache and the temporary folder reached, and the requests of reading the levels
-  by 2048-px blocks (one per row of tiles of a block, or one per block spanning a level's width; the header's
-  few requests come on top).
+  by 2048-px blocks (one per row of tiles of a block, or one per block spanning a level's width) plus the header's
+  (the requests of ``open``): what the conversion requested before issue 21 (397 for the 12,288-px slide), to be
+  kept.
 
 Each operation runs in a fresh subprocess (``_harness.run_child``); the 1-minute load is printed beside it.
 
@@ -22,6 +26,7 @@ Usage::
 
     python benchmarks/bench_remote.py                 # 12,288 px
     python benchmarks/bench_remote.py --size 4096     # a quick run
+    python benchmarks/bench_remote.py --baseline-src ../main/src   # also the remote rows of another checkout
 """
 
 from __future__ import annotations
@@ -39,11 +44,17 @@ import _harness
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.hub_server
 HF_ROOT = "hf://datasets/MahmoodLab/hest"
-OPERATIONS = ("open", "coarsest", "window", "convert")
+OPERATIONS = ("open", "coarsest", "window", "window2048", "convert")
 WINDOW = 768
 #: The ratio of a window's fetched bytes to its tiles' that issue 14 allows.
 WINDOW_GOAL = 2.0
+#: The centred, tile-aligned window of issue 21 and its goal (bytes fetched / bytes of its tiles).
+BIG_WINDOW = 2048
+BIG_WINDOW_GOAL = 1.5
 BLOCK = 2048
+#: The row label of the runs with ``--baseline-src``, and the operations they repeat.
+BASELINE = "remote, baseline src"
+BASELINE_OPERATIONS = ("open", "window2048", "convert")
 
 
 def child(operation: str, root: str, sample_id: str, out: str) -> None:
@@ -55,6 +66,7 @@ def child(operation: str, root: str, sample_id: str, out: str) -> None:
 
     io_before = psutil.Process().io_counters().read_chars
     start = time.perf_counter()
+    opened = None
     if operation == "convert":
         convert_sample(root, sample_id, out, elements=["he"], overwrite=True)
     else:
@@ -65,8 +77,15 @@ def child(operation: str, root: str, sample_id: str, out: str) -> None:
             level0 = image["scale0"]["image"]
             y0, x0 = window_origin(level0.shape[1:])
             level0[:, y0 : y0 + WINDOW, x0 : x0 + WINDOW].values  # noqa: B018
+        elif operation == "window2048":
+            opened = time.perf_counter() - start
+            start = time.perf_counter()
+            level0 = image["scale0"]["image"]
+            y0, x0 = big_window_origin(level0.shape[1:])
+            level0[:, y0 : y0 + BIG_WINDOW, x0 : x0 + BIG_WINDOW].values  # noqa: B018
     seconds = time.perf_counter() - start
-    _harness.emit({"seconds": seconds, "read_chars": psutil.Process().io_counters().read_chars - io_before})
+    io = psutil.Process().io_counters().read_chars - io_before
+    _harness.emit({"seconds": seconds, "read_chars": io, "open_seconds": opened})
 
 
 def window_origin(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -74,17 +93,23 @@ def window_origin(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0] // 2 - WINDOW // 2 + 100, shape[1] // 2 - WINDOW // 2 + 100
 
 
-def window_tile_bytes(tif: Path) -> int:
-    """Compressed bytes of the level-0 tiles under the window."""
+def big_window_origin(shape: tuple[int, ...], tile: int = 256) -> tuple[int, int]:
+    """Top-left pixel of issue 21's window: centred, on the tile grid."""
+    return (shape[0] - BIG_WINDOW) // 2 // tile * tile, (shape[1] - BIG_WINDOW) // 2 // tile * tile
+
+
+def window_tile_bytes(tif: Path, big: bool = False) -> int:
+    """Compressed bytes of the level-0 tiles under the window (``big``: issue 21's centred 2048-px window)."""
     import tifffile
 
     with tifffile.TiffFile(tif) as t:
         page = t.pages[0]
         th, tw = page.chunks[:2]
-        y0, x0 = window_origin(page.shape)
+        side = BIG_WINDOW if big else WINDOW
+        y0, x0 = big_window_origin(page.shape, th) if big else window_origin(page.shape)
         across = page.chunked[1]
-        rows = range(y0 // th, -(-(y0 + WINDOW) // th))
-        cols = range(x0 // tw, -(-(x0 + WINDOW) // tw))
+        rows = range(y0 // th, -(-(y0 + side) // th))
+        cols = range(x0 // tw, -(-(x0 + side) // tw))
         return sum(page.databytecounts[r * across + c] for r in rows for c in cols)
 
 
@@ -109,6 +134,12 @@ def disk_bytes(*folders: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=12288, help="Slide side in pixels.")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="Also run window2048 and convert remotely with the package from this src folder (e.g. main's), to "
+        "compare before and after in one run.",
+    )
     parser.add_argument("--child", nargs=4, metavar=("OP", "ROOT", "ID", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -123,7 +154,9 @@ def main() -> None:
     size = tif.stat().st_size
     print(_harness.machine_text())
     print(f"slide: {tif.name}, {args.size} x {args.size} px, {size / 1e6:.1f} MB")
-    tiles, blocks = window_tile_bytes(tif), block_requests(tif)
+    tiles, big_tiles, blocks = window_tile_bytes(tif), window_tile_bytes(tif, big=True), block_requests(tif)
+    opened: dict[str, tuple[int, int]] = {}  # where -> (bytes, requests) of opening the slide
+    slide = f"wsis/{tif.name}"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_remote_") as scratch, FakeHub(root) as hub:
         scratch = Path(scratch)
@@ -133,23 +166,44 @@ def main() -> None:
             "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_bench", "HF_HUB_CACHE": str(cache), "TMPDIR": str(tmp),
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }  # fmt: skip
+        sources = [("local", str(root), env), ("remote", HF_ROOT, env)]
+        if args.baseline_src:
+            sources.append((BASELINE, HF_ROOT, env | {"PYTHONPATH": str(args.baseline_src)}))
+        baseline_requests = None
         for operation in OPERATIONS:
-            for where, source in (("local", str(root)), ("remote", HF_ROOT)):
-                out = scratch / f"out_{where}"
+            for where, source, child_env in sources:
+                if where == BASELINE and operation not in BASELINE_OPERATIONS:
+                    continue
+                out = scratch / "out"
                 hub.reset_log()
                 with _harness.PeakSampler(lambda: disk_bytes(cache, tmp), interval=0.2) as disk:
                     run = _harness.run_child(
-                        [sys.executable, __file__, "--child", operation, source, sample_id, str(out)], env=env
+                        [sys.executable, __file__, "--child", operation, source, sample_id, str(out)], env=child_env
                     )
                 result = run.result
                 moved = result["read_chars"] if where == "local" else hub.sent()
                 requests = "" if where == "local" else str(hub.file_requests())
                 note = ""
+                if operation == "open":  # the slide's own bytes and requests (the metadata JSON is cached once)
+                    opened[where] = (moved if where == "local" else hub.sent(slide), hub.file_requests(slide))
                 if operation == "window":
                     note = f"window tiles {tiles / 1e6:.2f} MB; moved / tiles {moved / tiles:.2f}x"
                     note += f" (goal <= {WINDOW_GOAL:.0f}x)" if where == "remote" else ""
+                if operation == "window2048":  # the read alone: what opening moves (the row above) taken off
+                    moved = (moved if where == "local" else hub.sent(slide)) - opened[where][0]
+                    if where != "local":
+                        requests = str(hub.file_requests(slide) - opened[where][1])
+                    note = f"the read alone (open {result['open_seconds']:.2f} s); tiles {big_tiles / 1e6:.2f} MB"
+                    if where != "local":
+                        note += f"; fetched / tiles {moved / big_tiles:.2f}x (goal <= {BIG_WINDOW_GOAL}x)"
+                if operation == "convert" and where == BASELINE:
+                    baseline_requests = hub.file_requests()
+                    note = "requests of the baseline source (goal: the same after)"
                 if operation == "convert" and where == "remote":
-                    note = f"HF cache + temp peak {disk.peak / 1e6:.2f} MB; 2048-px block requests {blocks} + header"
+                    note = (
+                        f"HF cache + temp peak {disk.peak / 1e6:.2f} MB; 2048-px block rows {blocks} + header "
+                        f"{opened['remote'][1]}"
+                    )
                 rows.append(
                     [
                         operation, where, f"{result['seconds']:.2f}", f"{moved / 1e6:.2f}",
@@ -157,6 +211,10 @@ def main() -> None:
                     ]
                 )  # fmt: skip
                 shutil.rmtree(out, ignore_errors=True)
+    if baseline_requests is not None:
+        converted = next(row for row in rows if row[:2] == ["convert", "remote"])
+        same = "the same" if int(converted[5]) == baseline_requests else "DIFFERENT"
+        converted[6] += f"; baseline {baseline_requests} requests ({same})"
     _harness.print_table(
         ["operation", "where", "seconds", "MB moved", "of slide", "requests", "note", "load 1 min"],
         rows,

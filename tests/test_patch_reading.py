@@ -162,6 +162,49 @@ def test_s3_store_equals_local(visium_store: Path, s3_bucket) -> None:
         assert a[2:] == b[2:]
 
 
+def _s3_dataset(visium_store: Path, s3_bucket, um_per_px: float = 4.0) -> tuple[PatchDataset, PatchDataset, str]:
+    """The store uploaded to a fresh prefix of the bucket; its dataset there, the local one, the chunks' prefix."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options)
+    fs.put(str(visium_store) + "/", f"{s3_bucket.name}/one/{visium_store.name}", recursive=True)
+    url = s3_bucket.url("one", visium_store.name)
+    local = PatchDataset(visium_store, patch_size_px=32, um_per_px=um_per_px, genes=None)
+    remote = PatchDataset(url, patch_size_px=32, um_per_px=um_per_px, storage_options=s3_bucket.storage_options)
+    return local, remote, f"{s3_bucket.name}/one/{visium_store.name}/images/"
+
+
+def test_s3_chunks_are_one_get_each(visium_store: Path, s3_bucket) -> None:
+    """Each chunk read from S3 is one request: a GET of the whole object (s3fs's cat of a path without a range
+    first asked for its size with a HEAD: two requests per chunk)."""
+    local, remote, images = _s3_dataset(visium_store, s3_bucket)
+    server = s3_bucket.server
+    server.reset_log()
+    order = np.random.default_rng(1).permutation(len(local)).tolist()
+    for batch in (order[start : start + 64] for start in range(0, len(order), 64)):
+        for (image, _, _), i in zip(remote.__getitems__(batch), batch, strict=True):
+            np.testing.assert_array_equal(image, local[i][0])
+    chunk_requests = [(method, key, sent) for method, key, _, sent in server.log if key.startswith(images)]
+    assert len(chunk_requests) >= 2  # the level's chunks were read ...
+    assert {method for method, _, _ in chunk_requests} == {"GET"}  # ... with no HEAD ...
+    sizes = {key: len(data) for key, data in s3_bucket.objects(images.split("/", 1)[1]).items()}
+    for _, key, sent in chunk_requests:  # ... each GET bringing the whole chunk file
+        assert sent == sizes[key.split("/", 1)[1]]
+
+
+@pytest.mark.parametrize("fault", [{"fail_every": 2}, {"cut_every": 2}, {"fail_every": 3, "cut_every": 2}])
+def test_s3_chunk_reads_survive_503s_and_cut_bodies(visium_store: Path, s3_bucket, fault) -> None:
+    """A chunk GET answered 503, or whose body is cut half-way with the connection closed, is retried: the patches
+    are exact."""
+    local, remote, _ = _s3_dataset(visium_store, s3_bucket, um_per_px=1.0)  # level 0: 6 chunks
+    server = s3_bucket.server
+    server.set_faults(**fault, methods=("GET",))
+    order = np.random.default_rng(2).permutation(len(local))[:40].tolist()
+    for (image, _, _), i in zip(remote.__getitems__(order), order, strict=True):
+        np.testing.assert_array_equal(image, local[i][0])
+    assert sum(server.faults.values()) >= 2
+
+
 class _CountingChunks:
     """A level's chunks (a real H&E image in ``chunk``-px chunks) that counts its reads and its decoded chunks alive."""
 

@@ -93,25 +93,38 @@ def test_a_remote_slide_opens_with_its_header_and_reads_exact_pixels(slide_hub, 
     assert compressed <= slide_hub.sent() <= 2 * compressed
 
     _, tree = _open_remote_slide(slide_hub)  # nothing fetched ahead by the window above
-    slide_hub.reset_log()  # whole chunks: one request per row of tiles of each 2048-px block, as a conversion
+    slide_hub.reset_log()  # whole chunks: their tiles exactly, one request per row of tiles of each chunk
     window = tree["scale0"]["image"][:, :2048, :2048].values.transpose(1, 2, 0)
     np.testing.assert_array_equal(window, local_levels[0][:2048, :2048])
-    assert REMOTE_BLOCK == 2048 and slide_hub.file_requests() == 8
+    assert slide_hub.file_requests() == _window_requests(0, 2048, 0, 2048) == 16
     assert slide_hub.sent() == _tile_bytes(local, range(8), range(8))
 
 
-@pytest.mark.parametrize(("y0", "x0"), [(300, 700), (1024, 1024), (1900, 1500)])
-def test_a_window_fetches_only_its_tiles(slide_hub, slide_repo, y0, x0):
-    """A viewer's 768-px window (within a chunk, across chunk edges, at the slide's edge): its tiles, not blocks."""
+def _window_requests(y0: int, y1: int, x0: int, x1: int, chunk: int = 1024, tile: int = 256) -> int:
+    """Requests of a level-0 window of the test slide (narrower than the level): a row of tiles of each chunk met."""
+    return sum(
+        -(-min(y1, cy + chunk) // tile) - max(y0, cy) // tile
+        for cy in range(y0 // chunk * chunk, y1, chunk)
+        for _ in range(x0 // chunk * chunk, x1, chunk)
+    )
+
+
+@pytest.mark.parametrize(
+    ("y0", "x0", "side"),
+    [(300, 700, 768), (1024, 1024, 768), (1900, 1500, 768), (256, 256, 2048), (1024, 1024, 2048), (512, 256, 2048)],
+)
+def test_a_window_fetches_only_its_tiles(slide_hub, slide_repo, y0, x0, side):
+    """A viewer's window (within a chunk, across chunk edges, at the slide's edge, tile-aligned 2048 px over whole
+    chunks): its tiles only, none of the neighbouring tiles of the chunks it covers whole."""
     local = slide_repo / "wsis" / f"{SLIDE_ID}.tif"
     _, tree = _open_remote_slide(slide_hub)
     slide_hub.reset_log()
-    y1, x1 = min(y0 + 768, 2600), min(x0 + 768, 2400)
+    y1, x1 = min(y0 + side, 2600), min(x0 + side, 2400)
     window = tree["scale0"]["image"][:, y0:y1, x0:x1].values.transpose(1, 2, 0)
     np.testing.assert_array_equal(window, _levels(local)[0][y0:y1, x0:x1])
     tiles = _tile_bytes(local, range(y0 // 256, -(-y1 // 256)), range(x0 // 256, -(-x1 // 256)))
-    assert tiles <= slide_hub.sent() <= 2 * tiles
-    assert slide_hub.file_requests() <= -(-y1 // 256) - y0 // 256 + 4  # a row of tiles per request (per chunk)
+    assert slide_hub.sent() == tiles  # the issue's goal was <= 1.5x; fetching blocks ahead gave 1.2-2.6x here
+    assert slide_hub.file_requests() == _window_requests(y0, y1, x0, x1)
 
 
 def test_a_remote_conversion_reads_2048_px_blocks(fake_hub, hub_repo, tmp_path):
@@ -151,9 +164,9 @@ def test_timeouts_are_retried(slide_hub, slide_repo, monkeypatch):
 
     _, tree = _open_remote_slide(slide_hub)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
-    slide_hub.slow_every, slide_hub.delay_s = 3, 1.0  # 8 requests (rows of tiles), 2 or 3 of them too slow
-    level = _levels(slide_repo / "wsis" / f"{SLIDE_ID}.tif")[0][:2048, :2048]
-    np.testing.assert_array_equal(tree["scale0"]["image"][:, :2048, :2048].values.transpose(1, 2, 0), level)
+    slide_hub.slow_every, slide_hub.delay_s = 3, 1.0  # 8 requests (rows of tiles of 2 chunks), 2 or 3 too slow
+    level = _levels(slide_repo / "wsis" / f"{SLIDE_ID}.tif")[0][:1024, :2048]
+    np.testing.assert_array_equal(tree["scale0"]["image"][:, :1024, :2048].values.transpose(1, 2, 0), level)
     assert slide_hub.faults["slow"] >= 2
 
 

@@ -23,7 +23,7 @@ import tifffile
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
-from hest_spatialdata.roots.remote import RemoteFile, RemoteReadError, SharedRanges
+from hest_spatialdata.roots.remote import RemoteFile, RemoteReadError
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "TiffLevel", "open_levels", "read", "read_wsi", "slide_levels"]
 
-#: Width of the blocks a remote slide is read in by a conversion (px): the chunks side by side in 2048 px share one
-#: request per row of tiles (8 requests for a 2048-px square). A window reads only its own tiles.
+#: Width of the blocks a remote slide is read in by a conversion (px, ``storage/store.py``): each block's rows of
+#: tiles are one request each (8 for a 2048-px square). A window read through :func:`read_wsi` fetches only its tiles.
 REMOTE_BLOCK = 2048
 CHANNELS = ["r", "g", "b"]
 
@@ -126,16 +126,14 @@ def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> 
 class _OpenSlide:
     """The open TiffFile shared by the levels of one slide (closed when the last level is garbage collected).
 
-    A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges, the tiles that
-    neighbour each other in the file in one request, through :class:`~hest_spatialdata.roots.remote.SharedRanges` (so
-    the tiles fetched for a block serve each chunk of it).
+    A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges: exactly the
+    tiles asked for, those that neighbour each other in the file in one request.
     """
 
     def __init__(self, tif: tifffile.TiffFile, remote: RemoteFile | None = None, sample_id: str | None = None) -> None:
         self.tif = tif
         self.remote = remote
         self.sample_id = sample_id
-        self.shared = SharedRanges(remote) if remote is not None else None
 
     def segments(self, offsets: list[int], counts: list[int], indices: list[int]) -> Iterator[tuple[bytes, int]]:
         """``(compressed tile, tile index)`` for each tile."""
@@ -143,7 +141,7 @@ class _OpenSlide:
             fh = self.tif.filehandle
             yield from fh.read_segments(offsets, counts, indices, lock=fh.lock)
             return
-        yield from zip(self.shared.take(_ranges(offsets, counts)), indices, strict=True)  # type: ignore[union-attr]
+        yield from zip(self.remote.fetch_ranges(_ranges(offsets, counts)), indices, strict=True)
 
 
 class TiffLevel:
@@ -181,12 +179,6 @@ class TiffLevel:
         if out.size:
             self._read_into(out, y0, x0)
         return out[(slice(None), slice(None), *key[2:])]
-
-    def prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
-        """Fetch the tiles covering rows ``y0:y1`` and columns ``x0:x1`` of a remote slide for the reads to come."""
-        if self._slide.shared is not None:
-            _, offsets, counts = self._tiles(y0, y1, x0, x1)
-            self._slide.shared.prefetch((self._page.index, y0, x0), _ranges(offsets, counts))
 
     def _tiles(self, y0: int, y1: int, x0: int, x1: int) -> tuple[list[int], list[int], list[int]]:
         """``(indices, offsets, byte counts)`` of the tiles covering rows ``y0:y1`` and columns ``x0:x1``."""
@@ -239,10 +231,10 @@ class _RemoteLevel:
     """A remote slide's level as a lazy ``(c, y, x)`` array of ``chunk_size`` chunks.
 
     Channels first, so that dask fuses a slice of the level into the one read of its chunk (a transposed array would
-    read whole chunks): a window fetches only the tiles it covers. A whole chunk (what a conversion reads) first
-    fetches the tiles of its :data:`REMOTE_BLOCK`-px block, one request per row of tiles (or one for the block when
-    its rows follow each other in the file), and each chunk of the block takes its tiles from there: a conversion
-    makes the requests of 2048-px blocks, as when it read them as dask blocks.
+    read whole chunks): a window fetches only the tiles it covers, one request per row of them in each chunk. Nothing
+    is fetched ahead for the chunk's neighbours (a window's chunks at its edges would bring tiles it does not show:
+    1.75-4x a centred 2048-px window's tiles); a conversion reads the slide by its own 2048-px blocks
+    (``storage/store.py``).
     """
 
     ndim = 3
@@ -257,19 +249,7 @@ class _RemoteLevel:
         key = key if isinstance(key, tuple) else (key,)
         if len(key) != 3 or not all(isinstance(k, slice) for k in key):
             raise IndexError(f"a remote level takes (c slice, y slice, x slice), not {key!r}")
-        (y0, y1, _), (x0, x1, _) = key[1].indices(self.shape[1]), key[2].indices(self.shape[2])
-        if self._whole_chunk(y0, y1, x0, x1):
-            block = max(self.chunk_size, REMOTE_BLOCK // self.chunk_size * self.chunk_size)
-            by0, bx0 = y0 // block * block, x0 // block * block
-            self.level.prefetch(by0, min(by0 + block, self.shape[1]), bx0, min(bx0 + block, self.shape[2]))
         return self.level[key[1], key[2]].transpose(2, 0, 1)[key[0]]
-
-    def _whole_chunk(self, y0: int, y1: int, x0: int, x1: int) -> bool:
-        size = self.chunk_size
-        return (
-            y0 % size == 0 and x0 % size == 0 and y1 == min(y0 + size, self.shape[1])
-            and x1 == min(x0 + size, self.shape[2])
-        )  # fmt: skip
 
 
 def _remote_level_array(level: _RemoteLevel) -> da.Array:

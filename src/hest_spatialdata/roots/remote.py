@@ -22,8 +22,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -267,89 +266,6 @@ class RemoteFile:
         if response.status_code == 200:  # a server ignoring Range sends the whole file
             return response.content[start:end] if len(response.content) == self.size else response.content
         return response.content
-
-
-class SharedRanges:
-    """Byte ranges of one remote file fetched together for several readers, each kept until a reader takes it.
-
-    A conversion reads a slide chunk by chunk; the store's chunks side by side in one block of the slide share its
-    requests (one per row of tiles): the first chunk fetches the tiles of the whole block (:meth:`prefetch`), and each
-    chunk then takes its own (:meth:`take`; waiting for them while they are in flight). A window takes only its tiles.
-
-    Parameters
-    ----------
-    file
-        The remote file.
-    max_bytes
-        Ranges held for later readers beyond this are dropped, oldest first (and fetched again if taken).
-    """
-
-    def __init__(self, file: RemoteFile, max_bytes: int = 256 * 2**20) -> None:
-        self._file, self._max = file, max_bytes
-        self._held: OrderedDict[tuple[int, int], bytes | Future[bytes]] = OrderedDict()
-        self._held_bytes = 0
-        self._prefetched: set[Hashable] = set()
-        self._lock = threading.Lock()
-
-    def prefetch(self, block: Hashable, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the ranges of ``block`` (adjacent ones in one request) and hold them for :meth:`take`.
-
-        A block is fetched ahead once: the ranges its readers took are not fetched again.
-        """
-        with self._lock:
-            if block in self._prefetched:
-                return
-            self._prefetched.add(block)
-            todo = [r for r in dict.fromkeys(ranges) if r[1] > r[0] and r not in self._held]
-            pending = {r: Future() for r in todo}
-            self._held.update(pending)
-        if not todo:
-            return
-        try:
-            data = self._file.fetch_ranges(todo)
-        except BaseException as e:
-            with self._lock:
-                for r in todo:
-                    if self._held.get(r) is pending[r]:
-                        del self._held[r]
-            for future in pending.values():
-                future.set_exception(e)
-            raise
-        with self._lock:
-            for r, chunk in zip(todo, data, strict=True):
-                if self._held.get(r) is pending[r]:  # else a reader took it while in flight
-                    self._held[r] = chunk
-                    self._held_bytes += len(chunk)
-            self._drop_oldest()
-        for r, chunk in zip(todo, data, strict=True):
-            pending[r].set_result(chunk)
-
-    def take(self, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """The bytes of each range: held ones handed over (and forgotten), the others fetched now."""
-        out: list[bytes] = [b""] * len(ranges)
-        waiting: list[tuple[int, Future[bytes]]] = []
-        missing: list[int] = []
-        with self._lock:
-            for k, r in enumerate(ranges):
-                held = self._held.pop(r, None) if r[1] > r[0] else b""
-                if isinstance(held, bytes):
-                    self._held_bytes -= len(held)
-                    out[k] = held
-                elif held is not None:
-                    waiting.append((k, held))
-                else:
-                    missing.append(k)
-        for k, chunk in zip(missing, self._file.fetch_ranges([ranges[k] for k in missing]), strict=True):
-            out[k] = chunk
-        for k, future in waiting:
-            out[k] = future.result()
-        return out
-
-    def _drop_oldest(self) -> None:
-        for r in [r for r, held in self._held.items() if isinstance(held, bytes)]:
-            if self._held_bytes <= self._max:
-                break
-            self._held_bytes -= len(self._held.pop(r))  # type: ignore[arg-type]
 
 
 _BLOCKS_LOCK = threading.Lock()
