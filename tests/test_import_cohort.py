@@ -96,3 +96,29 @@ def test_import_into_object_storage(demo_visium_run: tuple[Path, Path], s3_bucke
     assert list(cohort) == ["S3RUN"] and cohort.table.loc["S3RUN", "patient"] == "P9"
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_a_sheet_of_runs_imports_as_a_batch_on_workers(
+    demo_visium_run: tuple[Path, Path], demo_visium_hd_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``import --sheet`` with ``--workers 2``: convert's batch (local processes, a failing run does not stop the
+    others, a summary, exit 1), resumable (complete stores skipped)."""
+    import pandas as pd
+
+    (outs, he), (hd_outs, hd_he) = demo_visium_run, demo_visium_hd_run
+    rows = [
+        {"id": "V1", "path": str(outs), "image": str(he), "organ": "Brain", "patient": "P1"},
+        {"id": "HD1", "path": str(hd_outs.parent), "image": str(hd_he), "organ": "Brain", "patient": "P2"},
+        {"id": "BAD", "path": str(tmp_path / "nothing"), "image": "", "organ": "", "patient": ""},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "stores"
+    args = ["import", "--sheet", str(tmp_path / "runs.csv"), "-o", str(out), "--elements", "he,spots,table"]
+    result = CliRunner().invoke(main, [*args, "--workers", "2"])
+    assert result.exit_code == 1, result.output  # BAD failed, the others were written
+    assert "BAD" in result.output and "10x output folder not found" in result.output
+    cohort = hs.open_cohort(out)
+    assert sorted(cohort) == ["HD1", "V1"]
+    assert cohort.table.loc["HD1", "technology"] == "Visium HD" and cohort.table.loc["V1", "patient"] == "P1"
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and again.output.count("skipped") >= 1

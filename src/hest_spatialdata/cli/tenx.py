@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from hest_spatialdata.cli._options import (
     split_choices,
     storage_option,
 )
+
+if TYPE_CHECKING:
+    from hest_spatialdata.storage.locations import StoreLocation
 
 _file = click.Path(exists=False, dir_okay=False, path_type=Path)
 METADATA_OPTION = "--metadata"
@@ -62,9 +65,16 @@ def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 
 
 @click.command("import", cls=_SpreadMetadata)
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @out_option("out_dir", "Output folder or URL (s3://bucket/prefix); the run becomes OUT/{ID}.zarr.", url=True)
-@click.option("--id", "sample_id", required=True, help="Sample id of the store (OUT/{ID}.zarr) and in cohorts.")
+@click.option("--id", "sample_id", help="Sample id of the store (OUT/{ID}.zarr) and in cohorts. [required with PATH]")
+@click.option(
+    "--sheet",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead of PATH: a CSV of runs (columns id, path, image, alignment, nuclei, and metadata columns), "
+    "imported as a batch like convert's (resumable, a summary, --workers).",
+)
+@click.option("--workers", type=click.IntRange(1), default=None, help="With --sheet: runs on N local processes.")
 @click.option("--image", type=_file, help="Full-resolution H&E (TIFF, OME-TIFF, SVS). [default: the largest found]")
 @click.option("--alignment", type=_file, help="Visium: Loupe alignment JSON; Xenium: Xenium Explorer alignment CSV.")
 @click.option("--nuclei", type=_file, help="Nuclei on the H&E: CellViT GeoJSON (HEST's), any polygon GeoJSON.")
@@ -87,9 +97,11 @@ def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads writing the store. [default: cores]")
 @storage_option
 def import_command(
-    path: Path,
+    path: Path | None,
     out_dir: Path | str,
-    sample_id: str,
+    sample_id: str | None,
+    sheet: Path | None,
+    workers: int | None,
     image: Path | None,
     alignment: Path | None,
     nuclei: Path | None,
@@ -109,15 +121,27 @@ def import_command(
     import dask
 
     from hest_spatialdata.errors import HestInputError, StoreExistsError
+    from hest_spatialdata.storage.locations import StoreLocation
     from hest_spatialdata.tenx import import_10x
 
-    check_writable(out_dir, storage_options)
+    out = StoreLocation.of(out_dir, storage_options)  # parsed once: everything below takes this object
+    check_writable(out)
+    if sheet is not None:
+        if path is not None or sample_id is not None or image or alignment or nuclei or metadata:
+            raise click.UsageError("--sheet gives each run's path, id, files and metadata: no PATH, --id, ...")
+        batch = {"overwrite": overwrite, "elements": elements, "chunk_size": chunk_size, "threads": threads}
+        _import_sheet(sheet, out, workers=workers or 1, **batch)
+        return
+    if path is None or sample_id is None:
+        raise click.UsageError("give PATH and --id (or --sheet)")
+    if workers is not None:
+        raise click.UsageError("--workers runs the rows of a --sheet side by side")
     start = time.perf_counter()
     try:
         with dask.config.set(scheduler="threads", num_workers=threads):
             store = import_10x(
                 path,
-                out_dir,
+                out,
                 sample_id,
                 image=image,
                 alignment=alignment,
@@ -126,8 +150,32 @@ def import_command(
                 overwrite=overwrite,
                 elements=elements,
                 chunk_size=chunk_size,
-                storage_options=storage_options,
             )
     except (HestInputError, StoreExistsError) as e:
         fail(str(e))
     click.echo(f"✓ {sample_id} → {store} ({time.perf_counter() - start:.1f} s)")
+
+
+def _import_sheet(sheet: Path, out_dir: StoreLocation, *, workers: int, **options: Any) -> None:
+    """``import --sheet``: the runs as one batch of :func:`hest_spatialdata.conversion.batch.run_batch`."""
+    import sys
+
+    from rich.console import Console
+
+    from hest_spatialdata.conversion.batch import ConvertOptions, run_batch
+    from hest_spatialdata.errors import HestInputError
+    from hest_spatialdata.tenx._common import read_sheet
+
+    try:
+        runs = read_sheet(sheet)
+    except HestInputError as e:
+        fail(str(e))
+    elements = tuple(options.pop("elements") or ()) or None
+    summary = run_batch(
+        "", out_dir, list(runs), ConvertOptions(workers=workers, elements=elements, **options), tenx_runs=runs
+    )
+    Console().print(summary.table())
+    for result in summary.by_status("failed"):  # whole, where the table folds the reason
+        click.secho(f"failed: {result.sample_id}: {result.reason}", fg="red", err=True)
+    if not summary.ok:
+        sys.exit(1)

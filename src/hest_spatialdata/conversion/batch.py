@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -157,6 +157,9 @@ class SampleJob:
         Threads writing the image; dask's default (one per core) when ``None``.
     hub
         Download the sample from the hub first.
+    tenx
+        A 10x run to import instead of a HEST sample: the keyword arguments of
+        :func:`hest_spatialdata.tenx.import_10x` (``path``, ``image``, ``alignment``, ``nuclei``, ``metadata``).
     """
 
     sample_id: str
@@ -167,6 +170,7 @@ class SampleJob:
     chunk_size: int | None = None
     threads: int | None = None
     hub: HubFiles | None = None
+    tenx: dict[str, Any] | None = None
 
 
 @dataclass
@@ -356,15 +360,16 @@ def _run_job(job: SampleJob, result: SampleResult) -> None:
         )
         result.download_seconds = time.perf_counter() - start
     start, cpu = time.perf_counter(), time.process_time()
+    out = job.out_dir
+    options = {"overwrite": job.overwrite, "elements": job.elements, "chunk_size": job.chunk_size}
     with dask.config.set(scheduler="threads", num_workers=job.threads):
-        path = convert_sample(
-            job.hest_dir,
-            job.sample_id,
-            job.out_dir,
-            overwrite=job.overwrite,
-            elements=job.elements,
-            chunk_size=job.chunk_size,
-        )
+        if job.tenx is not None:
+            from hest_spatialdata.tenx import import_10x
+
+            run = dict(job.tenx)
+            path = import_10x(run.pop("path"), out, job.sample_id, **run, **options)
+        else:
+            path = convert_sample(job.hest_dir, job.sample_id, out, **options)
     result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     result.status, result.store = "done", str(path)
     result.source_bytes, result.store_bytes = _source_bytes(path), _tree_bytes(path)
@@ -418,6 +423,7 @@ def run_batch(
     hub_plan: HubPlan | None = None,
     on_result: Callable[[SampleResult], None] | None = None,
     progress: Progress | None = None,
+    tenx_runs: Mapping[str, dict[str, Any]] | None = None,
 ) -> BatchSummary:
     """Convert samples, skipping complete stores, each sample a task; one failure does not stop the others.
 
@@ -440,12 +446,15 @@ def run_batch(
         Called with each result as it arrives (skips first).
     progress
         A rich progress display for the in-process mode's write bars.
+    tenx_runs
+        Sample id -> a 10x run to import instead (:attr:`SampleJob.tenx`): ``hest-to-sdata import --sheet``.
 
     Returns
     -------
     The summary of the run.
     """
     options = options or ConvertOptions()
+    tenx_runs = tenx_runs or {}
     start = time.perf_counter()
     jobs, summary = [], BatchSummary()
     out = StoreLocation.of(out_dir, options.storage_options)
@@ -466,7 +475,7 @@ def run_batch(
         if hub_plan is not None:
             files = tuple(sorted((hub_plan.files.get(sample_id) or {}).items()))
             hub = HubFiles(hub_plan.commit, files, _endpoint(), options.delete_downloaded)
-        jobs.append(SampleJob(sample_id, hub=hub, **common))
+        jobs.append(SampleJob(sample_id, hub=hub, tenx=tenx_runs.get(sample_id), **common))
     scheduler, workers = options.scheduler, options.workers
     if scheduler is not None or workers > 1:
         jobs.sort(key=_job_bytes, reverse=True)  # largest first: the longest samples do not start last
@@ -498,6 +507,9 @@ def _precheck(sample_id: str, out: StoreLocation, overwrite: bool, hub_plan: Hub
 def _job_bytes(job: SampleJob) -> int:
     if job.hub is not None:
         return sum(size for _, size in job.hub.files)
+    if job.tenx is not None:  # the H&E is most of a run's bytes
+        image = job.tenx.get("image")
+        return Path(image).stat().st_size if image is not None and Path(image).is_file() else 0
     try:
         files = sample_files(job.hest_dir, job.sample_id)
     except HestInputError:

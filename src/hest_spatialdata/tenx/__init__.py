@@ -55,12 +55,14 @@ from hest_spatialdata.storage.store import DEFAULT_RASTER_COMPRESSOR
 if TYPE_CHECKING:
     from upath import UPath
 
+    from hest_spatialdata.storage.locations import StoreLocation
+
 __all__ = ["import_10x"]
 
 
 def import_10x(
     path: str | Path,
-    out_dir: str | Path,
+    out_dir: str | Path | UPath | StoreLocation,
     sample_id: str,
     *,
     image: str | Path | None = None,
@@ -113,7 +115,7 @@ def import_10x(
     StoreExistsError
         If the store exists and ``overwrite`` is false.
     """
-    from hest_spatialdata.storage.locations import locate
+    from hest_spatialdata.storage.locations import StoreLocation
     from hest_spatialdata.storage.store import write_store
     from hest_spatialdata.tenx._common import TenxSource, find_image
     from hest_spatialdata.tenx._detect import find_outputs
@@ -129,6 +131,6 @@ def import_10x(
         nuclei=None if nuclei is None else Path(nuclei),
         metadata=dict(metadata or {}),
     )
-    target = locate(out_dir, dict(storage_options) if storage_options else None)
+    target = StoreLocation.of(out_dir, storage_options)  # parsed once; a StoreLocation passes as it is
     options = {"elements": elements, "chunk_size": chunk_size, "raster_compressor": raster_compressor}
     return write_store(TenxSource(request, technology), target, overwrite=overwrite, **options)

@@ -107,6 +107,42 @@ def parse_metadata_items(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
+#: Columns of a sample sheet (``import --sheet``) that are not metadata; ``path`` and ``id`` are required.
+SHEET_FILE_COLUMNS = ("path", "image", "alignment", "nuclei")
+
+
+def read_sheet(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A sample sheet: one 10x run a row, ``id -> import_10x`` keyword arguments.
+
+    Columns: ``id`` and ``path`` (required), ``image``, ``alignment``, ``nuclei`` (files; relative to the sheet's
+    folder), and any other column as metadata (``organ``, ``species``, ``patient`` ...; an empty cell is no value).
+
+    Raises
+    ------
+    HestInputError
+        For a missing or unreadable sheet, a missing column, an empty or repeated id.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise HestInputError(None, path, f"sample sheet unreadable ({type(e).__name__}: {e})") from e
+    missing = [c for c in ("id", "path") if c not in rows.columns]
+    if missing:
+        raise HestInputError(None, path, f"sample sheet needs the columns id and path (missing: {', '.join(missing)})")
+    ids = rows["id"].str.strip()
+    if (ids == "").any() or ids.duplicated().any():
+        raise HestInputError(None, path, "sample sheet ids must be given and unique")
+    runs = {}
+    for sample_id, row in zip(ids, rows.to_dict("records"), strict=True):
+        run: dict[str, Any] = {k: str(path.parent / row[k]) for k in SHEET_FILE_COLUMNS if row.get(k, "").strip()}
+        extra = {k: _scalar(v) for k, v in row.items() if k not in (*SHEET_FILE_COLUMNS, "id") and v.strip()}
+        runs[sample_id] = run | {"metadata": extra}
+    return runs
+
+
 def _scalar(text: str) -> Any:
     try:
         value = json.loads(text)
