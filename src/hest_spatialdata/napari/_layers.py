@@ -20,7 +20,7 @@ from hest_spatialdata._palette import (
     GENE_COLORMAP,
     NUCLEUS_CLASS_COLORS,
     PALETTE,
-    SPOTS_OPACITY,
+    SPOTS_RING_WIDTH,
     TISSUE_COLOR,
     gene_scale,
     nucleus_color,
@@ -152,17 +152,46 @@ def spots_layer(
         "name": Elements.SPOTS.value,
         "size": diameters * _scale_factor(affine),
         "symbol": "square" if square else "disc",
-        "border_width": 0.0,
-        "opacity": SPOTS_OPACITY,
         "affine": affine,
         "metadata": metadata,
-    }
+    } | SPOTS_RINGS
     if table is not None and table.n_vars:
         metadata["hest_table"] = table
         gene = gene or most_expressed_gene(table)
         values = gene_values(table, gene, spots.index)
-        kwargs |= {"features": pd.DataFrame({gene: values}), "face_color": values_to_rgba(values)}
+        kwargs |= {"features": pd.DataFrame({gene: values}), "border_color": values_to_rgba(values)}
     return (yx, kwargs, "points")
+
+
+#: How the spots are drawn: rings of their colour (the border), transparent inside, so the H&E shows whole.
+SPOTS_RINGS: dict[str, Any] = {
+    "face_color": "transparent",
+    "border_color": "white",
+    "border_width": SPOTS_RING_WIDTH,
+    "border_width_is_relative": True,
+    "opacity": 1.0,
+}
+
+
+def draw_spots_as_rings(layer: Layer) -> None:
+    """Draw a spots Points layer as rings, and keep them rings when a colour is given to their faces.
+
+    napari-spatialdata's "View" widget colours spots by a gene through ``face_color``: each time the faces get a
+    colour, it is moved to the rings and the faces made transparent again (the picker keeps working, the H&E stays
+    visible inside the spots).
+    """
+    for name, value in SPOTS_RINGS.items():
+        if name not in ("face_color", "border_color"):
+            setattr(layer, name, value)
+    _faces_to_rings(layer)
+    layer.events.face_color.connect(lambda _event: _faces_to_rings(layer))
+
+
+def _faces_to_rings(layer: Layer) -> None:
+    faces = np.asarray(layer.face_color)
+    if len(faces) and (faces[:, 3] > 0).any():
+        layer.border_color = faces.copy()
+        layer.face_color = SPOTS_RINGS["face_color"]  # emits face_color again: all transparent, nothing to move
 
 
 def nuclei_layer(
@@ -321,7 +350,7 @@ def nucleus_classes(nuclei: gpd.GeoDataFrame) -> pd.Categorical:
 
 
 def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMAP) -> str:
-    """Colour a spots layer by a gene, in place.
+    """Colour a spots layer by a gene, in place (its rings: see :func:`draw_spots_as_rings`).
 
     Works on the layers of this package and on napari-spatialdata's (both keep the spot ids in
     ``metadata["indices"]``).
@@ -345,7 +374,7 @@ def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMA
     gene = resolve_gene(table, gene)
     values = gene_values(table, gene, layer.metadata["indices"])
     layer.features = pd.DataFrame({gene: values})
-    layer.face_color = values_to_rgba(values, colormap)
+    layer.border_color = values_to_rgba(values, colormap)  # the rings (see draw_spots_as_rings)
     return gene
 
 

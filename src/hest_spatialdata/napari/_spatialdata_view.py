@@ -23,11 +23,12 @@ from napari.layers import Layer
 from napari.qt.threading import create_worker
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
-from hest_spatialdata._palette import SPOTS_OPACITY, nucleus_color
+from hest_spatialdata._palette import nucleus_color
 from hest_spatialdata.napari._layers import (
     MAX_NUCLEI_POLYGONS,
     NUCLEI_OUTLINES,
     color_spots_by_gene,
+    draw_spots_as_rings,
     element_affine,
     most_expressed_gene,
     nuclei_layer,
@@ -219,7 +220,7 @@ class DefaultLayerLoader:
         if not (spots.geometry.geom_type == "Point").all():  # square pseudo-spots: our Points, not Shapes
             return self._own(spots_layer(self.sdata, self.coordinate_system, gene=self.gene))
         layer = self.session.circles_layer(Elements.SPOTS.value)
-        layer.opacity = SPOTS_OPACITY
+        draw_spots_as_rings(layer)
         table = spots_table(layer)
         if table is not None and table.n_vars:
             self.gene = color_spots_by_gene(layer, self.gene or most_expressed_gene(table))
