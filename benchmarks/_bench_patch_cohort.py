@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness
-from bench_patches import INPUT_VERSION, SAMPLE_ID, WORK, ensure_sample, sample_dir
+from _patch_sample import INPUT_VERSION, SAMPLE_ID, WORK, ensure_sample, sample_dir
 
 BATCH = 64
 FIDELITY_LIMITS = {"median": 1.0, "p95": 15.0}

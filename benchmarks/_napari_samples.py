@@ -14,7 +14,7 @@ import pandas as pd
 import shapely
 
 from hest_spatialdata.example import write_visium_sample
-from hest_spatialdata.layout import PARTS, Part
+from hest_spatialdata.source.layout import PARTS, Part
 
 REAL_CONTOUR = Path(__file__).parents[1] / "tests" / "data" / "hest_tissue_seg" / "MEND90_contours.geojson.gz"
 

@@ -108,7 +108,7 @@ def run(root: Path, ids: list[str], workers: int, threads: int | None) -> dict[s
 
 
 def _level0_mpix(store: Path) -> float:
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.store import store_attrs
 
     height, width = store_attrs(store)["slide_shape"]
     return height * width / 1e6

@@ -60,7 +60,7 @@ def ensure_inputs(n_stores: int) -> None:
     if (folder / "done").is_file():
         return
     if not (source_dir() / "done").is_file():
-        from bench_patches import ensure_sample
+        from _patch_sample import ensure_sample
 
         ensure_sample(PIXEL_SIZE_UM)
     source = source_dir() / "stores" / f"{SOURCE_ID}.zarr"

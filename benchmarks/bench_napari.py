@@ -71,7 +71,7 @@ def build(key: str) -> Path:
 
 def child_convert(key: str, labels: bool) -> dict[str, Any]:
     from hest_spatialdata._constants import Elements
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     sample_id = SAMPLES[key][0]
     elements = [e.value for e in Elements if labels or e != Elements.NUCLEI_LABELS]

@@ -44,17 +44,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import _harness
+from _patch_sample import SAMPLE_ID, WORK, ensure_sample, sample_dir
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE / "_work"
-SAMPLE_ID = "BENCHPATCH"
-#: Bump when the sample changes, so cached inputs are rebuilt (3: the h5 patches resized with cv2, as HEST).
-INPUT_VERSION = 3
 MODES = {
     "h5 in order": {"source": "h5", "order": "file"},
     "h5 shuffled": {"source": "h5", "order": "shuffled"},
@@ -70,26 +66,6 @@ MODES = {
     "loader spatial order": {"source": "loader", "order": "spatial"},
     "loader 1.0um shuffled": {"source": "loader", "order": "shuffled", "um_per_px": 1.0},
 }
-
-
-def sample_dir(pixel_size: float, chunk_size: int = 0) -> Path:
-    suffix = f"_chunk{chunk_size}" if chunk_size else ""
-    return WORK / f"patches_ps{pixel_size}_v{INPUT_VERSION}{suffix}"
-
-
-def ensure_sample(pixel_size: float, chunk_size: int = 0) -> None:
-    """Build (once) the HEST root and its store (image chunks of ``chunk_size`` px; 0: the converter's default)."""
-    folder = sample_dir(pixel_size, chunk_size)
-    if (folder / "done").is_file():
-        return
-    from hest_spatialdata.example import write_visium_sample
-    from hest_spatialdata.store import convert_sample
-
-    print(f"building {folder} ...", flush=True)
-    t0 = time.perf_counter()
-    write_visium_sample(folder / "hest", SAMPLE_ID, pixel_size_um=pixel_size)
-    convert_sample(folder / "hest", SAMPLE_ID, folder / "stores", overwrite=True, chunk_size=chunk_size or None)
-    (folder / "done").write_text(f"{time.perf_counter() - t0:.1f} s\n")
 
 
 # --------------------------------------------------------------------------------------------- child process

@@ -50,8 +50,8 @@ def child(operation: str, root: str, sample_id: str, out: str) -> None:
     """Run one operation in this (fresh) process and emit its wall time and the bytes it read from files."""
     import psutil
 
-    from hest_spatialdata.sample import read_hest
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.readers.sample import read_hest
+    from hest_spatialdata.storage.store import convert_sample
 
     io_before = psutil.Process().io_counters().read_chars
     start = time.perf_counter()

@@ -63,10 +63,10 @@ def main() -> None:
     import spatialdata  # noqa: F401 - imported before timing: both sides need it
     from tests.s3_server import LoopbackS3
 
-    from hest_spatialdata._publish import publish_store
     from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_visium_sample
-    from hest_spatialdata.locations import locate
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage._publish import publish_store
+    from hest_spatialdata.storage.locations import locate
+    from hest_spatialdata.storage.store import convert_sample
 
     print(_harness.machine_text())
     with tempfile.TemporaryDirectory() as scratch, LoopbackS3() as server:

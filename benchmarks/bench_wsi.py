@@ -7,8 +7,8 @@ each as a whole process (interpreter start and imports included):
 - ``baseline``: the plain loop, the limit: every tile of every TIFF level decoded with tifffile, each chunk
   ``(c, y, x)`` of the converter's layout compressed with the converter's codec (zstd level 1, numcodecs) and
   written as the file zarr would write, over a pool of ``--threads`` threads and no framework.
-- ``converter``: ``hest_spatialdata.store.convert_sample(..., elements=["he"])`` on a HEST root holding the slide, as
-  the CLI runs it (same threads: one per core).
+- ``converter``: ``hest_spatialdata.storage.store.convert_sample(..., elements=["he"])`` on a HEST root holding
+  the slide, as the CLI runs it (same threads: one per core).
 - ``naive``: what a spatialdata user would write: level 0 through tifffile's zarr store,
   ``Image2DModel.parse(level0, scale_factors=[2, ...], chunks=...)`` and ``SpatialData.write`` (same codec).
 
@@ -134,7 +134,7 @@ def synthetic_slide(size: int, seed: int = 0) -> Any:
 def parse_compressor(text: str) -> dict[str, int] | None:
     """``none`` -> ``None``; ``zstd:5`` -> ``{"zstd": 5}`` (spatialdata's ``raster_compressor``)."""
     if text.lower() == "default":
-        from hest_spatialdata.store import DEFAULT_RASTER_COMPRESSOR
+        from hest_spatialdata.storage.store import DEFAULT_RASTER_COMPRESSOR
 
         return DEFAULT_RASTER_COMPRESSOR
     if text.lower() in ("none", ""):
@@ -234,7 +234,7 @@ def run_converter(
     root: Path, sample_id: str, out_dir: Path, chunk: int, raster_compressor: dict[str, int] | None
 ) -> None:
     """The converter's image path, as the CLI runs it."""
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     convert_sample(
         root, sample_id, out_dir, overwrite=True, elements=["he"], chunk_size=chunk, raster_compressor=raster_compressor

@@ -111,8 +111,8 @@ def measure(name: str) -> dict[str, Any]:
     """Run one measurement in this process (called in a fresh subprocess; the driver measures its peak RSS)."""
     import pyarrow.parquet as pq
 
-    import hest_spatialdata.sample  # noqa: F401  (spatialdata's ~5 s import is paid once per process, not timed)
-    from hest_spatialdata.store import convert_sample
+    import hest_spatialdata.readers.sample  # noqa: F401  (spatialdata's ~5 s import is paid once per process, not timed)
+    from hest_spatialdata.storage.store import convert_sample
 
     sample_id, elements = MEASUREMENTS[name]
     rss_after_imports = _harness.mib(_harness.current_rss())

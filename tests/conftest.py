@@ -28,7 +28,7 @@ def hest_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def visium_store(hest_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example sample converted with every element (read-only)."""
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     return convert_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path_factory.mktemp("stores"))
 
@@ -56,7 +56,7 @@ def xenium_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def xenium_store(xenium_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The XENB sample converted with every element (read-only)."""
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     return convert_sample(xenium_root, "XENB", tmp_path_factory.mktemp("xenium_stores"))
 
@@ -73,7 +73,7 @@ def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The three samples of :mod:`hest_spatialdata.example.cohort` (two patients) converted into one folder of
     stores (read-only: copy it before adding to the stores)."""
     from hest_spatialdata.example.cohort import write_cohort_samples
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     hest = tmp_path_factory.mktemp("cohort_hest")
     stores = tmp_path_factory.mktemp("cohort_stores")
@@ -110,7 +110,7 @@ def fake_hub(hub_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
-    from hest_spatialdata.remote import forget_roots
+    from hest_spatialdata.roots.remote import forget_roots
 
     forget_roots()
     with FakeHub(hub_repo) as hub:

@@ -33,7 +33,7 @@ def xy_scale(transformation) -> np.ndarray:
 
 def copy_sample(src_root: Path, src_id: str, dst_root: Path, dst_id: str) -> Path:
     """Copy a sample's wsis/st/metadata files under another id (the metadata's ``id`` follows)."""
-    from hest_spatialdata.layout import PARTS, Part
+    from hest_spatialdata.source.layout import PARTS, Part
 
     for part in (Part.WSI, Part.ST):
         target = PARTS[part].path(dst_root, dst_id)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from hest_spatialdata.batch import run_batch
 from hest_spatialdata.cli import main
-from hest_spatialdata.conversion import select_local_ids
-from hest_spatialdata.store import PARTIAL_MARK, store_is_complete
+from hest_spatialdata.conversion.batch import run_batch
+from hest_spatialdata.conversion.convert import select_local_ids
+from hest_spatialdata.storage.store import PARTIAL_MARK, store_is_complete
 from hest_spatialdata.validate import validate
 
 from .helpers import HUB_SAMPLE_IDS, copy_sample
@@ -45,7 +45,7 @@ def test_batch_converts_then_skips_complete_stores(hest_root_pair, tmp_path, mon
     assert validate(out / "EXAMPLE1.zarr").ok
 
     # the re-run decides from zarr.json alone: make any conversion attempt an error
-    monkeypatch.setattr("hest_spatialdata.store.convert_sample", _must_not_convert)
+    monkeypatch.setattr("hest_spatialdata.storage.store.convert_sample", _must_not_convert)
     code, summary, output = _convert(str(hest_root_pair), "-o", str(out))
     assert code == 0, output
     assert _status(summary) == {"EXAMPLE1": "skipped", "EXAMPLE2": "skipped"}
@@ -156,7 +156,7 @@ def test_local_filters_and_usage_errors(hest_root_pair, tmp_path):
 
 
 def test_from_hub_fetches_only_the_sources_of_the_elements_asked(fake_hub):
-    from hest_spatialdata.conversion import plan_from_hub
+    from hest_spatialdata.conversion.convert import plan_from_hub
 
     files = plan_from_hub(["ZEN61", "TENX95"], elements=["he"]).files
     assert files == {

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 import hest_spatialdata as hs
 from hest_spatialdata.benchmark import HistogramEncoder, benchmark_genes
-from hest_spatialdata.layout import BENCH_TASKS
+from hest_spatialdata.source.layout import BENCH_TASKS
 
 from .helpers import TEST_PIXEL_SIZE_UM
 
@@ -281,7 +281,7 @@ def test_result_files_and_options(stores: Path, tmp_path: Path) -> None:
 
 
 def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None:
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
 
     tables = [read_spot_table(cohort_dir / f"{s}.zarr") for s in ("COHST", "COHV1", "COHV2")]
     chosen = benchmark_genes(tables)
@@ -300,7 +300,7 @@ def test_gene_rule_drops_rare_genes_and_control_probes(cohort_dir: Path) -> None
 
 
 def test_bench_task_filter() -> None:
-    from hest_spatialdata.filters import filter_catalog, normalise_filters, record_matches
+    from hest_spatialdata.source.filters import filter_catalog, normalise_filters, record_matches
 
     assert record_matches({"id": "TENX95"}, normalise_filters(bench_task="idc"))
     assert not record_matches({"id": "TENX96"}, normalise_filters(bench_task="IDC,SKCM"))

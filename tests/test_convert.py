@@ -12,7 +12,7 @@ import spatialdata as sd
 
 import hest_spatialdata as hs
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.layout import PARTS, Part, PatchesKeys
+from hest_spatialdata.source.layout import PARTS, Part, PatchesKeys
 
 SID = EXAMPLE_SAMPLE_ID
 

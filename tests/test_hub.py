@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from hest_spatialdata import hub
 from hest_spatialdata.cli import main
-from hest_spatialdata.layout import hub_patterns
-from hest_spatialdata.metadata import read_catalog
+from hest_spatialdata.roots import hub
+from hest_spatialdata.source.layout import hub_patterns
+from hest_spatialdata.source.metadata import read_catalog
 
 from .helpers import HUB_SAMPLE_IDS, REALDATA
 

@@ -17,8 +17,8 @@ import zarr
 
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.sample import read_hest
-from hest_spatialdata.store import DEFAULT_RASTER_COMPRESSOR, convert_sample
+from hest_spatialdata.readers.sample import read_hest
+from hest_spatialdata.storage.store import DEFAULT_RASTER_COMPRESSOR, convert_sample
 from hest_spatialdata.writer.image import start_image_write, write_image_metadata
 
 from .helpers import copy_sample
@@ -98,7 +98,7 @@ _FULL_DISK = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit fails with EFBIG, as a full disk with ENOSPC
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # metadata fits, no image chunk does
-from hest_spatialdata.store import convert_sample
+from hest_spatialdata.storage.store import convert_sample
 try:
     convert_sample(sys.argv[1], sys.argv[2], sys.argv[3])
 except OSError as e:
@@ -120,7 +120,7 @@ def test_a_full_disk_leaves_nothing(hest_root, tmp_path):
 
 _SLIDE_ALONE = """
 import sys
-from hest_spatialdata.store import convert_sample
+from hest_spatialdata.storage.store import convert_sample
 convert_sample(sys.argv[1], sys.argv[2], sys.argv[3], elements=["he"])
 print(sorted(m for m in ("spatialdata", "anndata", "geopandas", "xarray") if m in sys.modules))
 """

@@ -67,7 +67,7 @@ def test_sc_pl_spatial_draws_it(sdata, tmp_path: Path) -> None:
 def test_xenium_pseudo_spots_are_squares(xenium_store: Path) -> None:
     import spatialdata as sd
 
-    from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM
+    from hest_spatialdata.source.metadata import PSEUDO_SPOT_SIDE_UM
 
     sdata = sd.read_zarr(xenium_store)
     adata = hs.to_legacy_anndata(sdata)

@@ -9,7 +9,7 @@ import pytest
 
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.metadata import pixel_size_um, read_metadata, spot_diameter_um, technology
+from hest_spatialdata.source.metadata import pixel_size_um, read_metadata, spot_diameter_um, technology
 
 METADATA_DIR = Path(__file__).parent / "data" / "hest_metadata"
 REAL_JSONS = sorted((METADATA_DIR / "metadata_json").glob("*.json"))

@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from hest_spatialdata._palette import NUCLEUS_CLASS_COLORS
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.napari._layers import NUCLEI_OUTLINES, TISSUE_OUTLINE, TRANSCRIPTS_SUBSAMPLE
 from hest_spatialdata.napari._reader import find_hest_sample, get_hest_reader, get_store_reader
+from hest_spatialdata.views._palette import NUCLEUS_CLASS_COLORS
 
 
 def _no_display_reason() -> str | None:
@@ -336,7 +336,7 @@ def test_browser_opens_hub_samples_remotely(make_napari_viewer, qtbot, hest_root
     import pandas as pd
 
     from hest_spatialdata.napari._widget import HestBrowser
-    from hest_spatialdata.remote import forget_roots
+    from hest_spatialdata.roots.remote import forget_roots
 
     from .hub_server import FakeHub
 

@@ -41,9 +41,9 @@ def test_browser_lists_and_opens_local_stores(make_napari_viewer, qtbot, visium_
 
 @pytest.mark.skipif(not HAS_DISPLAY or OFFSCREEN, reason="needs a display with OpenGL (Xvfb through pytest-xvfb)")
 def test_browser_lists_and_opens_stores_in_a_bucket(make_napari_viewer, qtbot, visium_store: Path, s3_bucket) -> None:
-    from hest_spatialdata._publish import publish_store
-    from hest_spatialdata.locations import locate
     from hest_spatialdata.napari._widget import HestBrowser
+    from hest_spatialdata.storage._publish import publish_store
+    from hest_spatialdata.storage.locations import locate
 
     url = s3_bucket.url("stores", visium_store.name)
     publish_store(visium_store, locate(url), sample_id=EXAMPLE_SAMPLE_ID, overwrite=False)

@@ -22,7 +22,7 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example sample and its store, shared by the notebooks through HEST_EXAMPLE_DIR."""
     from hest_spatialdata import example_sample
     from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     work = tmp_path_factory.mktemp("notebooks")
     convert_sample(example_sample(work / "hest"), EXAMPLE_SAMPLE_ID, work)

@@ -20,8 +20,8 @@ from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_data_path
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.cellvit import read_cellvit
-from hest_spatialdata.sample import read_hest
-from hest_spatialdata.store import convert_sample
+from hest_spatialdata.readers.sample import read_hest
+from hest_spatialdata.storage.store import convert_sample
 
 from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 

@@ -9,7 +9,7 @@ import shapely
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, nuclei_tiles, translated_copies
 from hest_spatialdata.readers.nuclei_labels import LABEL_ID_RULE, class_outlines, level_shapes, nuclei_label_levels
-from hest_spatialdata.sample import read_hest
+from hest_spatialdata.readers.sample import read_hest
 
 
 def test_labels_hold_each_nucleus_under_its_row_id(hest_root) -> None:

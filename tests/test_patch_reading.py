@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hest_spatialdata._store_parts import StoreFiles, image_levels, read_spot_table, shape_centres
-from hest_spatialdata.loaders import PatchDataset, hest_squares
+from hest_spatialdata.loaders.dataset import PatchDataset, hest_squares
+from hest_spatialdata.storage._parts import StoreFiles, image_levels, read_spot_table, shape_centres
 
 
 def _hest_square_resized(sdata, dataset: PatchDataset, index: int, method: str) -> np.ndarray:
@@ -168,7 +168,7 @@ class _CountingChunks:
     def __init__(self, image: np.ndarray, chunk: int) -> None:
         import dask.array as da
 
-        from hest_spatialdata._patch_reader import DaskChunks
+        from hest_spatialdata.loaders._patch_reader import DaskChunks
 
         self._chunks = DaskChunks(da.from_array(image, chunks=(image.shape[0], chunk, chunk)))
         self.shape, self.y_edges, self.x_edges = self._chunks.shape, self._chunks.y_edges, self._chunks.x_edges
@@ -199,7 +199,7 @@ def _epoch(cutter, n: int, seed: int) -> dict[int, np.ndarray]:
 def test_an_epoch_decodes_each_chunk_once_and_holds_few_rows(visium_store: Path, sdata) -> None:
     """Bands of squares that straddle chunk rows: the chunks two bands share are decoded once (kept as spares), and
     a band, however tall, holds at most three chunk rows at once."""
-    from hest_spatialdata._patch_reader import BAND_ROWS, ChunkCache, PatchCutter
+    from hest_spatialdata.loaders._patch_reader import BAND_ROWS, ChunkCache, PatchCutter
 
     image = np.asarray(_levels(sdata)[0].data)
     dataset = PatchDataset(visium_store, patch_size_px=64, um_per_px=2.0)
@@ -230,7 +230,7 @@ def test_an_epoch_decodes_each_chunk_once_and_holds_few_rows(visium_store: Path,
 
 
 def test_chunk_cache_drops_spares_first() -> None:
-    from hest_spatialdata.loaders import ChunkCache
+    from hest_spatialdata.loaders.dataset import ChunkCache
 
     block = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
     cache = ChunkCache(900)
@@ -246,7 +246,7 @@ def test_chunk_cache_drops_spares_first() -> None:
 def test_each_request_cuts_one_more_band_ahead(visium_store: Path, sdata) -> None:
     """After a request, the band next to it is cut in the background (an epoch asks for every band): its patches
     are then served from the cache, equal to cutting them on request."""
-    from hest_spatialdata._patch_reader import _AHEAD_BUSY, ChunkCache, PatchCutter
+    from hest_spatialdata.loaders._patch_reader import _AHEAD_BUSY, ChunkCache, PatchCutter
 
     image = np.asarray(_levels(sdata)[0].data)
     dataset = PatchDataset(visium_store, patch_size_px=64, um_per_px=2.0)

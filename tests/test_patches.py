@@ -15,7 +15,7 @@ from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.patches import patch_side_px, read_patches
-from hest_spatialdata.sample import read_hest
+from hest_spatialdata.readers.sample import read_hest
 
 from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 

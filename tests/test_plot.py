@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 from PIL import Image
 
 from hest_spatialdata.cli import main
-from hest_spatialdata.plot import quicklook
+from hest_spatialdata.views.plot import quicklook
 
 
 def _check_png(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -63,8 +63,8 @@ def test_cli_plot(visium_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_plot_and_napari_share_the_gene_scale_and_nucleus_colours(sdata) -> None:
-    from hest_spatialdata import plot
-    from hest_spatialdata._palette import NUCLEUS_CLASS_COLORS, gene_scale
+    from hest_spatialdata.views import plot
+    from hest_spatialdata.views._palette import NUCLEUS_CLASS_COLORS, gene_scale
 
     table = sdata["table"]
     gene = "Gad1"

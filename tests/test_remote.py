@@ -12,17 +12,17 @@ import tifffile
 from click.testing import CliRunner
 from PIL import Image
 
-from hest_spatialdata import remote
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.cli import main
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, write_slide
 from hest_spatialdata.example.slide import he_texture
-from hest_spatialdata.layout import PARTS, Part
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers.sample import read_hest
 from hest_spatialdata.readers.wsi import REMOTE_BLOCK, next_ifd_offset, read_wsi, slide_levels
-from hest_spatialdata.roots import list_sample_ids, sample_files
-from hest_spatialdata.sample import read_hest
+from hest_spatialdata.roots import remote
+from hest_spatialdata.roots.samples import list_sample_ids, sample_files
+from hest_spatialdata.source.layout import PARTS, Part
 
 from .helpers import HUB_SAMPLE_IDS, copy_sample
 from .hub_server import FakeHub
@@ -116,7 +116,7 @@ def test_a_window_fetches_only_its_tiles(slide_hub, slide_repo, y0, x0):
 
 def test_a_remote_conversion_reads_2048_px_blocks(fake_hub, hub_repo, tmp_path):
     """A conversion asks for one row of tiles of each 2048-px block per request, so its tiles in few requests."""
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     slide = PARTS[Part.WSI].path(hub_repo, "ZEN61")
     read_hest(HF_ROOT, "ZEN61", elements=["he"])  # the header only
@@ -359,7 +359,7 @@ def test_filters_on_a_hub_root_use_the_catalog(fake_hub, tmp_path):
 def test_any_fsspec_url_is_a_root(hub_repo):
     import fsspec
 
-    from hest_spatialdata.sample import read_hest
+    from hest_spatialdata.readers.sample import read_hest
 
     memory = fsspec.filesystem("memory")
     for part in (Part.WSI, Part.ST, Part.METADATA):

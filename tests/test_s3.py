@@ -18,15 +18,15 @@ from click.testing import CliRunner
 
 from hest_spatialdata.cli import main
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.locations import locate
-from hest_spatialdata.store import store_attrs, store_is_complete
+from hest_spatialdata.storage.locations import locate
+from hest_spatialdata.storage.store import store_attrs, store_is_complete
 
 from .helpers import copy_sample
 
 
 def _upload(store: Path, url: str, **storage_options: object) -> str:
     """Put a local store into the bucket with the package's own publishing (no reconversion)."""
-    from hest_spatialdata._publish import publish_store
+    from hest_spatialdata.storage._publish import publish_store
 
     publish_store(store, locate(url, storage_options), sample_id=store.stem, overwrite=False)
     return url
@@ -90,7 +90,7 @@ def test_read_store_points_stay_lazy_and_equal(rich_store: Path, s3_bucket) -> N
 
 
 def test_spatialdata_still_cannot_read_remote_stores(visium_store: Path, s3_bucket) -> None:
-    """Pins the reasons for store_reader.py; when this fails, spatialdata changed: re-check whether
+    """Pins the reasons for storage/reader.py; when this fails, spatialdata changed: re-check whether
     ``spatialdata.read_zarr`` now reads a remote store and the adapter can go."""
     import spatialdata as sd
     import zarr
@@ -106,7 +106,7 @@ def test_spatialdata_still_cannot_read_remote_stores(visium_store: Path, s3_buck
 
 def test_cohort_from_the_bucket_equals_the_local_cohort(hest_root_pair: Path, tmp_path: Path, s3_bucket) -> None:
     import hest_spatialdata as hs
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     for sample_id in ("EXAMPLE1", "EXAMPLE2"):
         _upload(convert_sample(hest_root_pair, sample_id, tmp_path), s3_bucket.url("stores", f"{sample_id}.zarr"))
@@ -182,7 +182,7 @@ def test_storage_options_on_the_command_line_are_used_and_never_shown(
 
 
 def test_parse_storage_options() -> None:
-    from hest_spatialdata.locations import parse_storage_options
+    from hest_spatialdata.storage.locations import parse_storage_options
 
     parsed = parse_storage_options(["anon=true", "client_kwargs.endpoint_url=http://h:1", "profile=lab", "n=3"])
     assert parsed == {"anon": True, "client_kwargs": {"endpoint_url": "http://h:1"}, "profile": "lab", "n": 3}
@@ -191,7 +191,7 @@ def test_parse_storage_options() -> None:
 
 
 def test_a_killed_remote_conversion_resumes_to_the_same_objects(hest_root: Path, tmp_path: Path, s3_bucket) -> None:
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     server = s3_bucket.server
     reference = s3_bucket.url("reference")
@@ -225,7 +225,7 @@ def test_a_killed_remote_conversion_resumes_to_the_same_objects(hest_root: Path,
 
 
 def test_a_live_claim_keeps_a_second_converter_out(visium_store: Path, s3_bucket) -> None:
-    from hest_spatialdata._publish import CLAIM_NAME, StoreBusyError, publish_store
+    from hest_spatialdata.storage._publish import CLAIM_NAME, StoreBusyError, publish_store
 
     url = s3_bucket.url("stores", visium_store.name)
     claim = {"host": os.uname().nodename, "pid": os.getpid(), "token": "other", "created": time.time()}
@@ -238,7 +238,7 @@ def test_a_live_claim_keeps_a_second_converter_out(visium_store: Path, s3_bucket
 def test_a_claim_whose_reply_was_lost_is_still_ours(visium_store: Path, s3_bucket) -> None:
     """The claim's conditional create reaches the server but its reply is lost: the retry finds the claim there,
     sees its own token, and goes on (it is not another converter's)."""
-    from hest_spatialdata._publish import CLAIM_NAME, publish_store
+    from hest_spatialdata.storage._publish import CLAIM_NAME, publish_store
 
     url = s3_bucket.url("stores", visium_store.name)
     s3_bucket.server.set_faults(lose_reply=CLAIM_NAME)
@@ -251,8 +251,8 @@ def test_a_claim_whose_reply_was_lost_is_still_ours(visium_store: Path, s3_bucke
 
 def test_a_busy_store_is_refused_before_converting(hest_root: Path, s3_bucket, tmp_path: Path) -> None:
     """A live claim on the target is seen before the sample is read: a damaged slide is not even opened."""
-    from hest_spatialdata._publish import CLAIM_NAME, StoreBusyError
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage._publish import CLAIM_NAME, StoreBusyError
+    from hest_spatialdata.storage.store import convert_sample
 
     root = copy_sample(hest_root, EXAMPLE_SAMPLE_ID, tmp_path, EXAMPLE_SAMPLE_ID)
     (root / "wsis" / f"{EXAMPLE_SAMPLE_ID}.tif").write_bytes(b"not a tiff")  # converting first would fail on it
@@ -266,8 +266,8 @@ def test_a_busy_store_is_refused_before_converting(hest_root: Path, s3_bucket, t
 def test_two_converters_of_one_sample_leave_one_whole_store(visium_store: Path, s3_bucket) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hest_spatialdata._publish import StoreBusyError
-    from hest_spatialdata.store import StoreExistsError
+    from hest_spatialdata.storage._publish import StoreBusyError
+    from hest_spatialdata.storage.store import StoreExistsError
 
     url = s3_bucket.url("stores", visium_store.name)
     s3_bucket.server.set_faults(put_delay_s=0.01)  # long enough for the two to overlap

@@ -14,9 +14,9 @@ from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._constants import Technology
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.metadata import read_metadata
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.spots import spot_shapes, valid_var_names
+from hest_spatialdata.source.metadata import read_metadata
 
 from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 

@@ -15,7 +15,7 @@ from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata._version import __version__
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.store import StoreExistsError, convert_sample, store_is_complete
+from hest_spatialdata.storage.store import StoreExistsError, convert_sample, store_is_complete
 
 from .helpers import TEST_PIXEL_SIZE_UM, xy_scale
 
@@ -82,7 +82,7 @@ def test_stale_partial_of_a_dead_converter_is_cleaned(hest_root, tmp_path):
 
 def test_completeness_check_needs_no_spatialdata(visium_store, tmp_path):
     code = (
-        "import sys; from hest_spatialdata.store import store_is_complete; "
+        "import sys; from hest_spatialdata.storage.store import store_is_complete; "
         f"ok = store_is_complete({str(visium_store)!r}); "
         "print(ok, 'spatialdata' in sys.modules)"
     )

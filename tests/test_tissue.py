@@ -14,11 +14,11 @@ from spatialdata.transformations import Identity, get_transformation
 
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.example import EXAMPLE_SAMPLE_ID
-from hest_spatialdata.metadata import read_metadata
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.readers.sample import read_hest
 from hest_spatialdata.readers.tissue import read_tissue
-from hest_spatialdata.sample import read_hest
-from hest_spatialdata.store import convert_sample
+from hest_spatialdata.source.metadata import read_metadata
+from hest_spatialdata.storage.store import convert_sample
 
 from .helpers import REALDATA, TEST_PIXEL_SIZE_UM, xy_scale
 
@@ -46,7 +46,7 @@ def real_hest_root(tmp_path: Path, sample_id: str, contours_text: str | None = N
 
 
 def ctx_of(sample_id: str) -> SampleContext:
-    from hest_spatialdata.metadata import pixel_size_um, technology
+    from hest_spatialdata.source.metadata import pixel_size_um, technology
 
     meta = read_metadata(METADATA / f"{sample_id}.json")
     shape = (int(meta["fullres_px_height"]), int(meta["fullres_px_width"]))

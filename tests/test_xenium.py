@@ -27,11 +27,11 @@ from hest_spatialdata.example import (
     xenium_mouse_brain,
     xenium_mouse_brain_features,
 )
-from hest_spatialdata.metadata import read_metadata
 from hest_spatialdata.readers import transcripts
+from hest_spatialdata.readers.sample import read_hest
 from hest_spatialdata.readers.transcripts import feature_types
 from hest_spatialdata.readers.xenium_seg import UNASSIGNED, cell_id_strings
-from hest_spatialdata.sample import read_hest
+from hest_spatialdata.source.metadata import read_metadata
 
 from .helpers import XENIUM_TEST_PIXEL_SIZE_UM, XENIUM_TEST_SAMPLES, xy_scale
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hest_spatialdata._store_parts import StoreFiles, image_levels
-from hest_spatialdata._zarr_chunks import RawChunks, ZarrChunks, open_level
+from hest_spatialdata.loaders._zarr_chunks import RawChunks, ZarrChunks, open_level
+from hest_spatialdata.storage._parts import StoreFiles, image_levels
 
 
 def _levels(sdata) -> list:
@@ -93,7 +93,7 @@ def test_patches_same_from_store_files_and_from_dask(visium_store: Path, sdata, 
 
 
 def test_chunk_cache_keeps_the_most_recent_within_its_budget() -> None:
-    from hest_spatialdata.loaders import ChunkCache
+    from hest_spatialdata.loaders.dataset import ChunkCache
 
     block = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
     cache = ChunkCache(700)

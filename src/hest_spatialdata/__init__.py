@@ -22,30 +22,30 @@ importlib.import_module("hest_spatialdata.benchmark")
 del globals()["benchmark"]
 
 if TYPE_CHECKING:
-    from hest_spatialdata.batch import ConvertOptions
     from hest_spatialdata.benchmark._embed import embed
     from hest_spatialdata.benchmark._protocol import BenchmarkResult, benchmark
     from hest_spatialdata.cohort import Cohort, open_cohort
-    from hest_spatialdata.conversion import ConversionError, convert
+    from hest_spatialdata.conversion.batch import ConvertOptions
+    from hest_spatialdata.conversion.convert import ConversionError, convert
     from hest_spatialdata.example import example_sample
-    from hest_spatialdata.hub import catalog, download
-    from hest_spatialdata.legacy import to_legacy_anndata
-    from hest_spatialdata.sample import read_hest
-    from hest_spatialdata.store_reader import read_store
+    from hest_spatialdata.readers.sample import read_hest
+    from hest_spatialdata.roots.hub import catalog, download
+    from hest_spatialdata.storage.reader import read_store
+    from hest_spatialdata.views.legacy import to_legacy_anndata
 
 _LAZY_IMPORTS = {
-    "read_hest": "hest_spatialdata.sample",
-    "convert": "hest_spatialdata.conversion",
-    "ConvertOptions": "hest_spatialdata.batch",
-    "ConversionError": "hest_spatialdata.conversion",
-    "catalog": "hest_spatialdata.hub",
-    "download": "hest_spatialdata.hub",
+    "read_hest": "hest_spatialdata.readers.sample",
+    "convert": "hest_spatialdata.conversion.convert",
+    "ConvertOptions": "hest_spatialdata.conversion.batch",
+    "ConversionError": "hest_spatialdata.conversion.convert",
+    "catalog": "hest_spatialdata.roots.hub",
+    "download": "hest_spatialdata.roots.hub",
     "example_sample": "hest_spatialdata.example",
     "HestInputError": "hest_spatialdata.errors",
     "open_cohort": "hest_spatialdata.cohort",
     "Cohort": "hest_spatialdata.cohort",
-    "to_legacy_anndata": "hest_spatialdata.legacy",
-    "read_store": "hest_spatialdata.store_reader",
+    "to_legacy_anndata": "hest_spatialdata.views.legacy",
+    "read_store": "hest_spatialdata.storage.reader",
     "embed": "hest_spatialdata.benchmark._embed",
     "benchmark": "hest_spatialdata.benchmark._protocol",
     "BenchmarkResult": "hest_spatialdata.benchmark._protocol",

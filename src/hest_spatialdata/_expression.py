@@ -1,4 +1,4 @@
-"""Genes of a HEST expression table: which to show, by var name or original name, per spot."""
+"""Genes of a HEST expression table: HEST's names, which to show, by var name or original name, per spot."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from hest_spatialdata._constants import SPOT_INSTANCE_KEY
 
 if TYPE_CHECKING:
     import anndata as ad
+
+
+def hest_gene_names(adata: ad.AnnData) -> pd.Index:
+    """HEST's own gene names of a store table (``var["gene_name"]``; the var names where it is absent)."""
+    if "gene_name" in adata.var.columns:
+        return pd.Index(adata.var["gene_name"].astype(str).to_numpy(), dtype=object)
+    return pd.Index(adata.var_names.astype(str), dtype=object)
 
 
 def most_expressed_gene(table: ad.AnnData) -> str:

@@ -1,4 +1,4 @@
-"""The one error type users see for bad input: it names the sample and the file."""
+"""The error types users see: bad input (naming the sample and the file), and an output store already there."""
 
 from __future__ import annotations
 
@@ -26,3 +26,7 @@ class HestInputError(ValueError):
         where = f" ({self.path})" if self.path is not None else ""
         who = f"sample {sample_id}" if sample_id else "HEST input"
         super().__init__(f"{who}{where}: {problem}")
+
+
+class StoreExistsError(FileExistsError):
+    """The output store exists and ``overwrite`` was not given."""

@@ -3,7 +3,7 @@
 Structure: the store reads with ``spatialdata.read_zarr``, carries ``attrs["hest"]``, holds every element listed
 there, and every element has the ``global`` (identity) and ``microns`` (``Scale(pixel_size)``) coordinate systems.
 
-Fidelity (with the HEST folder): the same elements as :func:`hest_spatialdata.sample.read_hest` makes from the
+Fidelity (with the HEST folder): the same elements as :func:`hest_spatialdata.readers.sample.read_hest` makes from the
 source; every image level equal to the TIFF's level, compared chunk by chunk (lazily: memory stays flat whatever the
 slide size); spot centres equal to ``obsm['spatial']`` and radii to the reader's; tables equal (``X``, obs and var
 names); metadata equal to the JSON; for the other shapes, points and tables, counts, indices and geometries.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ADDED_KEY, METADATA_UNS_KEY, CoordinateSystems
-from hest_spatialdata.locations import locate
+from hest_spatialdata.storage.locations import locate
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -145,7 +145,7 @@ def validate(
     -------
     The report; ``report.ok`` tells whether the store is valid, ``report.failures`` why not.
     """
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.store import store_attrs
 
     report = ValidationReport(locate(store, storage_options), None if against is None else Path(against))
     hest = store_attrs(report.store)
@@ -173,7 +173,7 @@ def _elements_on_disk(store: Path | UPath, hest: dict[str, Any]) -> tuple[bool, 
 
 
 def _read_store(report: ValidationReport) -> SpatialData | None:
-    from hest_spatialdata.store_reader import read_store
+    from hest_spatialdata.storage.reader import read_store
 
     if not report.store.is_dir():
         report.add("readable", False, "no such store")
@@ -283,9 +283,9 @@ def _check_metadata_copies(report: ValidationReport, sdata: SpatialData, hest: d
 
 def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str, Any]) -> None:
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.layout import Part
-    from hest_spatialdata.roots import sample_files
-    from hest_spatialdata.sample import read_hest
+    from hest_spatialdata.readers.sample import read_hest
+    from hest_spatialdata.roots.samples import sample_files
+    from hest_spatialdata.source.layout import Part
 
     if not report.sample_id:
         report.add("source", False, "no sample_id in attrs['hest']: cannot find the source")
@@ -312,7 +312,7 @@ def _check_fidelity(report: ValidationReport, sdata: SpatialData, hest: dict[str
     if st is not None and "spots" in sdata.shapes:
         report.add("spots: centres = obsm['spatial']", *_centres_match(sdata.shapes["spots"], st))
     if metadata is not None:
-        from hest_spatialdata.metadata import read_metadata
+        from hest_spatialdata.source.metadata import read_metadata
 
         same = hest.get("metadata") == read_metadata(metadata, report.sample_id)
         name = metadata.relative_to(files.root).as_posix()

@@ -8,7 +8,7 @@
 
 The submodules are imported on first use: ``import hest_spatialdata`` imports this package (so that
 ``hs.benchmark`` is the function, see there) and stays light. HEST-Benchmark's task list is
-:data:`hest_spatialdata.layout.BENCH_TASKS`.
+:data:`hest_spatialdata.source.layout.BENCH_TASKS`.
 """
 
 from __future__ import annotations

@@ -208,8 +208,8 @@ def embedding_elements(
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import Identity, Scale
 
-    from hest_spatialdata.cohort._expression import read_spot_table
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage._parts import read_spot_table
+    from hest_spatialdata.storage.store import store_attrs
 
     pixel_size = float((store_attrs(store) or {})["pixel_size_um"])
     spots = read_spot_table(store)
@@ -259,7 +259,7 @@ def write_elements(store: Path, shapes: dict[str, Any], tables: dict[str, Any]) 
     """
     import spatialdata as sd
 
-    from hest_spatialdata.store import PARTIAL_MARK, remove_stale_partials
+    from hest_spatialdata.storage.store import PARTIAL_MARK, remove_stale_partials
 
     store = Path(store)
     remove_stale_partials(store.parent, store.name.removesuffix(".zarr"))  # left by a killed run

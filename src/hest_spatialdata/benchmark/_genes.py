@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from hest_spatialdata._expression import hest_gene_names
+
 if TYPE_CHECKING:
     import anndata as ad
 
@@ -52,8 +54,6 @@ def benchmark_genes(tables: Iterable[ad.AnnData], n_genes: int = 50, min_cells_p
     import anndata as ad
     import scanpy as sc
 
-    from hest_spatialdata.cohort._expression import hest_gene_names  # here: the cohort imports this module
-
     tables = list(tables)
     common: np.ndarray | None = None
     for table in tables:
@@ -78,8 +78,6 @@ def _expressed_spots(x: object) -> np.ndarray:
 
 
 def _columns(table: ad.AnnData, genes: list[str]) -> sp.csr_matrix:
-    from hest_spatialdata.cohort._expression import hest_gene_names
-
     names = hest_gene_names(table)
     first = ~names.duplicated()
     columns = np.flatnonzero(first)[names[first].get_indexer(genes)]

@@ -160,7 +160,7 @@ def benchmark_folds(cohort: Cohort, n_folds: int | None = None) -> list[tuple[li
 
 
 def _group(cohort: Cohort, sample_id: str) -> str:
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.store import store_attrs
 
     meta = (store_attrs(cohort.path(sample_id)) or {}).get("metadata") or {}
     patient = cohort.table.at[sample_id, "patient"]
@@ -215,7 +215,7 @@ def benchmark(
     """
     from hest_spatialdata.benchmark._genes import benchmark_genes
     from hest_spatialdata.cohort import Cohort, open_cohort
-    from hest_spatialdata.cohort._expression import read_spot_table
+    from hest_spatialdata.storage._parts import read_spot_table
 
     check_spots(spots)
     cohort = cohort if isinstance(cohort, Cohort) else open_cohort(cohort)
@@ -267,7 +267,7 @@ def _sample_data(
     import anndata as ad
     import scipy.sparse as sp
 
-    from hest_spatialdata.cohort._expression import hest_gene_names
+    from hest_spatialdata._expression import hest_gene_names
 
     element = path / "tables" / embeddings_table(embeddings)
     if not element.is_dir():

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hest_spatialdata._constants import Elements
-from hest_spatialdata.filters import FILTER_COLUMNS, FILTER_HELP
-from hest_spatialdata.layout import BENCH_TASKS
+from hest_spatialdata.source.filters import FILTER_COLUMNS, FILTER_HELP
+from hest_spatialdata.source.layout import BENCH_TASKS
 
 if TYPE_CHECKING:
-    from hest_spatialdata.batch import ConvertOptions
+    from hest_spatialdata.conversion.batch import ConvertOptions
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -62,7 +62,7 @@ def split_choices(kind: str, choices: Iterable[str]) -> Callable[[click.Context,
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the catalog filters of :data:`hest_spatialdata.filters.FILTER_COLUMNS` (``--organ``, ...)."""
+    """Add the catalog filters of :data:`hest_spatialdata.source.filters.FILTER_COLUMNS` (``--organ``, ...)."""
     for name in reversed(FILTER_COLUMNS):
         flag = f"--{name.replace('_', '-')}"
         text = f"{FILTER_HELP[name]} Repeatable or comma separated."
@@ -78,7 +78,7 @@ def filters_of(values: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 def hest_root_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
     """A HEST root argument: a remote URL (``hf://...``) stays a string, anything else is a local :class:`Path`."""
-    from hest_spatialdata.remote import is_remote
+    from hest_spatialdata.roots.remote import is_remote
 
     if value is None or is_remote(value):
         return value
@@ -120,7 +120,7 @@ class LocationType(click.ParamType):
         self.local = local or click.Path(path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
-        from hest_spatialdata.locations import is_url
+        from hest_spatialdata.storage.locations import is_url
 
         if isinstance(value, str) and is_url(value):
             return value
@@ -128,7 +128,7 @@ class LocationType(click.ParamType):
 
 
 def _storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any] | None:
-    from hest_spatialdata.locations import parse_storage_options
+    from hest_spatialdata.storage.locations import parse_storage_options
 
     try:
         return parse_storage_options(values) or None
@@ -151,8 +151,8 @@ storage_option = click.option(
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 
 #: The options of ``convert`` after HEST_DIR, ``--out`` and ``--id``: those of
-#: :class:`~hest_spatialdata.batch.ConvertOptions` (see :func:`convert_options_of`), the filters, ``--quiet``,
-#: ``--all`` and ``--summary``.
+#: :class:`~hest_spatialdata.conversion.batch.ConvertOptions` (see :func:`convert_options_of`), the filters,
+#: ``--quiet``, ``--all`` and ``--summary``.
 convert_options = stack(
     click.option(
         "--elements",
@@ -189,7 +189,7 @@ convert_options = stack(
 
 
 def convert_options_of(values: Mapping[str, Any]) -> ConvertOptions:
-    """The one :class:`~hest_spatialdata.batch.ConvertOptions` set by the parsed :data:`convert_options`.
+    """The one :class:`~hest_spatialdata.conversion.batch.ConvertOptions` set by the parsed :data:`convert_options`.
 
     Parameters
     ----------
@@ -201,7 +201,7 @@ def convert_options_of(values: Mapping[str, Any]) -> ConvertOptions:
     click.UsageError
         For ``--workers`` with ``--scheduler``, or ``--delete-downloaded`` without ``--from-hub``.
     """
-    from hest_spatialdata.batch import ConvertOptions
+    from hest_spatialdata.conversion.batch import ConvertOptions
 
     if values.get("workers") and values.get("scheduler"):
         raise click.UsageError("--workers and --scheduler exclude each other")
@@ -216,7 +216,7 @@ def check_writable(location: Path | str, storage_options: Mapping[str, Any] | No
 
     A probe object ``.hest-write-check`` is written and removed, before any sample is converted.
     """
-    from hest_spatialdata.locations import access_message, is_url, locate
+    from hest_spatialdata.storage.locations import access_message, is_url, locate
 
     if not is_url(location):
         return

@@ -19,12 +19,12 @@ from hest_spatialdata.cli._options import (
     quiet_option,
     split_choices,
 )
-from hest_spatialdata.layout import HUB_FOLDERS
+from hest_spatialdata.source.layout import HUB_FOLDERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from hest_spatialdata.hub import SampleDownload
+    from hest_spatialdata.roots.hub import SampleDownload
 
 #: Catalog columns shown by ``list`` as a table (csv and json give every column).
 TABLE_COLUMNS = {
@@ -46,7 +46,7 @@ TABLE_COLUMNS = {
 def list_command(sample_ids: tuple[str, ...], fmt: str, catalog_source: Path | None, **filters: Any) -> None:
     """List HEST-1k samples from the catalog (organ, species, technology, oncotree code, size)."""
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.hub import HubError, catalog
+    from hest_spatialdata.roots.hub import HubError, catalog
 
     try:
         frame = catalog(catalog_source, ids=sample_ids, **filters_of(filters))
@@ -112,7 +112,7 @@ def download_command(
 
     The dataset is gated: accept its terms at https://huggingface.co/datasets/MahmoodLab/hest and set HF_TOKEN.
     """
-    from hest_spatialdata.hub import HubError, download
+    from hest_spatialdata.roots.hub import HubError, download
 
     selection = filters_of(filters)
     if not (sample_ids or selection or everything):

@@ -34,7 +34,7 @@ def cohort_command(
     from hest_spatialdata.cohort import open_cohort
     from hest_spatialdata.cohort._table import store_paths
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.locations import access_message
+    from hest_spatialdata.storage.locations import access_message
 
     try:
         paths = [path for source in stores for path in store_paths(source, storage_options)]

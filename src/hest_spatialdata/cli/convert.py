@@ -20,7 +20,7 @@ from hest_spatialdata.cli._options import (
 )
 
 if TYPE_CHECKING:
-    from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult
+    from hest_spatialdata.conversion.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult
 
 
 @click.command("convert")
@@ -51,8 +51,8 @@ def convert_command(
     from rich.console import Console
 
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.hub import HubError
-    from hest_spatialdata.remote import RemoteReadError
+    from hest_spatialdata.roots.hub import HubError
+    from hest_spatialdata.roots.remote import RemoteReadError
 
     options = convert_options_of(values)
     filters = filters_of(values)
@@ -87,8 +87,8 @@ def _run(
     quiet: bool,
 ) -> BatchSummary:
     """Select and convert the samples with :func:`hest_spatialdata.conversion.convert`: a line and a tick a sample."""
-    from hest_spatialdata import conversion
     from hest_spatialdata._progress import new_progress
+    from hest_spatialdata.conversion import convert as conversion
 
     with new_progress(disable=quiet) as progress:
         bar = progress.add_task("samples", total=None)  # the count is known once the samples are selected
@@ -143,7 +143,7 @@ def demo_command(out_dir: Path, overwrite: bool) -> None:
     import hest_spatialdata
     from hest_spatialdata._progress import new_progress
     from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_sample
-    from hest_spatialdata.store import store_path
+    from hest_spatialdata.storage.store import store_path
 
     hest_dir = out_dir / "hest"
     click.echo(f"Writing the example HEST sample {EXAMPLE_SAMPLE_ID} to {hest_dir} ...")

@@ -46,10 +46,10 @@ def thumbnail_command(
     From the hub only the TIFF header, that level's tiles, the metadata and the st h5ad are fetched.
     """
     from hest_spatialdata.errors import HestInputError
-    from hest_spatialdata.hub import HubError
-    from hest_spatialdata.locations import access_message
-    from hest_spatialdata.remote import RemoteReadError
-    from hest_spatialdata.thumbnail import slide_thumbnail
+    from hest_spatialdata.roots.hub import HubError
+    from hest_spatialdata.roots.remote import RemoteReadError
+    from hest_spatialdata.storage.locations import access_message
+    from hest_spatialdata.views.thumbnail import slide_thumbnail
 
     try:
         path = slide_thumbnail(

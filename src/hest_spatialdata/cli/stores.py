@@ -34,7 +34,7 @@ def validate_command(
     """
     from rich.console import Console
 
-    from hest_spatialdata.locations import access_message
+    from hest_spatialdata.storage.locations import access_message
     from hest_spatialdata.validate import validate
 
     console = Console()
@@ -72,7 +72,7 @@ def plot_command(store: Path, out: Path, gene: str | None, coordinate_system: st
     import matplotlib
 
     matplotlib.use("Agg")
-    from hest_spatialdata.plot import quicklook
+    from hest_spatialdata.views.plot import quicklook
 
     try:
         path = quicklook(store, out, gene=gene, coordinate_system=coordinate_system)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hest_spatialdata.cohort._table import cohort_table, store_paths
-from hest_spatialdata.locations import locate
+from hest_spatialdata.storage.locations import locate
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -124,7 +124,7 @@ class Cohort:
         if sample_id not in self.table.index:
             raise KeyError(f"{sample_id!r} is not in the cohort ({', '.join(self.sample_ids[:5])}, ...)")
         if sample_id not in self._sdata:
-            from hest_spatialdata.store_reader import read_store
+            from hest_spatialdata.storage.reader import read_store
 
             self._sdata[sample_id] = read_store(self.path(sample_id))
         return self._sdata[sample_id]
@@ -157,7 +157,7 @@ class Cohort:
         """
         import spatialdata as sd
 
-        from hest_spatialdata.store_reader import read_store
+        from hest_spatialdata.storage.reader import read_store
 
         sdatas = {}
         for sample_id in self:
@@ -186,8 +186,6 @@ class Cohort:
         names (``var["gene_name"]``; each store's var names were made valid for spatialdata per store);
         ``obsm["spatial"]`` the spot centres in each slide's level-0 pixels.
         """
-        from hest_spatialdata.cohort._expression import concat_tables
-
         return concat_tables(self, join=join, images=images, sample_columns=SAMPLE_OBS_COLUMNS)
 
     def splits(self, n_folds: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
@@ -239,3 +237,37 @@ class Cohort:
         if self.storage_options:  # the stores' URLs alone would lose the endpoint and credentials
             options.setdefault("storage_options", self.storage_options)
         return CohortPatchDataset(stores, genes=genes, patch_size_px=patch_size_px, um_per_px=um_per_px, **options)
+
+
+def concat_tables(
+    cohort: Cohort, *, join: str, images: bool, sample_columns: Sequence[str]
+) -> ad.AnnData:  # fmt: skip
+    """See :meth:`Cohort.expression`."""
+    import anndata as ad
+
+    from hest_spatialdata.cohort._expression import sample_table
+    from hest_spatialdata.storage._parts import read_spot_table
+
+    if join not in ("inner", "outer"):
+        raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
+    tables = []
+    names: dict[str, str] = {}
+    for sample_id in cohort:
+        row = cohort.table.loc[sample_id]
+        values = {c: None if pd.isna(row[c]) else str(row[c]) for c in sample_columns}
+        table = sample_table(read_spot_table(cohort.path(sample_id)), sample_id, values)
+        names.update(zip(table.var_names, table.var["gene_name"], strict=True))
+        tables.append(table)
+    adata = ad.concat(tables, join=join, merge=None, fill_value=0)
+    adata.var["gene_name"] = [names[v] for v in adata.var_names]
+    adata.obs["sample_id"] = pd.Categorical(adata.obs["sample_id"], categories=cohort.sample_ids)
+    for column in sample_columns:
+        adata.obs[column] = adata.obs[column].astype("category")
+    if images:
+        from hest_spatialdata.views.legacy import to_legacy_anndata
+
+        adata.uns["spatial"] = {}
+        for sample_id in cohort:
+            legacy = to_legacy_anndata(cohort[sample_id], library_id=sample_id)
+            adata.uns["spatial"][sample_id] = legacy.uns["spatial"][sample_id]
+    return adata

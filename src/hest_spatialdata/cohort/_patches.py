@@ -1,7 +1,7 @@
 """Patch–expression pairs across the samples of a cohort, for PyTorch-style training without torch.
 
 :class:`CohortPatchDataset` indexes every spot of every sample on one gene list and cuts each patch with the
-single-store :class:`~hest_spatialdata.loaders.PatchDataset` of its sample. The spot tables are read once, when
+single-store :class:`~hest_spatialdata.loaders.dataset.PatchDataset` of its sample. The spot tables are read once, when
 the dataset is made, with the cohort's own reader (``_store_parts.read_spot_table``, no spatialdata), and kept
 on the chosen genes only; each store's image and spots are opened on first use in each process: pickling drops
 the opened stores, so DataLoader workers (``spawn`` or ``fork``) each open their own (JSON and Parquet only).
@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY
-from hest_spatialdata._store_parts import read_spot_table
+from hest_spatialdata._expression import hest_gene_names
 from hest_spatialdata.benchmark._genes import benchmark_genes
-from hest_spatialdata.cohort._expression import hest_gene_names
-from hest_spatialdata.loaders import LEVEL_TOLERANCE, ChunkCache, PatchDataset, gene_columns
+from hest_spatialdata.loaders.dataset import LEVEL_TOLERANCE, ChunkCache, PatchDataset, gene_columns
+from hest_spatialdata.storage._parts import read_spot_table
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -58,9 +58,9 @@ class CohortPatchDataset:
         ``log1p`` of the counts (HEST-Benchmark's normalisation).
     cache_bytes
         Memory for finished patches or decoded chunks in each process, shared by all the stores (one
-        :class:`~hest_spatialdata.loaders.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
+        :class:`~hest_spatialdata.loaders.dataset.ChunkCache`); default :data:`COHORT_CACHE_BYTES`.
     resample, level_tolerance, threads, storage_options
-        As for :class:`~hest_spatialdata.loaders.PatchDataset` (the default ``resample="hest"`` makes HEST's own
+        As for :class:`~hest_spatialdata.loaders.dataset.PatchDataset` (the default ``resample="hest"`` makes HEST's own
         patches, ``"antialias"`` smoother ones; the default ``level_tolerance`` resamples every patch from a level
         at least as fine as asked, as HEST does).
 

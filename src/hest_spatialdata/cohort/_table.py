@@ -14,10 +14,10 @@ import pandas as pd
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.filters import normalise_filters, record_matches
-from hest_spatialdata.locations import is_url, list_stores, locate, read_json
-from hest_spatialdata.metadata import nan_to_none
-from hest_spatialdata.store import store_attrs
+from hest_spatialdata.source.filters import normalise_filters, record_matches
+from hest_spatialdata.source.metadata import nan_to_none
+from hest_spatialdata.storage.locations import is_url, list_stores, locate, read_json
+from hest_spatialdata.storage.store import store_attrs
 
 if TYPE_CHECKING:
     from upath import UPath

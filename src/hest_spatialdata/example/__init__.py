@@ -15,7 +15,7 @@ No real HEST slide or h5ad can be shipped, so the samples are assembled from rea
 The writers mirror HEST's: ``wsis/{id}.tif`` is a libvips pyramidal tiled TIFF (256-px tiles, LZW, one page per
 level, resolution tags in px/cm that are 10x off), ``st/{id}.h5ad`` has the ``uns['spatial']['ST']`` layout of
 ``register_downscale_img`` and ``metadata/{id}.json`` carries bare ``NaN``. Every file path comes from the layout
-registry (:mod:`hest_spatialdata.layout`; the files are described in ``docs/hest_format.md``).
+registry (:mod:`hest_spatialdata.source.layout`; the files are described in ``docs/hest_format.md``).
 
 Modules, by what they write:
 

@@ -16,8 +16,8 @@ import anndata as ad
 
 from hest_spatialdata.example.common import write_metadata
 from hest_spatialdata.example.visium import EXAMPLE_PIXEL_SIZE_UM, write_visium_sample
-from hest_spatialdata.layout import PARTS, Part
-from hest_spatialdata.metadata import read_metadata
+from hest_spatialdata.source.layout import PARTS, Part
+from hest_spatialdata.source.metadata import read_metadata
 
 #: sample id -> (technology, patient, disease state, texture seed).
 COHORT_SAMPLES = {

@@ -1,6 +1,6 @@
 """What the Visium and Xenium examples share: HEST file names, the slide frame, ``uns['spatial']``, the metadata.
 
-Every HEST path the example writes comes from the layout registry (:data:`hest_spatialdata.layout.PARTS`).
+Every HEST path the example writes comes from the layout registry (:data:`hest_spatialdata.source.layout.PARTS`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from hest_spatialdata.layout import PARTS, Part
+from hest_spatialdata.source.layout import PARTS, Part
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -29,7 +29,7 @@ from hest_spatialdata.example.sources import (
     nuclei_tiles,
     xenium_mouse_brain,
 )
-from hest_spatialdata.layout import Part
+from hest_spatialdata.source.layout import Part
 
 if TYPE_CHECKING:
     import anndata as ad

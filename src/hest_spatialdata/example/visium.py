@@ -32,7 +32,7 @@ from hest_spatialdata.example.segmentation import (
 )
 from hest_spatialdata.example.slide import SlideWriter, he_texture, write_slide
 from hest_spatialdata.example.sources import hest_metadata_template, visium_whitelist, xenium_mouse_brain
-from hest_spatialdata.layout import PARTS, Part
+from hest_spatialdata.source.layout import PARTS, Part
 
 EXAMPLE_SAMPLE_ID = "EXAMPLE1"
 #: The example slide's µm per pixel: small enough to build in seconds, a realistic 10x-20x scan.

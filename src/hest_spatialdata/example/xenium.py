@@ -26,7 +26,7 @@ from hest_spatialdata.example.slide import SlideWriter, he_texture, write_slide
 from hest_spatialdata.example.sources import hest_metadata_template, xenium_mouse_brain, xenium_mouse_brain_features
 from hest_spatialdata.example.transcripts import TranscriptWriter, write_cell_chunk
 from hest_spatialdata.example.xenium_cells import CellIdType, write_xenium_seg, xenium_cells_in, xenium_sample_cells
-from hest_spatialdata.layout import PARTS, Part
+from hest_spatialdata.source.layout import PARTS, Part
 
 XENIUM_SAMPLE_ID = "XENIUM1"
 #: A 20x scan; real HEST Xenium slides are 0.21-0.27 µm/px (40x), coarser keeps fixtures fast.

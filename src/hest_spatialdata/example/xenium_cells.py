@@ -19,7 +19,7 @@ import shapely
 
 from hest_spatialdata.example.common import VisiumLayout
 from hest_spatialdata.example.sources import xenium_mouse_brain
-from hest_spatialdata.layout import PARTS, Part
+from hest_spatialdata.source.layout import PARTS, Part
 
 CellIdType = Literal["int", "str", "bytes"]
 

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hest_spatialdata import filters as filters_module
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PARTS, Part, natural_key
-from hest_spatialdata.metadata import read_metadata, technology_name
-from hest_spatialdata.roots import list_sample_ids
+from hest_spatialdata.roots.samples import list_sample_ids
+from hest_spatialdata.source import filters as filters_module
+from hest_spatialdata.source.layout import PARTS, Part, natural_key
+from hest_spatialdata.source.metadata import read_metadata, technology_name
 
 #: Columns of a browser catalog (index: sample id).
 COLUMNS = ("organ", "species", "technology", "oncotree_code", "local")
@@ -59,8 +59,8 @@ def store_catalog(folder: str | Path) -> pd.DataFrame:
     One row per store (index: sample id) with :data:`COLUMNS` (``local`` true) and ``store``, the store's path.
     """
     from hest_spatialdata.cohort._table import cohort_table
-    from hest_spatialdata.locations import list_stores, locate
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.locations import list_stores, locate
+    from hest_spatialdata.storage.store import store_attrs
 
     location = locate(folder)
     paths = [p for p in list_stores(location) if store_attrs(p) is not None] if location.is_dir() else []
@@ -83,18 +83,18 @@ def store_catalog(folder: str | Path) -> pd.DataFrame:
 
 
 def hub_catalog(**kwargs: Any) -> pd.DataFrame:
-    """The HEST-1k catalog from the hub (:func:`hest_spatialdata.hub.catalog`), in the browser's columns.
+    """The HEST-1k catalog from the hub (:func:`hest_spatialdata.roots.hub.catalog`), in the browser's columns.
 
     Parameters
     ----------
     **kwargs
-        Passed to :func:`hest_spatialdata.hub.catalog` (``source``, ``token``, ``cache_dir``).
+        Passed to :func:`hest_spatialdata.roots.hub.catalog` (``source``, ``token``, ``cache_dir``).
 
     Returns
     -------
     One row per sample (index: id) with :data:`COLUMNS`; ``local`` is false.
     """
-    from hest_spatialdata.hub import catalog
+    from hest_spatialdata.roots.hub import catalog
 
     frame = catalog(**kwargs)
     return catalog_from_frame(frame)
@@ -128,7 +128,7 @@ def merge_catalogs(local: pd.DataFrame | None, hub: pd.DataFrame | None) -> pd.D
 def filter_catalog(catalog: pd.DataFrame, **filters: str | None) -> pd.DataFrame:
     """Rows matching the browser's filters (``None`` or ``""``: any), with the matching of ``hest-to-sdata list``.
 
-    See :func:`hest_spatialdata.filters.record_matches`.
+    See :func:`hest_spatialdata.source.filters.record_matches`.
     """
     unknown = sorted(set(filters) - set(FILTERS))
     if unknown:

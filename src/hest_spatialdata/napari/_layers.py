@@ -16,7 +16,7 @@ import shapely
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata._expression import gene_values, genes_by_expression, most_expressed_gene, resolve_gene
-from hest_spatialdata._palette import (
+from hest_spatialdata.views._palette import (
     GENE_COLORMAP,
     NUCLEUS_CLASS_COLORS,
     PALETTE,
@@ -27,13 +27,22 @@ from hest_spatialdata._palette import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import anndata as ad
     import geopandas as gpd
     from napari.layers import Layer
     from spatialdata import SpatialData
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-__all__ = ["NUCLEUS_CLASS_COLORS", "TISSUE_COLOR", "genes_by_expression", "most_expressed_gene", "sample_layers"]
+__all__ = [
+    "NUCLEUS_CLASS_COLORS",
+    "TISSUE_COLOR",
+    "genes_by_expression",
+    "hest_sample_layers",
+    "most_expressed_gene",
+    "sample_layers",
+]
 
 #: Up to this many nuclei, they are editable Shapes polygons; above, outlines drawn from a labels pyramid (napari
 #: builds Shapes at ~0.5 ms per polygon, a labels pyramid in the time it takes to read the tiles on screen).
@@ -47,6 +56,40 @@ TRANSCRIPTS_SUBSAMPLE = "transcripts (subsample)"
 #: Names of our own layers: not an element's name, which napari-spatialdata reserves for the layers it links.
 TISSUE_OUTLINE = "tissue outline"
 NUCLEI_OUTLINES = "nuclei outlines"
+
+
+def hest_sample_layers(
+    hest_dir: str | Path,
+    sample_id: str,
+    *,
+    coordinate_system: str = CoordinateSystems.GLOBAL,
+    gene: str | None = None,
+) -> list[LayerDataTuple]:
+    """Layers of one sample of a HEST root, read lazily with :func:`hest_spatialdata.read_hest`.
+
+    Parameters
+    ----------
+    hest_dir
+        The HEST root.
+    sample_id
+        The sample id.
+    coordinate_system
+        ``"global"`` (level-0 pixels) or ``"microns"``.
+    gene
+        Gene colouring the spots (default: the most expressed).
+
+    Returns
+    -------
+    napari layer data tuples, H&E first.
+    """
+    return sample_layers(read_sample(hest_dir, sample_id), coordinate_system=coordinate_system, gene=gene)
+
+
+def read_sample(hest_dir: str | Path, sample_id: str) -> SpatialData:
+    """:func:`hest_spatialdata.read_hest`, imported only when used (it pulls in spatialdata)."""
+    from hest_spatialdata.readers.sample import read_hest
+
+    return read_hest(hest_dir, sample_id)
 
 
 def sample_layers(

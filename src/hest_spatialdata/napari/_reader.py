@@ -14,17 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata._constants import CoordinateSystems
-from hest_spatialdata.layout import PARTS, SAMPLE_PARTS, Part, identify
-from hest_spatialdata.remote import is_remote
-from hest_spatialdata.roots import list_sample_ids
-from hest_spatialdata.store import store_attrs
+from hest_spatialdata.roots.remote import is_remote
+from hest_spatialdata.roots.samples import list_sample_ids
+from hest_spatialdata.source.layout import PARTS, SAMPLE_PARTS, Part, identify
+from hest_spatialdata.storage.store import store_attrs
 
 if TYPE_CHECKING:
     import napari
-    from spatialdata import SpatialData
 
-    from hest_spatialdata.napari._layers import LayerDataTuple
 
 ReaderFunction = Callable[[Any], list[Any]]
 
@@ -69,7 +66,7 @@ def read_store(path: str | list[str]) -> list[Any]:
     """
     from hest_spatialdata.napari._layers import sample_layers, use_compiled_triangulation
     from hest_spatialdata.napari._napari_spatialdata_adapter import UnsupportedNapariSpatialData
-    from hest_spatialdata.store_reader import read_store as read_sdata
+    from hest_spatialdata.storage.reader import read_store as read_sdata
 
     use_compiled_triangulation()
     single = _single_path(path)
@@ -132,41 +129,9 @@ def read_hest_path(path: str | list[str]) -> list[Any]:
         if len(ids) > 1 and _dock_browser(root):
             return [(None,)]
         sample_id = ids[0]
+    from hest_spatialdata.napari._layers import hest_sample_layers
+
     return hest_sample_layers(root, sample_id)
-
-
-def hest_sample_layers(
-    hest_dir: str | Path,
-    sample_id: str,
-    *,
-    coordinate_system: str = CoordinateSystems.GLOBAL,
-    gene: str | None = None,
-) -> list[LayerDataTuple]:
-    """Layers of one sample of a HEST root, read lazily with :func:`hest_spatialdata.read_hest`.
-
-    Parameters
-    ----------
-    hest_dir
-        The HEST root.
-    sample_id
-        The sample id.
-    coordinate_system
-        ``"global"`` (level-0 pixels) or ``"microns"``.
-    gene
-        Gene colouring the spots (default: the most expressed).
-
-    Returns
-    -------
-    napari layer data tuples, H&E first.
-    """
-    return _sample_layers(read_sample(hest_dir, sample_id), coordinate_system, gene)
-
-
-def read_sample(hest_dir: str | Path, sample_id: str) -> SpatialData:
-    """:func:`hest_spatialdata.read_hest`, imported only when used (it pulls in spatialdata)."""
-    from hest_spatialdata.sample import read_hest
-
-    return read_hest(hest_dir, sample_id)
 
 
 def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
@@ -183,7 +148,7 @@ def find_hest_sample(path: str | Path) -> tuple[Path, str | None] | None:
     ``(root, sample_id)``; ``sample_id`` is ``None`` for a root with several samples (one sample: its id).
     ``None`` if the path is not in a HEST root or the sample has no metadata JSON. A remote path
     (``hf://datasets/MahmoodLab/hest/wsis/ZEN61.tif``, any file of a sample) gives the remote root and its sample,
-    recognised by name alone (no request: it is read lazily by byte ranges, see :mod:`hest_spatialdata.remote`).
+    recognised by name alone (no request: it is read lazily by byte ranges, see :mod:`hest_spatialdata.roots.remote`).
     """
     if is_remote(path):
         return _remote_sample(str(path))
@@ -215,12 +180,6 @@ def _has_metadata(root: Path, sample_id: str) -> bool:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _sample_layers(sdata: SpatialData, coordinate_system: str, gene: str | None) -> list[LayerDataTuple]:
-    from hest_spatialdata.napari._layers import sample_layers
-
-    return sample_layers(sdata, coordinate_system=coordinate_system, gene=gene)
-
-
 def _single_path(path: str | Path | list[str] | tuple[str, ...]) -> str | None:
     if isinstance(path, list | tuple):
         if len(path) != 1:
@@ -250,7 +209,6 @@ __all__ = [
     "find_hest_sample",
     "get_hest_reader",
     "get_store_reader",
-    "hest_sample_layers",
     "read_hest_path",
     "read_store",
 ]

@@ -19,6 +19,6 @@ def example_sample_data() -> list[LayerDataTuple]:
     napari layer data tuples: H&E and spots coloured by the most expressed gene.
     """
     from hest_spatialdata.example import EXAMPLE_SAMPLE_ID, example_sample
-    from hest_spatialdata.napari._reader import hest_sample_layers
+    from hest_spatialdata.napari._layers import hest_sample_layers
 
     return hest_sample_layers(example_sample(), EXAMPLE_SAMPLE_ID)

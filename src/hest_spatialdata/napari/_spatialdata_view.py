@@ -23,7 +23,6 @@ from napari.layers import Layer
 from napari.qt.threading import create_worker
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
-from hest_spatialdata._palette import nucleus_color
 from hest_spatialdata.napari._layers import (
     MAX_NUCLEI_POLYGONS,
     NUCLEI_OUTLINES,
@@ -38,6 +37,7 @@ from hest_spatialdata.napari._layers import (
     use_compiled_triangulation,
 )
 from hest_spatialdata.napari._napari_spatialdata_adapter import SpatialDataSession
+from hest_spatialdata.views._palette import nucleus_color
 
 if TYPE_CHECKING:
     import napari

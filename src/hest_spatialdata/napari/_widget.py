@@ -1,9 +1,9 @@
 """The HEST sample browser: pick a sample by organ, species and technology, preview it, open it.
 
 Samples come from a local HEST root (its metadata JSONs) and, on request, from the hub's HEST-1k catalog
-(:func:`hest_spatialdata.hub.catalog`, imported only then). A local sample is read in place (nothing written); a
-sample only on the hub is read from the hub remotely (:mod:`hest_spatialdata.remote`: the slide's tiles as they are
-shown, nothing downloaded but the small parts, into the hub cache). Spots can then be recoloured by any gene.
+(:func:`hest_spatialdata.roots.hub.catalog`, imported only then). A local sample is read in place (nothing written); a
+sample only on the hub is read from the hub remotely (:mod:`hest_spatialdata.roots.remote`: the slide's tiles as they
+are shown, nothing downloaded but the small parts, into the hub cache). Spots can then be recoloured by any gene.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class HestBrowser(QWidget):
 
     def set_hest_dir(self, hest_dir: str | Path) -> None:
         """List the samples of a local HEST root (and download hub samples into it), or the stores at a URL."""
-        from hest_spatialdata.locations import is_url
+        from hest_spatialdata.storage.locations import is_url
 
         if is_url(hest_dir):  # a folder of stores in object storage: open them, nothing to download into
             self.root_edit.setText(str(hest_dir))
@@ -318,6 +318,6 @@ class HestBrowser(QWidget):
 
 def _load_sample(hest_dir: Path | str, sample_id: str, *, gene: str | None) -> tuple[str, list[LayerDataTuple]]:
     """Worker: read the sample lazily (from a local root, or remotely from the hub) into layer data."""
-    from hest_spatialdata.napari._reader import hest_sample_layers
+    from hest_spatialdata.napari._layers import hest_sample_layers
 
     return sample_id, hest_sample_layers(hest_dir, sample_id, coordinate_system=CoordinateSystems.GLOBAL, gene=gene)

@@ -1,6 +1,6 @@
 """One reader module per HEST source part, all with the same contract.
 
-Each module named by a part's ``reader`` in :data:`hest_spatialdata.layout.PARTS` exposes::
+Each module named by a part's ``reader`` in :data:`hest_spatialdata.source.layout.PARTS` exposes::
 
     def read(path: Path, ctx: SampleContext, elements: frozenset[Elements]) -> dict[str, element]
 

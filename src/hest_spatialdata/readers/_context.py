@@ -10,7 +10,7 @@ from hest_spatialdata._constants import CoordinateSystems, Technology
 if TYPE_CHECKING:
     from spatialdata.transformations import BaseTransformation
 
-    from hest_spatialdata.layout import SampleFiles
+    from hest_spatialdata.roots.samples import SampleFiles
 
 #: Chunk side of the store's image arrays, a multiple of the TIFF's 256-px tiles. 1024 px: the patch loaders read
 #: 2,650 patches/s from it (2,870 at 512 px, 2,200-2,300 at 2048) while the conversion stays at the plain

@@ -2,7 +2,7 @@
 
 The h5 (``docs/hest_format.md``) holds ``img`` (N, 224, 224, 3) uint8, ``coords`` (N, 2) int64 (int32 in newer
 files) = the top-left (x, y) of each source crop in level-0 px, and ``barcode`` (``barcodes`` in newer files)
-(N, 1) = the spot's ``obs_names``; the dataset names are in :class:`hest_spatialdata.layout.PatchesKeys`. HEST
+(N, 1) = the spot's ``obs_names``; the dataset names are in :class:`hest_spatialdata.source.layout.PatchesKeys`. HEST
 (``dump_patches`` -> hestcore ``WSIPatcher``) cuts a square of ``patch_size_src = round(patch_size * factor)``
 level-0 px at ``coords`` and resizes it to ``patch_size`` px, where ``img.attrs["factor"]`` is
 ``target_pixel_size / src_pixel_size``. So the footprint side in level-0 px is
@@ -28,10 +28,10 @@ from spatialdata.models import ShapesModel
 
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PatchesKeys
 from hest_spatialdata.readers._checks import check_geometries_on_slide, check_unique, reason
 from hest_spatialdata.readers._context import SampleContext
-from hest_spatialdata.remote import RemoteFile, RemoteReadError
+from hest_spatialdata.roots.remote import RemoteFile, RemoteReadError
+from hest_spatialdata.source.layout import PatchesKeys
 
 #: HEST's ``dump_patches`` defaults: 224 px patches at 0.5 µm/px.
 HEST_PATCH_SIZE_PX = 224

@@ -22,9 +22,9 @@ from spatialdata.models import ShapesModel, TableModel
 
 from hest_spatialdata._constants import METADATA_UNS_KEY, REGION_KEY, SPOT_INSTANCE_KEY, Elements
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.metadata import PSEUDO_SPOT_SIDE_UM, spot_diameter_um
 from hest_spatialdata.readers._checks import check_on_slide, check_unique, reason, warn
 from hest_spatialdata.readers._context import SampleContext
+from hest_spatialdata.source.metadata import PSEUDO_SPOT_SIDE_UM, spot_diameter_um
 
 _INVALID_NAME_CHARS = re.compile(r"[^\w.\-]")
 #: A measured square side further than this (relative) from the nominal one is warned about.

@@ -31,7 +31,6 @@ from spatialdata.models import PointsModel, TableModel
 
 from hest_spatialdata._constants import REGION_KEY, Elements
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import Part
 from hest_spatialdata.readers._checks import check_extent_on_slide, reason, warn
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.spots import valid_var_names
@@ -42,7 +41,8 @@ from hest_spatialdata.readers.xenium_seg import (
     boundaries,
     cell_id_strings,
 )
-from hest_spatialdata.remote import RemoteFile
+from hest_spatialdata.roots.remote import RemoteFile
+from hest_spatialdata.source.layout import Part
 
 #: 10x counts a transcript in ``cell_feature_matrix`` only from this Phred quality up.
 DEFAULT_MIN_QV = 20.0

@@ -23,7 +23,7 @@ import tifffile
 from hest_spatialdata._constants import Elements
 from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
-from hest_spatialdata.remote import RemoteFile, RemoteReadError, SharedRanges
+from hest_spatialdata.roots.remote import RemoteFile, RemoteReadError, SharedRanges
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -60,7 +60,7 @@ def read_wsi(path: str | Path | RemoteFile, ctx: SampleContext, *, chunk_size: i
     Parameters
     ----------
     path
-        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`: only the header is read
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.roots.remote.RemoteFile`: only the header is read
         now, each chunk's tiles when it is computed).
     ctx
         The sample's context (pixel size for the ``microns`` coordinate system).
@@ -94,7 +94,7 @@ def open_levels(path: str | Path | RemoteFile, sample_id: str | None = None) -> 
     Parameters
     ----------
     path
-        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.remote.RemoteFile`).
+        ``wsis/{id}.tif``, local or remote (:class:`hest_spatialdata.roots.remote.RemoteFile`).
     sample_id
         The sample, for error messages.
 
@@ -127,7 +127,7 @@ class _OpenSlide:
     """The open TiffFile shared by the levels of one slide (closed when the last level is garbage collected).
 
     A local slide's tiles are read from the file handle; a remote one's (``remote``) by byte ranges, the tiles that
-    neighbour each other in the file in one request, through :class:`~hest_spatialdata.remote.SharedRanges` (so
+    neighbour each other in the file in one request, through :class:`~hest_spatialdata.roots.remote.SharedRanges` (so
     the tiles fetched for a block serve each chunk of it).
     """
 

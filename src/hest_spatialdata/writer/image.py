@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import zarr
 
-from hest_spatialdata._zarr_layout import plain_zstd_layout
+from hest_spatialdata.storage._zarr_layout import plain_zstd_layout
 
 #: The formats spatialdata 0.8 writes for raster elements (``CurrentRasterFormat``); checked by the tests.
 NGFF_VERSION = "0.5-dev-spatialdata"

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.locations import is_url, locate, zarr_store
-from hest_spatialdata.store import store_attrs
+from hest_spatialdata.storage.locations import is_url, locate, zarr_store
+from hest_spatialdata.storage.store import store_attrs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

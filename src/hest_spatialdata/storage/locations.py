@@ -5,7 +5,7 @@ into a ``pathlib.Path`` (local) or a ``upath.UPath`` (an fsspec filesystem behin
 the same code serves both. Credentials come from where the filesystem looks (for S3: the environment, the AWS
 profiles, instance roles) or from ``storage_options``; they are never printed or written anywhere by this package.
 
-The completeness rule of stores in object storage is in :mod:`hest_spatialdata._publish`.
+The completeness rule of stores in object storage is in :mod:`hest_spatialdata.storage._publish`.
 """
 
 from __future__ import annotations

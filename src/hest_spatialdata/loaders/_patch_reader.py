@@ -102,7 +102,7 @@ def parallel_map(pool: ThreadPoolExecutor | None, function: Callable[[Any], Any]
 class ChunkCache:
     """Decoded chunks or finished patches kept in memory, least recently used dropped past ``max_bytes``.
 
-    One per :class:`~hest_spatialdata.loaders.PatchDataset` by default; a cohort passes one to all its stores'
+    One per :class:`~hest_spatialdata.loaders.dataset.PatchDataset` by default; a cohort passes one to all its stores'
     datasets, so that the memory bound holds for the whole cohort. Safe to use from several threads. Arrays put as
     ``spare`` (chunks kept for a neighbouring band, which saves decoding them again) are dropped before the others.
 

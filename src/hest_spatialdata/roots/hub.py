@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hest_spatialdata.filters import filter_catalog, normalise_filters
-from hest_spatialdata.layout import PARTS, Part, hub_patterns, matches_any
-from hest_spatialdata.metadata import read_catalog
+from hest_spatialdata.source.filters import filter_catalog, normalise_filters
+from hest_spatialdata.source.layout import PARTS, Part, hub_patterns, matches_any
+from hest_spatialdata.source.metadata import read_catalog
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,11 +95,11 @@ def catalog(
         Use a cached catalog younger than this many seconds without asking the hub for a newer one.
     **filters
         ``ids``, ``organ``, ``species``, ``technology``, ``oncotree``, ``disease_state``: see
-        :func:`hest_spatialdata.filters.record_matches`.
+        :func:`hest_spatialdata.source.filters.record_matches`.
 
     Returns
     -------
-    The catalog as read by :func:`hest_spatialdata.metadata.read_catalog`, filtered.
+    The catalog as read by :func:`hest_spatialdata.source.metadata.read_catalog`, filtered.
 
     Raises
     ------
@@ -198,7 +198,7 @@ def download(
     ids
         Sample ids; with no ids and no filters, every sample of the catalog.
     parts
-        Hub folders to fetch (see :data:`hest_spatialdata.layout.HUB_FOLDERS`); default: the files the converter
+        Hub folders to fetch (see :data:`hest_spatialdata.source.layout.HUB_FOLDERS`); default: the files the converter
         reads (slide, st, metadata, patches, nuclei, tissue contours, Xenium segmentation and transcripts, where the
         sample has them).
     catalog_source
@@ -305,10 +305,10 @@ def sample_hub_files(
     sample_id
         The sample id.
     parts
-        Hub folders (:data:`hest_spatialdata.layout.HUB_FOLDERS`), all their files of the sample; default: for each
-        source part the converter reads, its preferred file name present on the hub.
+        Hub folders (:data:`hest_spatialdata.source.layout.HUB_FOLDERS`), all their files of the sample; default: for
+        each source part the converter reads, its preferred file name present on the hub.
     sources
-        Without ``parts``: the source parts to fetch (:class:`hest_spatialdata.layout.Part`); all the converter
+        Without ``parts``: the source parts to fetch (:class:`hest_spatialdata.source.layout.Part`); all the converter
         reads by default.
     """
     if parts is None:

@@ -13,7 +13,7 @@ Object storage has no rename, so completeness is a rule of this package (docs/ob
 4. **Commit.** The root ``zarr.json`` is written last; then the claim is removed.
 
 A store is complete when its root ``zarr.json`` (with ``attrs["hest"]``) exists: every reader here checks that
-(:func:`hest_spatialdata.store.store_is_complete` / ``store_attrs``). A conversion that fails or is killed never
+(:func:`hest_spatialdata.storage.store.store_is_complete` / ``store_attrs``). A conversion that fails or is killed never
 writes that object, so nothing complete-looking is left; the next run cleans the partial objects in step 2.
 """
 
@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.remote import with_retries
+from hest_spatialdata.errors import StoreExistsError
+from hest_spatialdata.roots.remote import with_retries
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -66,8 +67,6 @@ def publish_store(local: Path, target: UPath, *, sample_id: str, overwrite: bool
     StoreBusyError
         If another live converter holds the store's claim.
     """
-    from hest_spatialdata.store import StoreExistsError
-
     fs, root = target.fs, target.path.rstrip("/")
     token = _claim(fs, root, sample_id)
     try:
@@ -165,8 +164,6 @@ def _stale(claim: dict[str, Any]) -> bool:
         return True
     if claim.get("host") != socket.gethostname():
         return False
-    from hest_spatialdata.store import process_alive
-
     return not process_alive(int(claim.get("pid", -1)))
 
 
@@ -193,3 +190,16 @@ def _clean(fs: Any, root: str, *, quiet: bool = False) -> None:
 
 def _put(fs: Any, local: Path, remote: str) -> None:
     with_retries(remote, lambda: fs.put_file(str(local), remote))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (an unreadable one counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

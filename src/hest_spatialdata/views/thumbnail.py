@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hest_spatialdata._constants import Elements
-from hest_spatialdata.layout import Part
+from hest_spatialdata.source.layout import Part
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -74,7 +74,7 @@ def slide_thumbnail(
     sdata = _read_sample(hest_dir, sample_id, wanted, storage_options)
     if Elements.HE.value not in sdata.images:
         from hest_spatialdata.errors import HestInputError
-        from hest_spatialdata.layout import PARTS
+        from hest_spatialdata.source.layout import PARTS
 
         raise HestInputError(sample_id, PARTS[Part.WSI].relative_paths(sample_id)[0], "the sample has no slide")
     tree = sdata[Elements.HE.value]
@@ -95,17 +95,17 @@ def _read_sample(
     root: str | Path, sample_id: str, wanted: list[str], storage_options: Mapping[str, Any] | None
 ) -> SpatialData:
     """The sample from a converted store (``root`` is the store or its folder), else from the HEST root."""
-    from hest_spatialdata.locations import locate
-    from hest_spatialdata.store import store_attrs
+    from hest_spatialdata.storage.locations import locate
+    from hest_spatialdata.storage.store import store_attrs
 
     if not str(root).startswith("hf://"):
         location = locate(root, storage_options)
         for store in (location, location / f"{sample_id}.zarr"):
             if store_attrs(store) is not None:
-                from hest_spatialdata.store_reader import read_store
+                from hest_spatialdata.storage.reader import read_store
 
                 return read_store(store, selection=("images", "shapes"))
-    from hest_spatialdata.sample import read_hest
+    from hest_spatialdata.readers.sample import read_hest
 
     return read_hest(root, sample_id, elements=wanted)
 

@@ -3,7 +3,7 @@
 The raster levels of our stores are zarr v3 arrays with a regular chunk grid, ``default`` chunk keys and codecs
 ``bytes`` + ``zstd`` (:func:`plain_zstd_layout`); the image levels are besides uint8, ``(c, y, x)`` with every
 channel in one chunk (:func:`simple_layout`). For those layouts the writers (:class:`hest_spatialdata.writer.image.
-ChunkFiles`, images and labels) and the patch loaders (:class:`hest_spatialdata._zarr_chunks.RawChunks`, images)
+ChunkFiles`, images and labels) and the patch loaders (:class:`hest_spatialdata.loaders._zarr_chunks.RawChunks`, images)
 handle chunk files themselves, as the zarr v3 specification defines them; any other layout goes through zarr. Light
 on purpose: a slide-only conversion imports it without pandas.
 """

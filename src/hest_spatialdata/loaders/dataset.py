@@ -26,8 +26,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
-from hest_spatialdata._patch_reader import FILL_VALUE, ChunkCache, DaskChunks, PatchCutter, default_threads
-from hest_spatialdata._store_parts import (
+from hest_spatialdata.loaders._patch_reader import FILL_VALUE, ChunkCache, DaskChunks, PatchCutter, default_threads
+from hest_spatialdata.loaders._zarr_chunks import open_level
+from hest_spatialdata.storage._parts import (
     ImageLevel,
     StoreFiles,
     apply,
@@ -36,8 +37,7 @@ from hest_spatialdata._store_parts import (
     shape_centres,
     table_keys,
 )
-from hest_spatialdata._zarr_chunks import open_level
-from hest_spatialdata.locations import is_url
+from hest_spatialdata.storage.locations import is_url
 
 __all__ = ["DEFAULT_CACHE_BYTES", "FILL_VALUE", "LEVEL_TOLERANCE", "ChunkCache", "PatchDataset", "hest_squares"]
 
@@ -79,7 +79,7 @@ class PatchDataset:
         square hestcore's ``WSIPatcher`` reads (see :func:`hest_squares`): the patches equal HEST's h5 patches of
         the same barcodes where the level read is level 0 (slides coarser than ``um_per_px`` / 2). ``"antialias"``:
         PIL's antialiased bilinear resize of the same square, smoother where a patch is reduced (less aliasing)
-        but not HEST's patches, and several times the CPU. See :func:`hest_spatialdata._patch_reader.resample`.
+        but not HEST's patches, and several times the CPU. See :func:`hest_spatialdata.loaders._patch_reader.resample`.
     level_tolerance
         **A quality trade**: a pyramid level up to this fraction coarser than ``um_per_px`` is read instead of a
         finer one. The default (1 %) only absorbs the rounding of the level sizes, so patches are resampled from a
@@ -97,7 +97,7 @@ class PatchDataset:
     storage_options
         fsspec options for a store at a URL (credentials, endpoint).
     spot_table
-        The store's table as :func:`hest_spatialdata._store_parts.read_spot_table` reads it, when the caller has it
+        The store's table as :func:`hest_spatialdata.storage._parts.read_spot_table` reads it, when the caller has it
         already (a cohort); read from the store otherwise.
 
     Attributes

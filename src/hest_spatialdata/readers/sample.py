@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 from hest_spatialdata._constants import ATTRS_KEY, Elements
 from hest_spatialdata._version import __version__
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import PARTS, Part, SampleFiles, readable_parts
-from hest_spatialdata.metadata import pixel_size_um, read_metadata, technology
 from hest_spatialdata.readers import reader_module
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 from hest_spatialdata.readers.wsi import slide_levels
-from hest_spatialdata.roots import sample_files
+from hest_spatialdata.roots.samples import SampleFiles, sample_files
+from hest_spatialdata.source.layout import PARTS, Part, readable_parts
+from hest_spatialdata.source.metadata import pixel_size_um, read_metadata, technology
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -78,7 +78,7 @@ def read_hest(
 def sample_source_attrs(hest_dir: str | Path, sample_id: str) -> dict[str, Any]:
     """``attrs["hest"]`` of the sample's store (``elements`` left empty), without reading any element.
 
-    For writers that write the elements themselves (:func:`hest_spatialdata.store.convert_sample` writes a slide
+    For writers that write the elements themselves (:func:`hest_spatialdata.storage.store.convert_sample` writes a slide
     alone without importing spatialdata).
 
     Raises

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.layout import BENCH_TASKS
-from hest_spatialdata.metadata import technology_name
+from hest_spatialdata.source.layout import BENCH_TASKS
+from hest_spatialdata.source.metadata import technology_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,7 +132,7 @@ def _value_matches(name: str, field: Any, wanted: str) -> bool:
 
 
 def bench_task_ids(task: str) -> tuple[str, ...]:
-    """The sample ids of a HEST-Benchmark task (:data:`~hest_spatialdata.layout.BENCH_TASKS`), case-insensitively.
+    """The sample ids of a HEST-Benchmark task (:data:`~hest_spatialdata.source.layout.BENCH_TASKS`), any case.
 
     Raises
     ------

@@ -1,8 +1,8 @@
 """``convert()``: the one conversion path, for Python and the CLI alike.
 
 It selects the samples (ids and/or filters, in a local HEST folder or in the hub's catalog), then runs them as a
-resumable batch (:func:`hest_spatialdata.batch.run_batch`): complete stores are skipped, a bad sample is recorded
-without stopping the others, and an exception is raised only once every good sample is written.
+resumable batch (:func:`hest_spatialdata.conversion.batch.run_batch`): complete stores are skipped, a bad sample is
+recorded without stopping the others, and an exception is raised only once every good sample is written.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hest_spatialdata.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
+from hest_spatialdata.conversion.batch import BatchSummary, ConvertOptions, HubPlan, SampleResult, run_batch
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.filters import FILTER_COLUMNS, normalise_filters, record_matches
-from hest_spatialdata.layout import PARTS, Part, element_parts
-from hest_spatialdata.remote import is_remote
-from hest_spatialdata.roots import list_sample_ids, sample_files
+from hest_spatialdata.roots.remote import is_remote
+from hest_spatialdata.roots.samples import list_sample_ids, sample_files
+from hest_spatialdata.source.filters import FILTER_COLUMNS, normalise_filters, record_matches
+from hest_spatialdata.source.layout import PARTS, Part, element_parts
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -70,8 +70,8 @@ def convert(
         Samples to convert; by default every sample of ``hest_dir`` (or, with ``from_hub``, of the catalog)
         matching the filters.
     options
-        How to convert (:class:`hest_spatialdata.batch.ConvertOptions`); keyword arguments named like its fields
-        override it.
+        How to convert (:class:`hest_spatialdata.conversion.batch.ConvertOptions`); keyword arguments named like its
+        fields override it.
     on_selected
         Called with the selected ids (and, with ``from_hub``, the hub files to fetch) before converting.
     on_result
@@ -81,9 +81,9 @@ def convert(
     raise_on_failure
         Raise :class:`ConversionError` at the end if any sample failed (the good ones are written first).
     **kwargs
-        Fields of :class:`~hest_spatialdata.batch.ConvertOptions` (``overwrite``, ``elements``, ``workers``,
+        Fields of :class:`~hest_spatialdata.conversion.batch.ConvertOptions` (``overwrite``, ``elements``, ``workers``,
         ``scheduler``, ``from_hub``, ...) and catalog filters (``organ``, ``species``, ``technology``,
-        ``oncotree``, ``disease_state``; see :func:`hest_spatialdata.filters.record_matches`).
+        ``oncotree``, ``disease_state``; see :func:`hest_spatialdata.source.filters.record_matches`).
 
     Returns
     -------
@@ -137,18 +137,18 @@ def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: A
         Sample ids; every sample found by default.
     **filters
         ``organ``, ``species``, ``technology``, ``oncotree``, ``disease_state`` (see
-        :func:`hest_spatialdata.filters.record_matches`), matched against each sample's metadata JSON.
+        :func:`hest_spatialdata.source.filters.record_matches`), matched against each sample's metadata JSON.
 
     Returns
     -------
     The ids, in the given (or natural) order.
     """
-    from hest_spatialdata.metadata import read_metadata
+    from hest_spatialdata.source.metadata import read_metadata
 
     wanted = normalise_filters(**filters)
     if wanted and is_remote(hest_dir) and _is_hest_on_hub(hest_dir):
         # the hub's catalog, rather than one metadata JSON per sample of HEST-1k
-        from hest_spatialdata import hub
+        from hest_spatialdata.roots import hub
 
         present = set(list_sample_ids(hest_dir))  # three folder listings
         return [i for i in hub.select_ids(list(ids) or None, **filters) if i in present]
@@ -168,15 +168,15 @@ def select_local_ids(hest_dir: str | Path, ids: Iterable[str] = (), **filters: A
 
 
 def _is_hest_on_hub(hest_dir: str) -> bool:
-    from hest_spatialdata import hub
-    from hest_spatialdata.remote import open_root
+    from hest_spatialdata.roots import hub
+    from hest_spatialdata.roots.remote import open_root
 
     repo = open_root(hest_dir).repo
     return repo is not None and repo[1] == hub.REPO_ID
 
 
 def _open_remote(hest_dir: str) -> None:
-    from hest_spatialdata.remote import open_root
+    from hest_spatialdata.roots.remote import open_root
 
     try:
         open_root(hest_dir)
@@ -208,13 +208,13 @@ def plan_from_hub(
     token
         Hugging Face token; default ``HF_TOKEN`` or the stored login.
     **filters
-        Catalog filters (see :func:`hest_spatialdata.filters.record_matches`).
+        Catalog filters (see :func:`hest_spatialdata.source.filters.record_matches`).
 
     Returns
     -------
     The hub commit and the files of each sample (empty for ids not on the hub).
     """
-    from hest_spatialdata import hub
+    from hest_spatialdata.roots import hub
 
     sample_ids = hub.select_ids(ids, catalog_source=catalog_source, token=token, **filters)
     commit = hub.resolve_revision(token=token)

@@ -17,13 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hest_spatialdata._constants import Elements
-from hest_spatialdata.errors import HestInputError
-
-if TYPE_CHECKING:
-    from hest_spatialdata.remote import RemoteFile, RemoteRoot
 
 ID = "{id}"
 
@@ -183,61 +178,6 @@ def element_parts(elements: Iterable[str]) -> set[Part]:
 def readable_parts() -> Iterator[tuple[Part, PartSpec]]:
     """The parts the converter reads, in reading order (a joined part comes before the part joining it)."""
     return ((part, spec) for part, spec in PARTS.items() if spec.reader is not None)
-
-
-@dataclass(frozen=True)
-class SampleFiles:
-    """The files of one sample found in a HEST root.
-
-    Parameters
-    ----------
-    root
-        The HEST root: a local folder, or a remote root (:class:`hest_spatialdata.remote.RemoteRoot`).
-    sample_id
-        The sample id.
-    paths
-        The path of each part present (the first of its names that exists): :class:`~pathlib.Path` in a local
-        root, :class:`hest_spatialdata.remote.RemoteFile` in a remote one.
-    """
-
-    root: Path | RemoteRoot
-    sample_id: str
-    paths: dict[Part, Path | RemoteFile] = field(default_factory=dict)
-
-    @property
-    def remote(self) -> bool:
-        """Whether the root is remote (its files are :class:`~hest_spatialdata.remote.RemoteFile`)."""
-        return not isinstance(self.root, Path)
-
-    def relative(self, part: Part | str) -> str:
-        """The path of ``part``'s file relative to the root (``wsis/TENX95.tif``)."""
-        path = self.paths[Part(part)]
-        return path.relative_path if self.remote else path.relative_to(self.root).as_posix()
-
-    def size(self, part: Part | str) -> int:
-        """The size in bytes of ``part``'s file."""
-        path = self.paths[Part(part)]
-        return path.size if self.remote else path.stat().st_size
-
-    def get(self, part: Part | str) -> Path | None:
-        """The file of ``part``, or ``None`` where the sample has none."""
-        return self.paths.get(Part(part))
-
-    def require(self, part: Part | str) -> Path:
-        """The file of ``part``; raise naming the expected file where it is absent."""
-        path = self.get(part)
-        if path is None and self.remote:
-            rel = PARTS[Part(part)].relative_paths(self.sample_id)[0]
-            raise HestInputError(self.sample_id, f"{self.root}/{rel}", f"required file missing ({rel})")
-        if path is None:
-            expected = PARTS[Part(part)].path(self.root, self.sample_id)
-            rel = expected.relative_to(self.root).as_posix()
-            raise HestInputError(self.sample_id, expected, f"required file missing ({rel})")
-        return path
-
-    def present(self) -> dict[str, Path]:
-        """Parts that exist on disk, by part name, in registry order."""
-        return {part.value: path for part, path in self.paths.items()}
 
 
 def candidate_files(sample_id: str) -> dict[Part, list[str]]:

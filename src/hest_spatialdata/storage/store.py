@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
-from hest_spatialdata.layout import Part
-from hest_spatialdata.locations import is_url, locate, read_json
-from hest_spatialdata.roots import sample_files
+from hest_spatialdata.errors import StoreExistsError
+from hest_spatialdata.roots.samples import sample_files
+from hest_spatialdata.source.layout import Part
+from hest_spatialdata.storage.locations import is_url, locate, read_json
 
 if TYPE_CHECKING:
     import zarr
@@ -45,10 +46,6 @@ REPLACED_MARK = ".replaced-"
 _WRITING: set[Path] = set()
 
 
-class StoreExistsError(FileExistsError):
-    """The output store exists and ``overwrite`` was not given."""
-
-
 def store_path(out_dir: str | Path | UPath, sample_id: str) -> Path | UPath:
     """Where the store of ``sample_id`` goes: ``out_dir/{id}.zarr`` (a ``UPath`` for a URL)."""
     return locate(out_dir) / f"{sample_id}.zarr"
@@ -58,7 +55,7 @@ def store_attrs(path: str | Path | UPath) -> dict[str, Any] | None:
     """``attrs["hest"]`` of a store, read from its root ``zarr.json`` without importing spatialdata.
 
     The one reader of a store's attributes: the cohort, napari, validate and the resume all use it. ``path`` is a
-    folder or a ``UPath`` from :func:`hest_spatialdata.locations.locate` (object storage).
+    folder or a ``UPath`` from :func:`hest_spatialdata.storage.locations.locate` (object storage).
 
     Returns ``None`` if the path is not a readable SpatialData store written by this package.
     """
@@ -74,7 +71,7 @@ def store_is_complete(path: str | Path | UPath) -> bool:
     """Whether a finished store of this package is at ``path``.
 
     Locally stores only appear once complete (renamed into place); in object storage a store is complete once its
-    root ``zarr.json`` exists, since it is the object written last (see :mod:`hest_spatialdata._publish`).
+    root ``zarr.json`` exists, since it is the object written last (see :mod:`hest_spatialdata.storage._publish`).
     """
     location = locate(path)
     hest = store_attrs(location)
@@ -98,9 +95,9 @@ def convert_sample(
     The store is written to a temporary sibling and renamed into place only when complete, so an interrupted
     conversion never leaves a partial ``{id}.zarr``. For a URL ``out_dir`` (``s3://bucket/prefix``, any fsspec
     URL) the store is written into a local temporary folder (``$HEST_TMPDIR`` or the system's; one sample's
-    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata._publish`). An existing
-    store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object storage
-    (no rename) the old store stops being complete before the upload starts.
+    store of disk), then uploaded with the root ``zarr.json`` last (:mod:`hest_spatialdata.storage._publish`). An
+    existing store is replaced only with ``overwrite=True``: locally only once the new one is complete; in object
+    storage (no rename) the old store stops being complete before the upload starts.
 
     Parameters
     ----------
@@ -109,7 +106,7 @@ def convert_sample(
     sample_id
         The sample id.
     out_dir
-        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.locations.locate`).
+        Output folder (created if needed), or a URL / ``UPath`` (see :func:`hest_spatialdata.storage.locations.locate`).
     overwrite
         Replace an existing store.
     elements
@@ -190,7 +187,7 @@ def _start_slide(
 ) -> ImageWrite:
     from hest_spatialdata._progress import current_bar
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE, REMOTE_BLOCK, open_levels
-    from hest_spatialdata.remote import RemoteFile
+    from hest_spatialdata.roots.remote import RemoteFile
     from hest_spatialdata.writer.image import start_image_write
 
     chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
@@ -226,8 +223,8 @@ def _write_elements(
     """
     import zarr
 
+    from hest_spatialdata.readers.sample import sample_source_attrs
     from hest_spatialdata.readers.wsi import CHANNELS
-    from hest_spatialdata.sample import sample_source_attrs
     from hest_spatialdata.writer.image import write_image_metadata
     from hest_spatialdata.writer.root import write_root_attrs
 
@@ -259,8 +256,8 @@ def _write_others(
 
     import dask
 
+    from hest_spatialdata.readers.sample import read_hest
     from hest_spatialdata.readers.wsi import DEFAULT_CHUNK_SIZE
-    from hest_spatialdata.sample import read_hest
 
     sdata = read_hest(hest_dir, sample_id, elements=others, chunk_size=how.chunk_size or DEFAULT_CHUNK_SIZE)
     sdata.path = partial
@@ -320,7 +317,7 @@ def _convert_to_url(hest_dir: str | Path, sample_id: str, final: UPath, *, overw
     """Write the store into a local temporary folder (one sample's disk), then publish it to ``final``."""
     import tempfile
 
-    from hest_spatialdata._publish import check_not_busy, publish_store
+    from hest_spatialdata.storage._publish import check_not_busy, publish_store
 
     check_not_busy(final, sample_id)  # before converting: a store another converter holds is refused at once
     with tempfile.TemporaryDirectory(prefix=f"hest-{sample_id}-", dir=os.environ.get("HEST_TMPDIR")) as scratch:
@@ -337,6 +334,8 @@ def remove_stale_partials(out_dir: Path, sample_id: str) -> None:
     leftover named with this process's id is an earlier process's (containers reuse ids) unless this process is
     writing it now.
     """
+    from hest_spatialdata.storage._publish import process_alive
+
     final = out_dir / f"{sample_id}.zarr"
     for mark in (PARTIAL_MARK, REPLACED_MARK):
         for leftover in out_dir.glob(f".{sample_id}.zarr{mark}*"):
@@ -371,19 +370,6 @@ def _threads() -> int:
     import dask
 
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is running (an unreadable one counts as running)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _written_elements(hest: dict[str, Any]) -> list[tuple[str, str]]:

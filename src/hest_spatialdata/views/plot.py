@@ -12,7 +12,13 @@ import numpy as np
 
 from hest_spatialdata._constants import CoordinateSystems, Elements
 from hest_spatialdata._expression import most_expressed_gene, resolve_gene
-from hest_spatialdata._palette import GENE_COLORMAP, NUCLEUS_CLASS_COLORS, SPOTS_OPACITY, gene_limits, nucleus_color
+from hest_spatialdata.views._palette import (
+    GENE_COLORMAP,
+    NUCLEUS_CLASS_COLORS,
+    SPOTS_OPACITY,
+    gene_limits,
+    nucleus_color,
+)
 
 if TYPE_CHECKING:
     import anndata as ad

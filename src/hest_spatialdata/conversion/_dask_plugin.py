@@ -14,6 +14,12 @@ class WarmUpPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         """Import the converter on the worker."""
-        from hest_spatialdata.batch import warm_up
-
         warm_up()
+
+
+def warm_up() -> None:
+    """Import spatialdata and the readers (seconds), once per worker process, before the first sample."""
+    import spatialdata  # noqa: F401  # sample.py and store.py import it only when a store is written
+
+    import hest_spatialdata.readers.sample
+    import hest_spatialdata.storage.store  # noqa: F401

@@ -5,14 +5,14 @@ A root whose name holds ``://`` (``file://`` excepted) is remote. :func:`open_ro
 - ``hf://`` through huggingface_hub: :class:`~huggingface_hub.HfFileSystem` parses the URL, the access check and
   the revision's commit come from :class:`~huggingface_hub.HfApi` (``HF_ENDPOINT`` read when called, ``HF_TOKEN``
   and ``hf auth login`` honoured), every later read is pinned to that commit. A sample's files are found with one
-  ``paths-info`` request for all the names the registry allows (:data:`hest_spatialdata.layout.PARTS`), and byte
+  ``paths-info`` request for all the names the registry allows (:data:`hest_spatialdata.source.layout.PARTS`), and byte
   ranges are plain ``GET`` requests with a ``Range`` header on the hub's ``resolve`` URL;
 - any other URL through ``fsspec.core.url_to_fs`` (the folders of the registry listed once each, ranges read with
   ``fs.open(..., cache_type="none")``).
 
 Every byte range goes through :func:`with_retries`: transient failures (HTTP 5xx and 429, connections cut
 mid-body, timeouts) are retried with exponential backoff, and a body of the wrong length is never returned. A
-refusal of the hub is :class:`hest_spatialdata.hub.HubAccessError` with the message of ``download``.
+refusal of the hub is :class:`hest_spatialdata.roots.hub.HubAccessError` with the message of ``download``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hest_spatialdata import hub
-from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.layout import SAMPLE_PARTS, Part, SampleFiles, candidate_files
+from hest_spatialdata.roots import hub
 
 #: Attempts of one byte range (or small-file download) before giving up, and the first backoff in seconds.
 ATTEMPTS = 6
@@ -424,7 +422,7 @@ def open_root(root: str | RemoteRoot, *, token: str | bool | None = None) -> Rem
 
     Raises
     ------
-    hest_spatialdata.hub.HubAccessError
+    hest_spatialdata.roots.hub.HubAccessError
         If the hub refuses access (gated dataset, no or invalid token).
     FileNotFoundError
         If the root does not exist.
@@ -469,30 +467,6 @@ def _resolve(fs: Any, url: str) -> Any:
         if isinstance(e.__cause__, RepositoryNotFoundError):
             raise e.__cause__ from e  # made a HubAccessError by hub.hub_errors
         raise
-
-
-def remote_sample_files(hest_dir: str | RemoteRoot, sample_id: str) -> SampleFiles:
-    """The files of one sample in a remote root: every name the registry allows looked up at once.
-
-    Raises
-    ------
-    HestInputError
-        If the root does not exist or holds no file of the sample.
-    """
-    try:
-        root = open_root(hest_dir)
-    except FileNotFoundError as e:
-        raise HestInputError(sample_id, str(hest_dir), f"HEST root not found ({e})") from e
-    candidates = candidate_files(sample_id)
-    sizes = root.find(rel for rels in candidates.values() for rel in rels)
-    found: dict[Part, Path | RemoteFile] = {}
-    for part, rels in candidates.items():
-        rel = next((r for r in rels if r in sizes), None)
-        if rel is not None:
-            found[part] = root.file(rel, sizes[rel])
-    if not any(part in found for part in SAMPLE_PARTS):
-        raise HestInputError(sample_id, root.url, "unknown sample id: no file of it in this HEST root")
-    return SampleFiles(root=root, sample_id=sample_id, paths=found)
 
 
 def forget_roots() -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hest_spatialdata._store_parts import ImageLevel, StoreFiles
-from hest_spatialdata._zarr_layout import simple_layout
+from hest_spatialdata.storage._parts import ImageLevel, StoreFiles
+from hest_spatialdata.storage._zarr_layout import simple_layout
 
 
 class ZarrChunks:
@@ -97,7 +97,7 @@ def open_level(files: StoreFiles, level: ImageLevel) -> RawChunks | ZarrChunks |
     files
         The store.
     level
-        The level (from :func:`hest_spatialdata._store_parts.image_levels`).
+        The level (from :func:`hest_spatialdata.storage._parts.image_levels`).
     """
     try:
         meta = files.json(f"{level.key}/zarr.json")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hest_spatialdata._constants import SPOT_INSTANCE_KEY, CoordinateSystems, Elements
-from hest_spatialdata.locations import is_url
+from hest_spatialdata.storage.locations import is_url
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.locations import is_url, locate
-from hest_spatialdata.roots import sample_files
-from hest_spatialdata.store import store_attrs, store_is_complete, store_path
+from hest_spatialdata.errors import HestInputError, StoreExistsError
+from hest_spatialdata.roots.samples import sample_files
+from hest_spatialdata.storage.locations import is_url, locate
+from hest_spatialdata.storage.store import store_attrs, store_is_complete, store_path
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -327,11 +327,11 @@ def convert_one(job: SampleJob) -> SampleResult:
 def _run_job(job: SampleJob, result: SampleResult) -> None:
     import dask
 
-    from hest_spatialdata.store import convert_sample
+    from hest_spatialdata.storage.store import convert_sample
 
     downloaded = None
     if job.hub is not None:
-        from hest_spatialdata.hub import fetch_files
+        from hest_spatialdata.roots.hub import fetch_files
 
         start = time.perf_counter()
         files = dict(job.hub.files)
@@ -353,28 +353,18 @@ def _run_job(job: SampleJob, result: SampleResult) -> None:
     result.status, result.store = "done", str(path)
     result.source_bytes, result.store_bytes = _source_bytes(path), _tree_bytes(path)
     if downloaded is not None and job.hub is not None and job.hub.delete_downloaded:
-        from hest_spatialdata.hub import remove_downloaded
+        from hest_spatialdata.roots.hub import remove_downloaded
 
         remove_downloaded(job.hest_dir, downloaded)
 
 
 def describe_error(error: BaseException) -> str:
     """One line saying why a sample failed: the message of our own errors, else the exception type and message."""
-    from hest_spatialdata.store import StoreExistsError
-
     if isinstance(error, HestInputError):  # the sample is named beside the reason already
         return f"{error.path}: {error.problem}" if error.path is not None else error.problem
     if isinstance(error, StoreExistsError) or type(error).__module__.startswith("hest_spatialdata"):
         return str(error)
     return f"{type(error).__name__}: {error}".strip()
-
-
-def warm_up() -> None:
-    """Import spatialdata and the readers (seconds), once per worker process, before the first sample."""
-    import spatialdata  # noqa: F401  # sample.py and store.py import it only when a store is written
-
-    import hest_spatialdata.sample
-    import hest_spatialdata.store  # noqa: F401
 
 
 def _peak_rss_mb() -> float:
@@ -481,7 +471,7 @@ def _precheck(sample_id: str, out_dir: Path | UPath, overwrite: bool, hub_plan: 
     if not overwrite and store_is_complete(path):
         return SampleResult(sample_id, "skipped", "store already complete", store=str(path))
     if is_url(path):
-        from hest_spatialdata._publish import remove_partial
+        from hest_spatialdata.storage._publish import remove_partial
 
         remove_partial(path)  # an abandoned upload (its converter is gone): the objects go before reconverting
     if hub_plan is not None and not hub_plan.files.get(sample_id):
@@ -535,7 +525,7 @@ def _run_on_cluster(
 
     from distributed import Client, LocalCluster, as_completed
 
-    from hest_spatialdata._dask_plugin import WarmUpPlugin
+    from hest_spatialdata.conversion._dask_plugin import WarmUpPlugin
 
     if not jobs:
         return
@@ -572,6 +562,6 @@ def _future_result(future: Any, job: SampleJob) -> SampleResult:
 
 
 def _endpoint() -> str | None:
-    from hest_spatialdata.hub import current_endpoint
+    from hest_spatialdata.roots.hub import current_endpoint
 
     return current_endpoint()
