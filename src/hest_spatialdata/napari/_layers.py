@@ -269,8 +269,6 @@ def nuclei_layer(
 
 def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
     """The nuclei as a multiscale labels layer of their outlines, valued and coloured by class (lazy)."""
-    from napari.utils.colormaps import DirectLabelColormap
-
     from hest_spatialdata.readers.nuclei_labels import class_outlines, label_ids
 
     nuclei = sdata.shapes[Elements.NUCLEI]
@@ -281,18 +279,29 @@ def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = Coordinat
     label_classes[ids] = np.asarray(classes.codes) + 1
     outlines = [class_outlines(level, label_classes) for level in levels]
     names = [str(c) for c in classes.categories]
-    transparent = np.zeros(4, np.float32)
-    color_dict: dict[int | None, Any] = {None: transparent, 0: transparent}
-    color_dict |= {k + 1: nucleus_color(name) for k, name in enumerate(names)}
     kwargs = {
         "name": NUCLEI_OUTLINES,
         "multiscale": len(outlines) > 1,
-        "colormap": DirectLabelColormap(color_dict=color_dict),
+        "colormap": class_colormap(names),
         "features": pd.DataFrame({"index": np.arange(len(names) + 1), "class": ["none", *names]}),
         "affine": affine,
         "metadata": _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"classes": names},
     }
     return (outlines if len(outlines) > 1 else outlines[0], kwargs, "labels")
+
+
+def class_colormap(names: list[str]) -> Any:
+    """Label value ``k + 1`` in the colour of class ``names[k]``, 0 transparent.
+
+    A cyclic colormap holding one colour per class (the values never exceed it, so nothing cycles): napari maps a
+    ``DirectLabelColormap`` through a numba typed dict compiled afresh in every process (~0.7 s of CPU at the first
+    open), a cyclic one through a cached function.
+    """
+    from napari.utils.colormaps import CyclicLabelColormap
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    colors = np.vstack([np.zeros((1, 4), np.float32), transform_color([nucleus_color(n) for n in names] or ["gray"])])
+    return CyclicLabelColormap(colors=colors, background_value=0)
 
 
 def nuclei_label_levels(sdata: SpatialData, coordinate_system: str) -> tuple[list[Any], np.ndarray]:
