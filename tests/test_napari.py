@@ -114,7 +114,8 @@ def test_sample_layers(rich_store: Path) -> None:
     centre = sdata["spots"].geometry.iloc[0]
     np.testing.assert_allclose(spots[0], [centre.y, centre.x])  # napari's (y, x)
     assert list(kwargs["features"].columns) == ["Slc17a7"]
-    assert np.unique(kwargs["face_color"], axis=0).shape[0] > 10  # coloured by expression
+    assert kwargs["face_color"] == "transparent" and kwargs["border_width_is_relative"]  # rings: the H&E inside
+    assert np.unique(kwargs["border_color"], axis=0).shape[0] > 10  # coloured by expression
     assert len(layers[TRANSCRIPTS_SUBSAMPLE][0]) == len(sdata["transcripts"])  # fewer than MAX_TRANSCRIPTS
     tissue_rings = sum(1 + len(g.interiors) for g in sdata["tissue"].geometry)
     assert len(layers[TISSUE_OUTLINE][0]) == tissue_rings
@@ -151,8 +152,16 @@ def test_open_store_through_napari_spatialdata(make_napari_viewer, qtbot, rich_s
     assert he.multiscale and he.rgb
     assert he.metadata["sdata"].path is not None  # backed by the store: napari-spatialdata can save into it
     assert spots.metadata["adata"] is not None  # napari-spatialdata's own layer: its View widget colours it
-    assert np.unique(spots.face_color, axis=0).shape[0] > 10
-    assert spots.opacity * spots.face_color[:, 3].max() < 0.95  # the H&E shows through
+    _assert_rings_coloured(spots)
+    # napari-spatialdata's gene picker colours the faces: the colours go to the rings, the faces stay transparent
+    before = spots.border_color.copy()
+    viewer.layers.selection.active = spots
+    view = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("View"))
+    assert view.model.layer.name == "spots"  # a proxy of the layer
+    view.var_widget._onAction(["Gad1"])
+    assert list(spots.features.columns)[0] == "Gad1"
+    _assert_rings_coloured(spots)
+    assert not np.allclose(spots.border_color, before)
     # nuclei at any count: outlines by class from the labels pyramid
     assert isinstance(nuclei, Labels) and nuclei.multiscale
     classes = set(nuclei.features["class"]) - {"none"}
@@ -170,6 +179,14 @@ def test_open_store_through_napari_spatialdata(make_napari_viewer, qtbot, rich_s
     napari_spatialdata_widget.coordinate_system_widget.setCurrentRow(1)  # microns
     for name in STORE_LAYERS:
         np.testing.assert_allclose(viewer.layers[name].affine.scale, [ps, ps], err_msg=name)
+
+
+def _assert_rings_coloured(spots) -> None:
+    """Spots drawn as rings coloured by a gene: transparent faces, borders of many colours, fully opaque."""
+    assert (spots.face_color[:, 3] == 0).all()
+    assert np.unique(spots.border_color, axis=0).shape[0] > 10
+    assert spots.border_width_is_relative and spots.border_width.min() > 0 and spots.border_width.max() < 0.3
+    assert spots.opacity == 1.0
 
 
 def _rgb(color: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from hest_spatialdata.views._palette import (
     GENE_COLORMAP,
     NUCLEUS_CLASS_COLORS,
     PALETTE,
-    SPOTS_OPACITY,
+    SPOTS_RING_WIDTH,
     TISSUE_COLOR,
     gene_scale,
     nucleus_color,
@@ -195,17 +195,46 @@ def spots_layer(
         "name": Elements.SPOTS.value,
         "size": diameters * _scale_factor(affine),
         "symbol": "square" if square else "disc",
-        "border_width": 0.0,
-        "opacity": SPOTS_OPACITY,
         "affine": affine,
         "metadata": metadata,
-    }
+    } | SPOTS_RINGS
     if table is not None and table.n_vars:
         metadata["hest_table"] = table
         gene = gene or most_expressed_gene(table)
         values = gene_values(table, gene, spots.index)
-        kwargs |= {"features": pd.DataFrame({gene: values}), "face_color": values_to_rgba(values)}
+        kwargs |= {"features": pd.DataFrame({gene: values}), "border_color": values_to_rgba(values)}
     return (yx, kwargs, "points")
+
+
+#: How the spots are drawn: rings of their colour (the border), transparent inside, so the H&E shows whole.
+SPOTS_RINGS: dict[str, Any] = {
+    "face_color": "transparent",
+    "border_color": "white",
+    "border_width": SPOTS_RING_WIDTH,
+    "border_width_is_relative": True,
+    "opacity": 1.0,
+}
+
+
+def draw_spots_as_rings(layer: Layer) -> None:
+    """Draw a spots Points layer as rings, and keep them rings when a colour is given to their faces.
+
+    napari-spatialdata's "View" widget colours spots by a gene through ``face_color``: each time the faces get a
+    colour, it is moved to the rings and the faces made transparent again (the picker keeps working, the H&E stays
+    visible inside the spots).
+    """
+    for name, value in SPOTS_RINGS.items():
+        if name not in ("face_color", "border_color"):
+            setattr(layer, name, value)
+    _faces_to_rings(layer)
+    layer.events.face_color.connect(lambda _event: _faces_to_rings(layer))
+
+
+def _faces_to_rings(layer: Layer) -> None:
+    faces = np.asarray(layer.face_color)
+    if len(faces) and (faces[:, 3] > 0).any():
+        layer.border_color = faces.copy()
+        layer.face_color = SPOTS_RINGS["face_color"]  # emits face_color again: all transparent, nothing to move
 
 
 def nuclei_layer(
@@ -240,8 +269,6 @@ def nuclei_layer(
 
 def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = CoordinateSystems.GLOBAL) -> LayerDataTuple:
     """The nuclei as a multiscale labels layer of their outlines, valued and coloured by class (lazy)."""
-    from napari.utils.colormaps import DirectLabelColormap
-
     from hest_spatialdata.readers.nuclei_labels import class_outlines, label_ids
 
     nuclei = sdata.shapes[Elements.NUCLEI]
@@ -252,18 +279,29 @@ def nuclei_outlines_layer(sdata: SpatialData, coordinate_system: str = Coordinat
     label_classes[ids] = np.asarray(classes.codes) + 1
     outlines = [class_outlines(level, label_classes) for level in levels]
     names = [str(c) for c in classes.categories]
-    transparent = np.zeros(4, np.float32)
-    color_dict: dict[int | None, Any] = {None: transparent, 0: transparent}
-    color_dict |= {k + 1: nucleus_color(name) for k, name in enumerate(names)}
     kwargs = {
         "name": NUCLEI_OUTLINES,
         "multiscale": len(outlines) > 1,
-        "colormap": DirectLabelColormap(color_dict=color_dict),
+        "colormap": class_colormap(names),
         "features": pd.DataFrame({"index": np.arange(len(names) + 1), "class": ["none", *names]}),
         "affine": affine,
         "metadata": _metadata(sdata, Elements.NUCLEI, coordinate_system) | {"classes": names},
     }
     return (outlines if len(outlines) > 1 else outlines[0], kwargs, "labels")
+
+
+def class_colormap(names: list[str]) -> Any:
+    """Label value ``k + 1`` in the colour of class ``names[k]``, 0 transparent.
+
+    A cyclic colormap holding one colour per class (the values never exceed it, so nothing cycles): napari maps a
+    ``DirectLabelColormap`` through a numba typed dict compiled afresh in every process (~0.7 s of CPU at the first
+    open), a cyclic one through a cached function.
+    """
+    from napari.utils.colormaps import CyclicLabelColormap
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    colors = np.vstack([np.zeros((1, 4), np.float32), transform_color([nucleus_color(n) for n in names] or ["gray"])])
+    return CyclicLabelColormap(colors=colors, background_value=0)
 
 
 def nuclei_label_levels(sdata: SpatialData, coordinate_system: str) -> tuple[list[Any], np.ndarray]:
@@ -364,7 +402,7 @@ def nucleus_classes(nuclei: gpd.GeoDataFrame) -> pd.Categorical:
 
 
 def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMAP) -> str:
-    """Colour a spots layer by a gene, in place.
+    """Colour a spots layer by a gene, in place (its rings: see :func:`draw_spots_as_rings`).
 
     Works on the layers of this package and on napari-spatialdata's (both keep the spot ids in
     ``metadata["indices"]``).
@@ -388,7 +426,7 @@ def color_spots_by_gene(layer: Layer, gene: str, *, colormap: str = GENE_COLORMA
     gene = resolve_gene(table, gene)
     values = gene_values(table, gene, layer.metadata["indices"])
     layer.features = pd.DataFrame({gene: values})
-    layer.face_color = values_to_rgba(values, colormap)
+    layer.border_color = values_to_rgba(values, colormap)  # the rings (see draw_spots_as_rings)
     return gene
 
 

@@ -27,6 +27,7 @@ from hest_spatialdata.napari._layers import (
     MAX_NUCLEI_POLYGONS,
     NUCLEI_OUTLINES,
     color_spots_by_gene,
+    draw_spots_as_rings,
     element_affine,
     most_expressed_gene,
     nuclei_layer,
@@ -36,7 +37,7 @@ from hest_spatialdata.napari._layers import (
     use_compiled_triangulation,
 )
 from hest_spatialdata.napari._napari_spatialdata_adapter import SpatialDataSession
-from hest_spatialdata.views._palette import SPOTS_OPACITY, nucleus_color
+from hest_spatialdata.views._palette import nucleus_color
 
 if TYPE_CHECKING:
     import napari
@@ -219,7 +220,7 @@ class DefaultLayerLoader:
         if not (spots.geometry.geom_type == "Point").all():  # square pseudo-spots: our Points, not Shapes
             return self._own(spots_layer(self.sdata, self.coordinate_system, gene=self.gene))
         layer = self.session.circles_layer(Elements.SPOTS.value)
-        layer.opacity = SPOTS_OPACITY
+        draw_spots_as_rings(layer)
         table = spots_table(layer)
         if table is not None and table.n_vars:
             self.gene = color_spots_by_gene(layer, self.gene or most_expressed_gene(table))

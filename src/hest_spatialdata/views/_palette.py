@@ -13,8 +13,11 @@ import numpy as np
 GENE_COLORMAP = "viridis"
 #: Percentiles of a gene's counts at the two ends of the colormap.
 GENE_PERCENTILES = (1.0, 99.0)
-#: Opacity of the spots over the H&E (which stays visible under them).
+#: Opacity of the spots over the H&E (which stays visible under them), where they are drawn filled (``plot``).
 SPOTS_OPACITY = 0.7
+#: In napari the spots are rings of their colour, the H&E seen whole inside them: the ring's width, a fraction of
+#: the spot's diameter.
+SPOTS_RING_WIDTH = 0.14
 #: CellViT (PanNuke) classes, in CellViT's own colours.
 NUCLEUS_CLASS_COLORS = {
     "Neoplastic": "#ff0000",
