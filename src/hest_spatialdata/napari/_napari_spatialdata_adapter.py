@@ -61,6 +61,23 @@ def check_internals() -> None:
             raise UnsupportedNapariSpatialData(f"napari-spatialdata {found}: {class_name} has no {missing}")
 
 
+def ensure_anndata_compat() -> None:
+    """Give ``AnnData`` the private ``_get_X(layer=)`` that napari-spatialdata 0.7's gene picker calls.
+
+    anndata 0.13 removed it, and the "View" widget's picker (``DataModel.get_items``) then fails with an
+    AttributeError: a gene could no longer colour the spots. The method returns what anndata's own did (``X``, or
+    ``layers[layer]``). Only added where anndata lacks it; ``tests/test_napari.py`` runs the real picker.
+    """
+    from anndata import AnnData
+
+    if not hasattr(AnnData, "_get_X"):
+
+        def _get_X(self: AnnData, layer: str | None = None) -> Any:
+            return self.X if layer is None else self.layers[layer]
+
+        AnnData._get_X = _get_X
+
+
 class SpatialDataSession:
     """napari-spatialdata's widgets docked for one SpatialData, and its layer builders.
 
@@ -76,6 +93,7 @@ class SpatialDataSession:
         from napari_spatialdata import Interactive
 
         check_internals()
+        ensure_anndata_compat()
         self.sdata = sdata
         self.coordinate_system = coordinate_system
         self.interactive = Interactive(sdata, headless=True)
