@@ -16,13 +16,14 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 from functools import partial as partial_call
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hest_spatialdata._constants import ATTRS_KEY, CoordinateSystems, Elements
 from hest_spatialdata.errors import StoreExistsError
-from hest_spatialdata.roots.samples import sample_files
+from hest_spatialdata.roots.samples import SampleFiles, sample_files
 from hest_spatialdata.source.layout import Part
 from hest_spatialdata.storage.locations import StoreLocation, is_url, locate, read_json
 
@@ -108,19 +109,23 @@ class HestSample:
     hest_dir: str | Path
     sample_id: str
 
+    @cached_property
+    def files(self) -> SampleFiles:
+        """The sample's files, found once (a remote root lists them by request) for the check and the slide."""
+        return sample_files(self.hest_dir, self.sample_id)
+
     def check(self, elements: list[str] | None) -> None:
         """The metadata (and the slide, for ``he``) must be present."""
-        files = sample_files(self.hest_dir, self.sample_id)
-        files.require(Part.METADATA)
+        self.files.require(Part.METADATA)
         if elements is None or Elements.HE.value in elements:
-            files.require(Part.WSI)
+            self.files.require(Part.WSI)
 
     def slide(self) -> tuple[list[Level], bool] | None:
         """The slide's TIFF levels (remote for a remote root)."""
         from hest_spatialdata.readers.wsi import open_levels
         from hest_spatialdata.roots.remote import RemoteFile
 
-        path = sample_files(self.hest_dir, self.sample_id).require(Part.WSI)
+        path = self.files.require(Part.WSI)
         return list(open_levels(path, self.sample_id)), isinstance(path, RemoteFile)
 
     def read(self, elements: list[str], chunk_size: int) -> SpatialData:

@@ -20,15 +20,13 @@ from hest_spatialdata.errors import HestInputError
 from hest_spatialdata.readers._context import DEFAULT_CHUNK_SIZE, SampleContext
 from hest_spatialdata.source.metadata import nan_to_none
 from hest_spatialdata.tenx import _files as files
-from hest_spatialdata.tenx._run import ImportRequest, TenxRun, read_metrics
+from hest_spatialdata.tenx._run import ImportRequest, TenxRun
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
     from hest_spatialdata.writer.image import Level
 
-#: Importable from here too (where the first version of this package had them): the technology modules' names.
-__all__ = ["ImportRequest", "TenxRun", "TenxSource", "read_metrics"]
 #: The module reading each technology (the contract in :mod:`hest_spatialdata.tenx`).
 TECHNOLOGY_MODULES = {
     Technology.VISIUM: "hest_spatialdata.tenx.visium",
