@@ -360,16 +360,15 @@ def _run_job(job: SampleJob, result: SampleResult) -> None:
         )
         result.download_seconds = time.perf_counter() - start
     start, cpu = time.perf_counter(), time.process_time()
-    out = job.out_dir
     options = {"overwrite": job.overwrite, "elements": job.elements, "chunk_size": job.chunk_size}
     with dask.config.set(scheduler="threads", num_workers=job.threads):
         if job.tenx is not None:
             from hest_spatialdata.tenx import import_10x
 
             run = dict(job.tenx)
-            path = import_10x(run.pop("path"), out, job.sample_id, **run, **options)
+            path = import_10x(run.pop("path"), job.out_dir, job.sample_id, **run, **options)
         else:
-            path = convert_sample(job.hest_dir, job.sample_id, out, **options)
+            path = convert_sample(job.hest_dir, job.sample_id, job.out_dir, **options)
     result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     result.status, result.store = "done", str(path)
     result.source_bytes, result.store_bytes = _source_bytes(path), _tree_bytes(path)
