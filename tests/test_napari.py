@@ -241,6 +241,30 @@ def test_clearing_layers_while_loading_cancels_the_load(make_napari_viewer, qtbo
 
 
 @needs_display
+def test_second_store_opened_beside_the_first_can_be_removed_and_closed(qtbot, rich_store: Path) -> None:
+    """Each open docks its own napari-spatialdata widgets, whose viewer model drops its bookkeeping of a layer on
+    removal: the second's must know the first store's layers, or removing one (or closing the viewer) raised a
+    KeyError that aborted ``viewer.close()`` and left the window, and napari's event loop, running."""
+    import napari
+    import spatialdata as sd
+
+    from hest_spatialdata.napari._spatialdata_view import open_in_napari_spatialdata
+
+    viewer = napari.Viewer(show=False)
+    try:
+        first = open_in_napari_spatialdata(sd.read_zarr(rich_store))
+        qtbot.waitUntil(lambda: first.done, timeout=LOAD_TIMEOUT_MS)
+        second = open_in_napari_spatialdata(sd.read_zarr(rich_store))  # beside the first's layers
+        qtbot.waitUntil(lambda: second.done, timeout=LOAD_TIMEOUT_MS)
+        assert len(viewer.layers) == 2 * len(STORE_LAYERS)
+        viewer.layers.remove("spots")  # the first store's napari-spatialdata layer
+        assert "spots" not in _layer_names(viewer)
+    finally:
+        viewer.close()  # removes every layer first
+    assert len(viewer.layers) == 0
+
+
+@needs_display
 def test_closing_the_viewer_while_loading_cancels_the_load(qtbot, rich_store: Path) -> None:
     import napari
     import spatialdata as sd

@@ -5,13 +5,15 @@ runs ("Please wait ...") and says nothing when done, and the layer lands in the 
 on. We need a layer built the same way (napari-spatialdata's metadata, so its widgets colour spots by any gene and
 save annotations into the store) but handed to us, to add only while its store is still wanted. So this module
 calls the layer builders of napari-spatialdata's viewer model (``Interactive._sdata_widget.viewer_model``,
-``get_sdata_image`` / ``get_sdata_circles``) from our own worker, as its loader thread does. Nothing else in the
-package touches napari-spatialdata's internals; ``tests/test_napari.py::test_napari_spatialdata_adapter`` fails
-loudly when a release changes them.
+``get_sdata_image`` / ``get_sdata_circles``) from our own worker, as its loader thread does, and has that viewer
+model's layer-removed handler skip layers it never saw inserted (those of a store opened before in the same viewer).
+Nothing else in the package touches napari-spatialdata's internals;
+``tests/test_napari.py::test_napari_spatialdata_adapter`` fails loudly when a release changes them.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,7 @@ SUPPORTED_VERSIONS = (Version("0.7"), Version("0.8"))
 INTERNALS = {
     "Interactive": ("_sdata_widget",),
     "SdataWidget": ("viewer_model", "coordinate_system_widget"),
-    "SpatialDataViewer": ("get_sdata_image", "get_sdata_circles"),
+    "SpatialDataViewer": ("get_sdata_image", "get_sdata_circles", "_on_layer_removed", "_layer_event_caches"),
 }
 
 
@@ -99,6 +101,27 @@ class SpatialDataSession:
         self.interactive = Interactive(sdata, headless=True)
         self.interactive.switch_coordinate_system(coordinate_system)
         self._widget = self.interactive._sdata_widget
+        self._forget_only_layers_it_knows()
+
+    def _forget_only_layers_it_knows(self) -> None:
+        """Have napari-spatialdata's viewer model skip, on removal, the layers added before it was created.
+
+        Each open docks new widgets whose viewer model tracks the layers inserted from then on, but its removal
+        handler drops the bookkeeping of any napari-spatialdata layer removed: a layer of a store opened earlier in
+        the viewer raised a KeyError there, which aborts ``viewer.layers.clear()`` and so ``viewer.close()`` (the
+        window stayed open, napari's event loop running).
+        """
+        model = self._widget.viewer_model
+        removed = model.viewer.layers.events.removed
+        model_ref = weakref.ref(model)  # napari holds a function strongly (a method weakly): the model may still go
+
+        def on_layer_removed(event: Any) -> None:
+            known = model_ref()
+            if known is not None and event.value.name in known._layer_event_caches:
+                known._on_layer_removed(event)
+
+        removed.disconnect(model._on_layer_removed)
+        removed.connect(on_layer_removed)
 
     @property
     def widget(self) -> QWidget:
