@@ -98,6 +98,7 @@ def child_open(stores: list[Path], opener: str, triangulation: str) -> dict[str,
     import napari
     from napari.settings import get_settings
     from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
 
     import hest_spatialdata.napari._layers as layers_module
 
@@ -114,8 +115,11 @@ def child_open(stores: list[Path], opener: str, triangulation: str) -> dict[str,
 
     def open_next() -> None:
         if not pending:
-            viewer.close()
-            napari.Viewer.close_all()
+            try:
+                viewer.close()
+                napari.Viewer.close_all()
+            finally:  # a close that raised (napari's hook prints it) must not leave the event loop running forever
+                QApplication.instance().quit()
             return
         store = pending.pop(0)
         run: dict[str, Any] = {"store": store.name, "layers": {}, "load_before": _harness.load1()}
@@ -158,6 +162,8 @@ def child_open(stores: list[Path], opener: str, triangulation: str) -> dict[str,
     QTimer.singleShot(0, lambda: viewer_ready.append(time.perf_counter() - process_start))
     QTimer.singleShot(int(SETTLE_S * 1000), open_next)
     napari.run()
+    if len(viewer.layers):  # viewer.close() removes every layer first
+        raise RuntimeError(f"viewer.close() failed (see above), layers left: {[layer.name for layer in viewer.layers]}")
     return {"viewer": viewer_ready[0], "opens": results, "backend": triangulation}
 
 
