@@ -109,6 +109,7 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
         epochs.append(epoch)
     with h5py.File(sample_dir(pixel_size) / "hest" / "patches" / f"{SAMPLE_ID}.h5", "r") as h5:
         h5_images, barcodes = h5["img"][()], h5["barcode"].asstr()[()][:, 0]
+    fetched = _fetch_alone([dataset.dataset(s) for s in dataset.stores]) if remote else {}
     sample = next(iter(dataset.stores))
     own = dataset.dataset(sample)
     position = {b: i for i, b in enumerate(own.barcodes)}
@@ -123,7 +124,26 @@ def child_dataset(pixel_size: float, stores: list[str]) -> dict[str, Any]:
         "epoch1_s": epochs[0].wall, "epoch1_cpu_s": epochs[0].cpu, "epoch2_s": epochs[1].wall,
         "fidelity_n": len(diffs), "mad_median": float(np.median(diffs)), "mad_p95": float(np.percentile(diffs, 95)),
         "level": own.level, "cache_mib": _harness.mib(dataset._cache.nbytes), "threads": own._cutter.threads,
-    }  # fmt: skip
+    } | fetched  # fmt: skip
+
+
+def _fetch_alone(datasets: list[Any]) -> dict[str, Any]:
+    """The limit of an epoch from S3: the chunk files it decodes fetched concurrently, nothing decoded.
+
+    The chunks under the datasets' patches, every one of them in flight at once through the loader's own
+    ``StoreFiles.fetch`` (its connections warm from the epochs), in this process.
+    """
+    if not all(hasattr(own._cutter.chunks, "fetch") for own in datasets):
+        return {}  # a --baseline-src package from before StoreFiles.fetch
+    levels = []
+    for own in datasets:
+        cutter = own._cutter
+        blocks = sorted({b for i in range(len(cutter.origins)) for b in cutter._blocks(i)})
+        levels.append((cutter.chunks, blocks))
+    with _harness.Stopwatch() as fetch:
+        futures = [f for chunks, blocks in levels for f in chunks.fetch(blocks)]
+        sizes = [len(f.result() or b"") for f in futures]
+    return {"fetch_s": fetch.wall, "fetch_cpu_s": fetch.cpu, "fetch_chunks": len(sizes), "fetch_bytes": sum(sizes)}
 
 
 #: Whole chunk files read by each client of the S3 comparison (``--child-fetch``), all at once.
@@ -277,13 +297,16 @@ def _s3_runs(args: argparse.Namespace, stores: list[str], fetches: list[dict[str
         for r, name in _harness.rounds(list(sources), max(1, args.repeat - 1)):
             child_env = env | ({"PYTHONPATH": str(sources[name])} if sources[name] else {})
             server.reset_log()
+            server_cpu = time.process_time()  # moto and the proxy run in this process's threads; the driver waits
             run = _harness.run_script(__file__, "--child-local", args.pixel_size, *urls, env=child_env)
+            server_cpu = time.process_time() - server_cpu
             chunk_gets = sum(1 for m, k, _, _ in server.log if m == "GET" and "/images/he/" in k and "/c/" in k)
             chunk_requests = sum(1 for _, k, _, _ in server.log if "/images/he/" in k and "/c/" in k)
             runs[name].append(run.result | {
                 "rss": run.peak_rss, "load": (run.load_before, run.load_after),
                 "fetched_mib": _harness.mib(server.sent()), "requests": server.requests(),
                 "heads": server.requests(method="HEAD"), "per_chunk": chunk_requests / max(chunk_gets, 1),
+                "server_cpu_ms_per_request": 1e3 * server_cpu / max(server.requests(), 1),
             })  # fmt: skip
             print(f"  {name} run {r}: {json.dumps(runs[name][-1])}", flush=True)
         for client in ("s3fs cat", "s3fs cat_ranges", "obstore", "zarr ObjectStore"):
@@ -345,15 +368,31 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> None:
         ]  # fmt: skip
         if name != "local":
             rows[-1][4] += f"; {best['fetched_mib']:,.0f} MiB in {best['requests']:,} requests"
-            rows.insert(len(rows) - 6, [
-                f"first epoch, S3 / local ({where})", f"{first / local_rate:.2f}x", f">= {S3_GOAL}x", "",
-                f"requests per chunk read {best['per_chunk']:.2f} (goal 1), HEAD requests {best['heads']}",
-                _loads(runs[name]),
-            ])  # fmt: skip
+            s3_rows = [
+                [f"first epoch, S3 / local ({where})", f"{first / local_rate:.2f}x", f">= {S3_GOAL}x", "",
+                 f"requests per chunk read {best['per_chunk']:.2f} (goal 1), HEAD requests {best['heads']}; server "
+                 f"CPU {best['server_cpu_ms_per_request']:.1f} ms per request, on the same 2 cores",
+                 _loads(runs[name])],
+            ]  # fmt: skip
+            if "fetch_s" in best:
+                s3_rows.append(_fetch_row(best, where, local_rate, _loads(runs[name])))
+            rows[len(rows) - 6 : len(rows) - 6] = s3_rows
     rows.append(fresh_row(runs["fresh"], stores_of(runs)))
     header = ["figure", "measured", "goal", "/ h5 rate", "notes", "load 1-min"]
     note = f"{_harness.machine_text()}; patches/s count the items after the first item of each store."
     _harness.print_table(header, rows, note=note)
+
+
+def _fetch_row(best: dict[str, Any], where: str, local_rate: float, loads: str) -> list[str]:
+    """The row of :func:`_fetch_alone`: the S3 epoch's own limit on this server."""
+    limit, as_epoch = best["fetch_chunks"] / best["fetch_s"], (best["n"] + best["stores"]) / best["fetch_s"]
+    return [
+        f"the epoch's {best['fetch_chunks']} chunk files fetched alone, all in flight, nothing decoded ({where})",
+        f"{best['fetch_s']:.2f} s", "", "",
+        f"{limit:,.0f} chunks/s, {_harness.mib(best['fetch_bytes']) / best['fetch_s']:,.0f} MiB/s, client CPU "
+        f"{best['fetch_cpu_s']:.2f} s; as an epoch's limit {as_epoch:,.0f} /s = {as_epoch / local_rate:.2f}x local; "
+        f"the S3 epoch took {best['epoch1_s'] / best['fetch_s']:.2f}x this time", loads,
+    ]  # fmt: skip
 
 
 def stores_of(runs: dict[str, list[dict[str, Any]]]) -> int:

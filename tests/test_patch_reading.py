@@ -205,6 +205,21 @@ def test_s3_chunk_reads_survive_503s_and_cut_bodies(visium_store: Path, s3_bucke
     assert sum(server.faults.values()) >= 2
 
 
+def test_s3_chunk_reads_ask_again_once_the_filesystem_gives_up(visium_store: Path, s3_bucket, monkeypatch) -> None:
+    """With s3fs allowed a single try, every third chunk GET cut half-way still gives exact patches: the loader asks
+    for a chunk again when its filesystem's own retries are spent."""
+    import s3fs
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    local, remote, _ = _s3_dataset(visium_store, s3_bucket, um_per_px=1.0)
+    server = s3_bucket.server
+    server.set_faults(cut_every=3, methods=("GET",))
+    order = np.random.default_rng(3).permutation(len(local))[:40].tolist()
+    for (image, _, _), i in zip(remote.__getitems__(order), order, strict=True):
+        np.testing.assert_array_equal(image, local[i][0])
+    assert server.faults["cut"] >= 2
+
+
 class _CountingChunks:
     """A level's chunks (a real H&E image in ``chunk``-px chunks) that counts its reads and its decoded chunks alive."""
 

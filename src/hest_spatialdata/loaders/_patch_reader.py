@@ -179,9 +179,6 @@ class DaskChunks:
         block = self.array[:, self.y_edges[by] : self.y_edges[by + 1], self.x_edges[bx] : self.x_edges[bx + 1]]
         return np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
 
-    def read_many(self, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
-        return [self.read(by, bx) for by, bx in blocks]
-
 
 class PatchCutter:
     """Patches of one pyramid level: squares of ``size`` level px at ``origins``, resampled to ``out_px``.
@@ -365,8 +362,8 @@ class PatchCutter:
     ) -> dict[tuple[int, int], Any]:
         """A future per chunk of ``blocks``: a spare a neighbouring band left, or a read.
 
-        A remote store fetches its chunks together, in one concurrent request. Chunks in ``wanted_later`` are kept
-        as spares once read.
+        A remote store's chunk files are all fetched at once and decoded as each arrives. Chunks in ``wanted_later``
+        are kept as spares once read.
         """
         futures: dict[tuple[int, int], Any] = {}
         for b in blocks:
@@ -375,15 +372,20 @@ class PatchCutter:
             if spare is not None:
                 futures[b] = _Done(spare)
         to_read = [b for b in blocks if b not in futures]
-        if to_read and hasattr(self.chunks, "files") and not self.chunks.files.local:
-            together = pool.submit(self.chunks.read_many, to_read)
-            futures |= {b: _Item(together, k) for k, b in enumerate(to_read)}
+        if to_read and hasattr(self.chunks, "fetch") and not self.chunks.files.local:
+            # every file of the row in flight at once, on fsspec's loop; a decode task per chunk, queued now (the
+            # squares' tasks after it wait only on tasks queued before them), waits for its own file alone
+            fetched = self.chunks.fetch(to_read)
+            futures |= {b: pool.submit(self._decode_fetched, b, f) for b, f in zip(to_read, fetched, strict=True)}
         else:
             futures |= {b: pool.submit(self.chunks.read, *b) for b in to_read}
         for b in to_read:
             if b in wanted_later:
                 futures[b].add_done_callback(partial(self._keep_spare, b))
         return futures
+
+    def _decode_fetched(self, block: tuple[int, int], fetched: Future) -> np.ndarray:
+        return self.chunks.decode(*block, fetched.result())
 
     def _keep_spare(self, block: tuple[int, int], future: Any) -> None:
         if future.exception() is None:
@@ -428,22 +430,6 @@ class PatchCutter:
                 :, sy0 - top : sy1 - top, sx0 - left : sx1 - left
             ]
         return resample(interleave(square), self.out_px, self.method)
-
-
-class _Item:
-    """Item ``k`` of the list a future returns, behind a future's interface."""
-
-    def __init__(self, future: Future, k: int) -> None:
-        self.future, self.k = future, k
-
-    def result(self) -> np.ndarray:
-        return self.future.result()[self.k]
-
-    def exception(self) -> BaseException | None:
-        return self.future.exception()
-
-    def add_done_callback(self, function: Callable[[Any], None]) -> None:
-        self.future.add_done_callback(lambda _: function(self))
 
 
 class _Done(Future):

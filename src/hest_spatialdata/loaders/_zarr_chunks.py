@@ -3,8 +3,8 @@
 zarr-python's read path costs ~2 ms of asyncio machinery per call, more than decoding a 512-px chunk (~1 ms), so
 a loader decoding hundreds of chunks per epoch spends most of its time there. The stores this package writes have
 the simplest zarr v3 layout (regular chunk grid, ``default`` chunk keys, codecs ``bytes`` + ``zstd``, uint8), and
-for exactly that layout :class:`RawChunks` reads a chunk's file (a local read, or fsspec's ``cat`` for a store at a
-URL) and decodes it with numcodecs' ``Zstd``, as the zarr v3 specification defines it. Any other layout (another
+for exactly that layout :class:`RawChunks` reads a chunk's file (a local read, or one GET through fsspec for a store
+at a URL) and decodes it with numcodecs' ``Zstd``, as the zarr v3 specification defines it. Any other layout (another
 codec, sharding) is read through zarr itself (:class:`ZarrChunks`). ``tests/test_zarr_chunks.py`` checks both
 against zarr, chunk by chunk, so a change of zarr's on-disk format fails loudly.
 
@@ -13,6 +13,7 @@ Chunks are returned as stored, (c, h, w): the loaders cut and resample each chan
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,6 @@ class ZarrChunks:
         """Chunk (by, bx) along y and x, (c, h, w), cut to the array's edge."""
         _, ch, cw = self.chunk_shape
         return np.asarray(self.array[:, by * ch : (by + 1) * ch, bx * cw : (bx + 1) * cw])
-
-    def read_many(self, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
-        """Several chunks, in order."""
-        return [self.read(by, bx) for by, bx in blocks]
 
 
 class RawChunks:
@@ -82,11 +79,9 @@ class RawChunks:
             encoded = None
         return self.decode(by, bx, encoded)
 
-    def read_many(self, blocks: list[tuple[int, int]]) -> list[np.ndarray]:
-        """Several chunks, in order: a remote store fetches their files concurrently."""
-        keys = [self.chunk_key(by, bx) for by, bx in blocks]
-        encoded = self.files.read_many(keys)
-        return [self.decode(by, bx, encoded[key]) for (by, bx), key in zip(blocks, keys, strict=True)]
+    def fetch(self, blocks: list[tuple[int, int]]) -> list[Future[bytes | None]]:
+        """Start fetching the files of several chunks: a future per chunk, its encoded bytes for :meth:`decode`."""
+        return self.files.fetch([self.chunk_key(by, bx) for by, bx in blocks])
 
 
 def open_level(files: StoreFiles, level: ImageLevel) -> RawChunks | ZarrChunks | None:

@@ -13,7 +13,9 @@ A store is a local path or an fsspec URL (``s3://bucket/prefix/X.zarr``, ``gs://
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,14 @@ from hest_spatialdata.storage.locations import is_url
 
 if TYPE_CHECKING:
     import anndata as ad
+
+
+#: Files of one store fetched at once at most (:meth:`StoreFiles.fetch`): a few chunk rows of a slide, so that
+#: the encoded bytes waiting to be decoded stay bounded (~2 MB per 1024-px H&E chunk) however wide the slide is.
+FETCHES_IN_FLIGHT = 32
+#: Times a chunk file is asked of its filesystem (each time with the filesystem's own retries) before its error is
+#: raised.
+FETCH_ATTEMPTS = 3
 
 
 class StoreFiles:
@@ -52,6 +62,7 @@ class StoreFiles:
             self.root = self.root.rstrip("/")
         else:
             self.fs, self.root = None, str(Path(store))
+        self._in_flight: asyncio.Semaphore | None = None
 
     @property
     def local(self) -> bool:
@@ -66,29 +77,60 @@ class StoreFiles:
         """The bytes of file ``key``; :class:`FileNotFoundError` if it does not exist."""
         if self.fs is None:
             return Path(self.path(key)).read_bytes()
-        # From byte 0 to the end, as a range: one GET. Without a range s3fs (2026.9) first asks for the object's
-        # size (a HEAD, to split a large object into concurrent parts): two requests per chunk, a 5x slower epoch.
-        return self.fs.cat_file(self.path(key), start=0)
+        if getattr(self.fs, "async_impl", False):
+            data = self.fetch([key])[0].result()
+            if data is None:
+                raise FileNotFoundError(self.path(key))
+            return data
+        return self.fs.cat_file(self.path(key), start=0)  # a range: see _cat_or_none
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
-        """The bytes of several files (``None`` for missing ones), fetched concurrently from a remote store.
+    def fetch(self, keys: list[str]) -> list[Future[bytes | None]]:
+        """Start reading several files; a future per file: its bytes, ``None`` for a missing one.
 
-        One request per file (a range from byte 0 to the end, see :meth:`read_bytes`); a file that cannot be read
-        for another reason than its absence raises (after the filesystem's own retries).
+        A store on an asynchronous filesystem (s3fs, gcsfs, adlfs, HTTP) fetches them concurrently on fsspec's own
+        event loop, so no thread waits for the network until it asks a future for its result: the caller decodes
+        each file as it arrives while the others are still in flight. One request per file (a range from byte 0 to
+        the end, see :meth:`read_bytes`), with the filesystem's own retries; a file that cannot be read for another
+        reason than its absence raises from its future's ``result()``. Any other store is read here, in order.
         """
-        if self.fs is None:
-            out: dict[str, bytes | None] = {}
-            for key in keys:
+        if self.fs is not None and getattr(self.fs, "async_impl", False):
+            return [asyncio.run_coroutine_threadsafe(self._fetch_async(key), self.fs.loop) for key in keys]
+        futures = []
+        for key in keys:
+            future: Future[bytes | None] = Future()
+            try:
+                future.set_result(self.read_bytes(key))
+            except FileNotFoundError:
+                future.set_result(None)
+            except Exception as error:  # noqa: BLE001 - handed to the caller, as the asynchronous path does
+                future.set_exception(error)
+            futures.append(future)
+        return futures
+
+    async def _fetch_async(self, key: str) -> bytes | None:
+        if self._in_flight is None:  # made on fsspec's loop, the one every fetch of this store runs on
+            self._in_flight = asyncio.Semaphore(FETCHES_IN_FLIGHT)
+        async with self._in_flight:
+            for attempt in range(FETCH_ATTEMPTS - 1):
                 try:
-                    out[key] = Path(self.path(key)).read_bytes()
-                except FileNotFoundError:
-                    out[key] = None
-            return out
-        got = self.fs.cat_ranges([self.path(k) for k in keys], [0] * len(keys), [None] * len(keys), on_error="return")
-        for value in got:
-            if isinstance(value, Exception) and not isinstance(value, FileNotFoundError):
-                raise value
-        return {k: (None if isinstance(v, FileNotFoundError) else v) for k, v in zip(keys, got, strict=True)}
+                    return await self._cat_or_none(key)
+                except PermissionError:
+                    raise
+                except Exception:  # noqa: BLE001 - the filesystem's own retries are spent (s3fs: 5, 503s and cut
+                    # bodies included): a long training run asks again rather than failing an epoch over a flaky minute
+                    await asyncio.sleep(0.5 * 2**attempt)
+            return await self._cat_or_none(key)
+
+    async def _cat_or_none(self, key: str) -> bytes | None:
+        try:
+            # From byte 0 to the end, as a range: one GET. Without a range s3fs (2026.9) first asks for the object's
+            # size (a HEAD, to split a large object into concurrent parts): two requests per chunk, a 5x slower epoch.
+            return await self.fs._cat_file(self.path(key), start=0)  # fsspec's async API for cat_file
+        except FileNotFoundError:
+            return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_in_flight": None}  # a semaphore belongs to one process's event loop
 
     def json(self, key: str) -> dict[str, Any]:
         """File ``key`` parsed as JSON."""
