@@ -31,13 +31,14 @@ cache is). In one fresh process per run: opening (``open_cohort`` + ``patch_data
 absolute difference per patch, median and 95th percentile); in a separate fresh process HEST's h5 read shuffled on
 the same samples (the limit). ``--s3`` adds the same dataset over the stores uploaded to a loopback S3 server
 (moto server mode, ``tests/s3_server.py``; one store by default, ``--s3-stores``), with its ratio to the local first
-epoch and the requests per chunk read, and the same chunk files fetched by s3fs (``cat``, ``cat_ranges``), obstore and
-zarr's ``ObjectStore``; ``--baseline-src DIR`` repeats the S3 epoch with the package of another checkout (before/after
-in one run). It also times a fresh process
-(issue 21): a new interpreter running ``open_cohort(stores).patch_dataset(224 px, 0.5 µm/px)`` until the first item
-of each store, from its start, with the import / dataset (spot tables + HEST's gene rule) / items split, the genes'
-hash (the same genes before and after a change) and which of scanpy, numba, sklearn, spatialdata and torch it
-imported; ``--fresh-only`` prints that row alone.
+epoch and the requests per chunk read, the epoch's chunk files fetched alone (its limit on that server), the
+same dataset with moto reached directly (no fault proxy), and the same chunk files fetched by s3fs (``cat``,
+``cat_ranges``), obstore and zarr's ``ObjectStore``; ``--baseline-src DIR`` repeats the S3 epoch with the package of
+another checkout (before/after in one run). It also times a fresh process (issue 21): a new interpreter running
+``open_cohort(stores).patch_dataset(224 px, 0.5 µm/px)`` until the first item of each store, from its start, with
+the import / dataset (spot tables + HEST's gene rule) / items split, the genes' hash (the same genes before and
+after a change) and which of scanpy, numba, sklearn, spatialdata and torch it imported; ``--fresh-only`` prints that
+row alone.
 
 Usage::
 
