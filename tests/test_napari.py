@@ -243,8 +243,8 @@ def test_clearing_layers_while_loading_cancels_the_load(make_napari_viewer, qtbo
 @needs_display
 def test_second_store_opened_beside_the_first_can_be_removed_and_closed(qtbot, rich_store: Path) -> None:
     """Each open docks its own napari-spatialdata widgets, whose viewer model drops its bookkeeping of a layer on
-    removal: the second's must know the first store's layers, or removing one (or closing the viewer) raised a
-    KeyError that aborted ``viewer.close()`` and left the window, and napari's event loop, running."""
+    removal: the second's must skip the first store's layers, which it never recorded, or removing one (or closing the
+    viewer) raised a KeyError that aborted ``viewer.close()`` and left the window, and napari's event loop, running."""
     import napari
     import spatialdata as sd
 
