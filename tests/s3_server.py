@@ -50,9 +50,15 @@ class LoopbackS3:
         Cut the body of every Nth faultable request mid-way and close the connection (0: never).
     fault_methods
         The HTTP methods faults are injected into.
+    own_process
+        Run moto in a child process rather than a thread of this one (benchmarks: its CPU then does not share this
+        process's GIL with the proxy and the caller).
     """
 
-    def __init__(self, *, fail_every: int = 0, cut_every: int = 0, fault_methods: tuple[str, ...] = ("GET", "PUT")):
+    def __init__(
+        self, *, fail_every: int = 0, cut_every: int = 0, fault_methods: tuple[str, ...] = ("GET", "PUT"),
+        own_process: bool = False,
+    ) -> None:  # fmt: skip
         import logging
 
         from moto.server import ThreadedMotoServer
@@ -66,7 +72,8 @@ class LoopbackS3:
         self.log: list[tuple[str, str, int, int]] = []  # (method, bucket/key, bytes received, bytes sent)
         self._count = 0
         self._lock = threading.Lock()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+        moto_server = _MotoProcess if own_process else ThreadedMotoServer
+        self._moto = moto_server(ip_address="127.0.0.1", port=_free_port(), verbose=False)
         self._proxy = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
         self._proxy.daemon_threads = True
         self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True)
@@ -359,6 +366,43 @@ def _handler(s3: LoopbackS3) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
     return Handler
+
+
+class _MotoProcess:
+    """``ThreadedMotoServer``'s interface over a moto server running in a child Python process."""
+
+    def __init__(self, ip_address: str, port: int, verbose: bool = False) -> None:
+        self.address = (ip_address, port)
+        self._process: Any = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        code = (
+            "import logging, threading; from moto.server import ThreadedMotoServer; "
+            "logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+            f"ThreadedMotoServer(ip_address={self.address[0]!r}, port={self.address[1]}, verbose=False).start(); "
+            "threading.Event().wait()"
+        )
+        self._process = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(self.address, timeout=1):
+                return
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto's server did not start on {self.address}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return self.address
 
 
 def _free_port() -> int:
