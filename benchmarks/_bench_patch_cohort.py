@@ -302,9 +302,9 @@ def _s3_runs(args: argparse.Namespace, stores: list[str], fetches: list[dict[str
             child_env = env | ({"PYTHONPATH": str(sources[name])} if sources[name] else {})
             child_env |= {"AWS_ENDPOINT_URL_S3": moto} if name == S3_DIRECT else {}
             server.reset_log()
-            server_cpu = _server_cpu(server)
+            server_cpu = server.cpu_seconds()  # the driver only waits meanwhile
             run = _harness.run_script(__file__, "--child-local", args.pixel_size, *urls, env=child_env)
-            server_cpu = _server_cpu(server) - server_cpu
+            server_cpu = server.cpu_seconds() - server_cpu
             chunk_gets = sum(1 for m, k, _, _ in server.log if m == "GET" and "/images/he/" in k and "/c/" in k)
             chunk_requests = sum(1 for _, k, _, _ in server.log if "/images/he/" in k and "/c/" in k)
             runs[name].append(run.result | {
@@ -319,15 +319,6 @@ def _s3_runs(args: argparse.Namespace, stores: list[str], fetches: list[dict[str
             run = _harness.run_script(__file__, "--child-fetch", client, urls[0], env=env)
             fetches.append(run.result | {"requests": server.requests(), "load": (run.load_before, run.load_after)})
     return runs
-
-
-def _server_cpu(server: Any) -> float:
-    """CPU seconds of the loopback S3 so far: this process (the proxy's threads; the driver only waits) and moto's."""
-    moto = server._moto._process.pid
-    with open(f"/proc/{moto}/stat") as stat:
-        ticks = stat.read().rpartition(")")[2].split()
-    moto_cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return time.process_time() + moto_cpu
 
 
 def _report_fetches(fetches: list[dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -99,6 +100,12 @@ class LoopbackS3:
     @property
     def moto_address(self) -> tuple[str, int]:
         return self._moto.get_host_and_port()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by this process (the proxy's threads, and moto's unless ``own_process``) and by
+        moto's own process: the server's CPU while the caller only waits (a benchmark's driver)."""
+        own = self._moto.cpu_seconds() if isinstance(self._moto, _MotoProcess) else 0.0  # else in process_time
+        return time.process_time() + own
 
     def storage_options(self, key: str = FAKE_KEY, secret: str = FAKE_SECRET) -> dict[str, Any]:
         """s3fs keyword arguments reaching this server (path-style addressing, fake credentials)."""
@@ -403,6 +410,12 @@ class _MotoProcess:
 
     def get_host_and_port(self) -> tuple[str, int]:
         return self.address
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds of the child process so far (``/proc/PID/stat``)."""
+        with open(f"/proc/{self._process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _free_port() -> int:
