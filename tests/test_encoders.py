@@ -145,8 +145,11 @@ def test_every_registry_entry_builds_with_its_embedding_dimension() -> None:
     from hest_spatialdata.benchmark._encoders import EncoderUnavailableError
     from hest_spatialdata.benchmark._torch import build_model, embedding
 
-    buildable = [spec for spec in ENCODERS.values() if spec.needs is None]
+    buildable = [spec for spec in ENCODERS.values() if spec.needs is None and spec.library == "timm"]
     assert {s.name for s in buildable} >= {"resnet50", "uni_v1", "uni2", "virchow", "virchow2", "hoptimus0", "gigapath"}
+    # built from their repository's config.json (test_phikon_models_from_their_folders_give_hests_recipe)
+    by_transformers = {s.name for s in ENCODERS.values() if s.library == "transformers" and s.hub_file and not s.needs}
+    assert by_transformers == {"phikon", "phikon_v2"}
     for spec in buildable:
         with torch.device("meta"):
             model = build_model(spec)
@@ -271,3 +274,135 @@ def test_any_timm_name_still_works_with_local_weights(store: Path, tmp_path: Pat
         np.testing.assert_allclose(encoder(patches), net(x).numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="unknown encoder 'no_such_model'"):
         as_encoder("no_such_model")
+
+
+# --------------------------------------------------------------------------------------------- transformers models
+
+transformers = import_or_fail_in_ci("transformers")
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _phikon_folder(folder: Path, seed: int, layers: int = 1) -> Path:
+    """A ViT-B-wide Phikon (768, the registry's D) of ``layers`` blocks, random, as ``save_pretrained`` writes it.
+
+    Its checkpoint holds the pooler (as a ViTModel saved with one), and its ``layer_norm_eps`` is not ViTConfig's
+    default: the model must be built from this config.json, not from the architecture's defaults.
+    """
+    torch.manual_seed(seed)
+    config = transformers.ViTConfig(num_hidden_layers=layers, intermediate_size=256, layer_norm_eps=1e-6)
+    transformers.ViTModel(config, add_pooling_layer=True).save_pretrained(folder)
+    return folder
+
+
+def _phikon_v2_folder(folder: Path, seed: int) -> Path:
+    """A DINOv2 as wide as Phikon-v2 (1024) with one block, random, at 224 px with 16 px patches."""
+    torch.manual_seed(seed)
+    config = transformers.Dinov2Config(hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, mlp_ratio=1,
+                                       image_size=224, patch_size=16)  # fmt: skip
+    transformers.Dinov2Model(config).save_pretrained(folder)
+    return folder
+
+
+def _hest_phikon_by_hand(name: str, folder: Path, patches: np.ndarray) -> np.ndarray:
+    """HEST-Benchmark's recipe written out: its from_pretrained call, a bilinear resize to 224, ImageNet's
+    normalisation, the class token of last_hidden_state."""
+    if name == "phikon":
+        model = transformers.ViTModel.from_pretrained(folder, add_pooling_layer=False)
+    else:
+        model = transformers.AutoModel.from_pretrained(folder)
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        return model.eval()(pixel_values=_normalised(x, *IMAGENET)).last_hidden_state[:, 0].numpy()
+
+
+def test_phikon_models_from_their_folders_give_hests_recipe(store: Path, tmp_path: Path) -> None:
+    import spatialdata as sd
+
+    folders = {"phikon": _phikon_folder(tmp_path / "phikon", 6), "phikon_v2": _phikon_v2_folder(tmp_path / "v2", 7)}
+    for name, folder in folders.items():
+        spec = ENCODERS[name]
+        weights = folder if name == "phikon" else folder / "model.safetensors"  # a folder, or the file in it
+        encoder = as_encoder(name, weights=weights)
+        assert encoder.kind == "registry" and encoder.embedding_dim == spec.dim
+        config = encoder.config
+        assert config["library"] == "transformers" and config["transformers_class"] == spec.arch
+        served = folder / "model.safetensors"
+        assert config["weights_sha256"] == hashlib.sha256(served.read_bytes()).hexdigest()
+        assert config["config_sha256"] == hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
+        assert f"transformers {transformers.__version__} {spec.arch}" in encoder.version
+        done = hs.embed(store.parent, encoder, patch_size_px=PATCH_PX, um_per_px=UM_PER_PX, progress=False)
+        assert statuses(done) == {"COHST": "done"}
+        table = sd.read_zarr(store, selection=("tables",))[f"{name}_embeddings"]
+        assert table.X.shape == (SPOTS, spec.dim)
+        expected = _hest_phikon_by_hand(name, folder, _patches(store, table.obs_names))
+        np.testing.assert_allclose(table.X, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_phikon_folders_that_are_not_phikon_fail_naming_the_encoder_and_the_folder(store: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hest_spatialdata.cli import main
+
+    before = _files(store)
+    runner = CliRunner()
+
+    def refused(weights: Path, *parts: str) -> None:
+        args = ["embed", str(store), "--encoder", "phikon", "--weights", str(weights), "--quiet"]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1, result.output
+        for part in ("encoder 'phikon'", *parts):
+            assert part in result.output, (part, result.output)
+        assert "Traceback" not in result.output
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(_phikon_folder(tmp_path / "p", 8) / "model.safetensors", bare)
+    refused(bare, f"{bare} holds no config.json", "save_pretrained")
+    refused(_phikon_v2_folder(tmp_path / "v2", 9), "configuration of a 'dinov2' model, not of a 'vit' one")
+    deeper = _phikon_folder(tmp_path / "deeper", 10, layers=2)
+    shutil.copy(tmp_path / "p" / "config.json", deeper)  # one block's config, two blocks' weights
+    refused(deeper, "are not this model's", "unexpected keys 16")  # the 16 tensors of the second block
+    assert _files(store) == before
+
+
+@pytest.fixture
+def phikon_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A loopback hub serving owkin/phikon as HEST reads it (config.json, pytorch_model.bin); no login, no cache."""
+    import huggingface_hub.constants
+
+    from .hub_server import FakeHub
+
+    (tmp_path / "dataset").mkdir()
+    folder = _phikon_folder(tmp_path / "saved", 11)
+    repo = tmp_path / "phikon_repo"
+    repo.mkdir()
+    shutil.copy(folder / "config.json", repo)
+    model = transformers.ViTModel.from_pretrained(folder, add_pooling_layer=True)
+    torch.save(model.state_dict(), repo / "pytorch_model.bin")  # the repo's original checkpoint format
+    for variable in ("HF_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
+    with FakeHub(tmp_path / "dataset", models={"owkin/phikon": repo}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        yield hub
+
+
+def test_phikon_from_the_hub_downloads_its_config_and_weights_once(phikon_hub, monkeypatch) -> None:
+    from hest_spatialdata.benchmark._weights import EncoderWeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderWeightsError, match="owkin/phikon .*HF_HUB_OFFLINE"):
+        as_encoder("phikon")
+    assert phikon_hub.requests == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    encoder = as_encoder("phikon")
+    repo = phikon_hub.models["owkin/phikon"]
+    for name in ("config.json", "pytorch_model.bin"):
+        assert phikon_hub.sent(f"owkin/phikon/{name}") == (repo / name).stat().st_size, name
+    assert encoder.config["weights_sha256"] == hashlib.sha256((repo / "pytorch_model.bin").read_bytes()).hexdigest()
+    patches = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    again = as_encoder("phikon")  # from the cache: nothing sent again
+    assert phikon_hub.sent("owkin/phikon/pytorch_model.bin") == (repo / "pytorch_model.bin").stat().st_size
+    np.testing.assert_array_equal(again(patches), encoder(patches))

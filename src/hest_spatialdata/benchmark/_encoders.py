@@ -10,6 +10,7 @@ timm are imported only for the encoders that need them (``hest-spatialdata[bench
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -146,9 +147,10 @@ def as_encoder(
     encoder
         An :class:`Encoder` (returned as it is, renamed to ``name`` if given); a name of
         :data:`~hest_spatialdata.benchmark.encoder_registry.ENCODERS` (HEST-Benchmark's models, e.g.
-        ``"uni_v1"``/``"uni"``, ``"virchow2"``: built with timm, weights from ``weights`` or the hub, resized,
-        normalised and read as the registry says) or an :class:`~hest_spatialdata.benchmark.encoder_registry.
-        EncoderSpec`; a name of :data:`BUILTIN_ENCODERS`; another string: a timm model name (``num_classes=0``;
+        ``"uni_v1"``/``"uni"``, ``"virchow2"``, ``"phikon"``: built with timm or transformers, weights from ``weights``
+        or the hub, resized, normalised and read as the registry says) or an
+        :class:`~hest_spatialdata.benchmark.encoder_registry.EncoderSpec`; a name of :data:`BUILTIN_ENCODERS`;
+        another string: a timm model name (``num_classes=0``;
         weights from ``weights``, else timm's pretrained ones; patches normalised with the model's data config and
         resized to its input size where it differs); a ``torch.nn.Module`` (run in eval mode without gradients);
         or a callable ``(B, 3, H, W) float in [0, 1] -> (B, D)``.
@@ -158,14 +160,17 @@ def as_encoder(
         torch device (``"cuda"``, ``"cpu"``, ...) for torch modules, timm models and callables; ``None``: CPU.
     weights
         A local weights file (safetensors, or a torch state dict ``.bin``/``.pth``/``.pt``) for a registry or timm
-        encoder; its keys and shapes must be exactly the model's.
+        encoder; its keys and shapes must be exactly the model's. For a transformers registry model (Phikon): its
+        model folder (``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``, as ``save_pretrained``
+        writes it).
     token
         Hugging Face token for the hub weights; default ``HF_TOKEN`` or the stored login.
 
     Raises
     ------
     EncoderUnavailableError
-        For a registry encoder timm cannot build (the message says what it needs), or one without torch.
+        For a registry encoder neither timm nor transformers builds (the message says what it needs), or one
+        without torch.
     EncoderWeightsError
         (a ``ValueError``) For weights the hub refuses or cannot give (gated, offline), or of another model.
     ValueError
@@ -216,14 +221,19 @@ def _torch_module() -> Any:
 def _registry_encoder(spec: Any, name: str | None, device: str | None, weights: Any, token: Any) -> Encoder:
     if spec.needs:
         raise EncoderUnavailableError(
-            f"encoder {spec.name!r} cannot run here: it needs {spec.needs}. Registry encoders built with timm: "
+            f"encoder {spec.name!r} cannot run here: it needs {spec.needs}. Registry encoders that run here: "
             + ", ".join(_buildable_names())
         )
-    run = _torch_module().spec_run(spec, weights, device, token=token)
+    torch_part = _torch_module()
+    if spec.library == "transformers" and importlib.util.find_spec("transformers") is None:
+        raise EncoderUnavailableError(
+            f"encoder {spec.name!r} is a transformers model: pip install 'hest-spatialdata[bench]' (or transformers)"
+        )
+    run = torch_part.spec_run(spec, weights, device, token=token)
     config = run.config
     version_text = (
-        f"{spec.name}: timm {config['timm_version']} {spec.arch}, weights {Path(config['weights_file']).name} "
-        f"sha256 {config['weights_sha256']}"
+        f"{spec.name}: {spec.library} {config['library_version']} {spec.arch}, weights "
+        f"{Path(config['weights_file']).name} sha256 {config['weights_sha256']}"
     )
     return _torch_encoder(_valid_name(name or spec.name), version_text, "registry", run, spec.dim)
 

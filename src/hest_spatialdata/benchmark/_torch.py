@@ -114,7 +114,7 @@ def resize(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
 def spec_run(
     spec: EncoderSpec, weights: str | Path | None, device: str | None, token: str | bool | None = None
 ) -> TorchRun:
-    """The encoder of a timm model described by ``spec``, with weights from ``weights`` or the hub.
+    """The encoder of a registry model (timm or transformers) described by ``spec``, weights from ``weights``/the hub.
 
     Raises
     ------
@@ -123,20 +123,37 @@ def spec_run(
     """
     from hest_spatialdata.benchmark._weights import file_sha256, load_state_dict, weights_path
 
-    path = weights_path(spec, weights, token=token)
-    model = build_model(spec)
-    load_state_dict(model, path, spec)
-    return model_run(model, spec, device, weights_config(spec, path, file_sha256(path)))
+    if spec.library == "transformers":
+        from hest_spatialdata.benchmark import _transformers
+
+        folder, path = _transformers.model_files(spec, weights, token)
+        model = _transformers.build_model(spec, folder, path)
+        built_by = _transformers.transformers_config(spec, folder)
+    else:
+        path = weights_path(spec, weights, token=token)
+        model = build_model(spec)
+        load_state_dict(model, path, spec)
+        built_by = None
+    return model_run(model, spec, device, weights_config(spec, path, file_sha256(path), built_by))
 
 
-def weights_config(spec: EncoderSpec, path: Path | None, sha256: str | None) -> dict[str, Any]:
-    """What produced the embeddings: registry name, timm architecture and arguments, weights file and its sha256."""
+def weights_config(
+    spec: EncoderSpec, path: Path | None, sha256: str | None, built_by: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What produced the embeddings: registry name, builder, weights file and its sha256, input, output rule.
+
+    ``built_by``: what built the model (default: the timm architecture, its version and keyword arguments).
+    """
+    library = spec.library
+    if built_by is None:
+        built_by = {"timm_arch": spec.arch, "timm_version": version("timm"),
+                    "timm_kwargs": {k: str(v) for k, v in spec.timm_kwargs.items()}}  # fmt: skip
     return {
         "registry_name": spec.name,
-        "timm_arch": spec.arch,
-        "timm_version": version("timm"),
+        "library": library,
+        "library_version": version(library),
+        **built_by,
         "torch_version": torch.__version__,
-        "timm_kwargs": {k: str(v) for k, v in spec.timm_kwargs.items()},
         "weights_repo": spec.hub_repo,
         "weights_file": str(path) if path is not None else None,
         "weights_sha256": sha256,

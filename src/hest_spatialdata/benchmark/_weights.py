@@ -150,15 +150,18 @@ def load_state_dict(model: torch.nn.Module, path: Path, spec: EncoderSpec) -> No
     shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})" for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]  # fmt: skip
     if missing or unexpected or shapes:
-        raise EncoderWeightsError(
-            f"{what}: the weights file {path} is not this model's: "
-            + "; ".join(
-                f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
-                if keys
-            )
-        )
+        raise EncoderWeightsError(f"{what}: the weights file {path} is not this model's: "
+                                  + key_mismatches(missing, unexpected, shapes))  # fmt: skip
     model.load_state_dict(state, strict=True)
+
+
+def key_mismatches(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    """How a checkpoint's keys differ from a model's, the first three of each kind named."""
+    return "; ".join(
+        f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
+        if keys
+    )
 
 
 def file_sha256(path: Path | None) -> str | None:

@@ -7,9 +7,11 @@ the two later ones of its authors' patch-encoder zoo (``mahmoodlab/TRIDENT``
 zoo's code that builds the model (timm architecture and keyword arguments, the eval transform, the output rule,
 the local-checkpoint loading) and the model card of its weights.
 
-Models that timm cannot build from an architecture name and keyword arguments alone (CONCH needs its own package,
-REMEDIS is a TensorFlow model converted by HEST's own ResNet code, Phikon and Hibou are transformers models, ...)
-are listed with ``needs``: what running them would take; asking for one fails with that message.
+Phikon and Phikon-v2 are transformers models (``library="transformers"``): the class named in ``arch`` is built from
+the repository's own ``config.json`` and loaded by transformers. Models that neither builds from the registry's data
+alone (CONCH needs its own package, REMEDIS is a TensorFlow model converted by HEST's own ResNet code, Hibou runs
+code from its hub repository, ...) are listed with ``needs``: what running them would take; asking for one fails
+with that message.
 
 The table of :data:`ENCODERS` in ``docs/benchmark.md`` is :func:`registry_markdown`'s output (a test compares them).
 """
@@ -39,6 +41,12 @@ KAIKO_STD = (0.5, 0.5, 0.5)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: The libraries that build registry models: ``timm.create_model(arch, **timm_kwargs)``, or the transformers class
+#: ``arch`` (``transformers.ViTModel``, ...) from the repository's ``config.json`` and weights.
+LIBRARIES = ("timm", "transformers")
+#: A transformers model's configuration, next to its weights (on the hub and in a ``save_pretrained`` folder).
+TRANSFORMERS_CONFIG = "config.json"
+
 #: Layer classes named in keyword arguments (the registry stays data); ``_torch.py`` resolves exactly these.
 SWIGLU_PACKED = "timm.layers.SwiGLUPacked"
 SILU = "torch.nn.SiLU"
@@ -51,19 +59,22 @@ _HEST_REMEDIS = "https://github.com/mahmoodlab/HEST/blob/main/src/hest/bench/cpa
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """One encoder: how timm builds it, where its weights are, what it expects and which output is the embedding.
+    """One encoder: what builds it, where its weights are, what it expects and which output is the embedding.
 
     Parameters
     ----------
     name
         Registry name (``--encoder NAME``); the embeddings' default name.
     arch
-        timm architecture name (``timm.create_model(arch, pretrained=False, **timm_kwargs)``).
+        timm architecture name (``timm.create_model(arch, pretrained=False, **timm_kwargs)``), or for
+        ``library="transformers"`` the transformers model class (``"ViTModel"``, ``"Dinov2Model"``).
     timm_kwargs
-        Keyword arguments of ``timm.create_model``; layer classes as the strings :data:`SWIGLU_PACKED`, :data:`SILU`.
+        Keyword arguments of ``timm.create_model`` (layer classes as the strings :data:`SWIGLU_PACKED`,
+        :data:`SILU`), or of the transformers class's ``from_pretrained`` (``add_pooling_layer=False``).
     hub_repo, hub_file
         Hugging Face Hub model repository of the weights and the weights file in it (a torch state dict or
-        safetensors of exactly ``arch`` with ``timm_kwargs``).
+        safetensors of exactly ``arch`` with ``timm_kwargs``; for a transformers model, the repository's
+        :data:`TRANSFORMERS_CONFIG` is downloaded beside it).
     dim
         Embedding dimension.
     output
@@ -81,8 +92,10 @@ class EncoderSpec:
         Prefixes of checkpoint keys the model does not use (a truncated network's dropped layers); every other key
         must match the model exactly.
     needs
-        What this model needs that timm alone does not give (its own package or adapter); ``None`` where timm builds
-        it. A model with ``needs`` cannot be run here.
+        What this model needs that neither timm nor transformers gives from the registry's data (its own package,
+        adapter or hub code); ``None`` where one of them builds it. A model with ``needs`` cannot be run here.
+    library
+        What builds ``arch``, one of :data:`LIBRARIES`.
     sources
         Where the facts come from (the zoo's code, the model card).
     """
@@ -103,6 +116,7 @@ class EncoderSpec:
     ignored_keys: tuple[str, ...] = ()
     needs: str | None = None
     sources: tuple[str, ...] = ()
+    library: str = "timm"
 
     @property
     def hub_url(self) -> str | None:
@@ -149,21 +163,32 @@ _SPECS = (
     ),
     EncoderSpec(
         "phikon",
-        None,
-        needs="transformers (ViTModel.from_pretrained('owkin/phikon', add_pooling_layer=False), "
-        "CLS of last_hidden_state); no timm adapter here",
+        "ViTModel",
+        {"add_pooling_layer": False},
         hub_repo="owkin/phikon",
+        hub_file="pytorch_model.bin",
         dim=768,
-        sources=(_HEST_ZOO, _card("owkin/phikon")),
+        output="cls",
+        ignored_keys=("pooler.",),
+        library="transformers",
+        sources=(
+            _HEST_ZOO + " (PhikonInferenceEncoder: ViTModel.from_pretrained('owkin/phikon', add_pooling_layer=False), "
+            "last_hidden_state[:, 0]; ImageNet normalisation)",
+            _card("owkin/phikon"),
+        ),
     ),
     EncoderSpec(
         "phikon_v2",
-        None,
-        needs="transformers (AutoModel.from_pretrained('owkin/phikon-v2'), CLS of "
-        "last_hidden_state); no timm adapter here",
+        "Dinov2Model",
         hub_repo="owkin/phikon-v2",
+        hub_file="model.safetensors",
         dim=1024,
-        sources=(_HEST_ZOO, _card("owkin/phikon-v2")),
+        output="cls",
+        library="transformers",
+        sources=(
+            _HEST_ZOO + " (Phikon-v2: AutoModel.from_pretrained('owkin/phikon-v2'), last_hidden_state[:, 0])",
+            _card("owkin/phikon-v2"),
+        ),
     ),
     EncoderSpec(
         "h0_mini",
@@ -180,8 +205,8 @@ _SPECS = (
     EncoderSpec(
         "hibou_large",
         None,
-        needs="transformers with trust_remote_code (AutoModel.from_pretrained('histai/hibou-L',"
-        " trust_remote_code=True), CLS of last_hidden_state); no timm adapter here",
+        needs="the code of its hub repository (AutoModel.from_pretrained('histai/hibou-L', trust_remote_code=True): "
+        "its Dinov2ModelWithRegisters is defined there, not in transformers); not run here",
         hub_repo="histai/hibou-L",
         dim=1024,
         mean=HIBOU_MEAN,
@@ -369,14 +394,14 @@ def find_encoder(name: str) -> EncoderSpec | None:
 def registry_markdown() -> str:
     """The registry as a Markdown table (``docs/benchmark.md`` holds this text; a test keeps them equal)."""
     rows = [
-        "| name | timm architecture | dim | embedding | input | normalisation (mean / std) | weights | needs |",
+        "| name | architecture | dim | embedding | input | normalisation (mean / std) | weights | needs |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for spec in _SPECS:
         crop = f", resize {round(spec.input_px / spec.crop_pct)} + centre crop" if spec.crop_pct != 1 else ""
         weights = f"[{spec.hub_repo}]({spec.hub_url})" + (f" `{spec.hub_file}`" if spec.hub_file else "")
         rows.append(
-            f"| `{spec.name}` | {f'`{spec.arch}`' if spec.arch else '-'} | {spec.dim} | {spec.output} | "
+            f"| `{spec.name}` | {f'{spec.library} `{spec.arch}`' if spec.arch else '-'} | {spec.dim} | {spec.output} | "
             f"{spec.input_px} px at {spec.um_per_px} µm/px, {spec.interpolation}{crop} | "
             f"{_numbers(spec.mean)} / {_numbers(spec.std)} | {weights if spec.hub_repo else '-'} | "
             f"{spec.needs or '-'} |"

@@ -51,15 +51,16 @@ def _open(stores: tuple[str, ...], sample_ids: tuple[str, ...], filters: dict[st
 @click.option(
     "--encoder",
     required=True,
-    help="A HEST-Benchmark encoder by name (uni, uni2, virchow2, hoptimus0, gigapath, resnet50, ...: see "
+    help="A HEST-Benchmark encoder by name (uni, uni2, virchow2, hoptimus0, gigapath, phikon, resnet50, ...: see "
     "docs/benchmark.md), any timm model name (both need [bench]), or 'histogram' (a small CPU encoder).",
 )
 @click.option(
     "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     default=None,
     help="Local weights file of the encoder (safetensors, or a torch state dict .bin/.pth/.pt); its keys must be "
-    "exactly the model's. [default: the registry's file from the Hugging Face Hub (HF_TOKEN for gated models)]",
+    "exactly the model's. For phikon and phikon_v2 (transformers models): the model folder, with its config.json. "
+    "[default: the registry's files from the Hugging Face Hub (HF_TOKEN for gated models)]",
 )
 @click.option("--name", default=None, help="Name of the embeddings. [default: the encoder's]")
 @click.option("--patch-size", "patch_size_px", type=click.IntRange(8), default=224, show_default=True)
