@@ -4,7 +4,9 @@ Inputs (``hest_spatialdata.example.xenium_bundle``, cached in ``benchmarks/_work
 bundles of the real mouse-brain run with a post-Xenium H&E at 0.5 µm/px and a rotated, scaled, shifted alignment:
 
 - ``small``: the tests' 350 µm crop (~120k transcripts);
-- ``1M``: a 1300 x 800 µm crop (~1M transcripts, 5 row groups).
+- ``1M``: a 1300 x 800 µm crop (~1M transcripts, 5 row groups);
+- ``whole``: the whole run (36,602 cells, ~12M transcripts, 47 row groups; an H&E of about 13k x 11k px), where
+  spatialdata-io's frame has several partitions (``--sizes small 1M whole``: ~3 min to build, once).
 
 Each measurement runs in a fresh subprocess (``_harness.py``) and reports wall seconds, transcripts per second and
 the peak RSS (``ru_maxrss``, imports included, and the RSS after the imports):
@@ -18,7 +20,8 @@ the peak RSS (``ru_maxrss``, imports included, and the RSS after the imports):
 
 Usage::
 
-    python benchmarks/bench_import_xenium.py                # both sizes
+    python benchmarks/bench_import_xenium.py                # small and 1M
+    python benchmarks/bench_import_xenium.py --sizes small 1M whole
     python benchmarks/bench_import_xenium.py --sizes small  # a smoke run
 """
 
@@ -37,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "xenium_import"
 #: Bump when the bundle generator changes, so cached inputs are rebuilt.
 INPUT_VERSION = 1
-SIZES = {"small": None, "1M": (2600.0, 1700.0, 3900.0, 2500.0)}
+SIZES = {"small": None, "1M": (2600.0, 1700.0, 3900.0, 2500.0), "whole": (0.0, 0.0, 5600.0, 3700.0)}
 MODES = ("import", "pandas")
 
 
@@ -91,7 +94,7 @@ def measure(size: str, mode: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["small", "1M"])
     parser.add_argument("--generate", choices=list(SIZES), help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -81,6 +81,9 @@ def test_transcripts_on_the_he(run: XeniumRun, bundle: XeniumBundle) -> None:
     np.testing.assert_array_equal(got["qv"].to_numpy(), source["qv"].to_numpy())
     np.testing.assert_array_equal(got["overlaps_nucleus"].to_numpy(), source["overlaps_nucleus"].to_numpy())
     assert isinstance(points["feature_name"].dtype, pd.CategoricalDtype)
+    # a partition per row group (not one per file, spatialdata-io's frame): memory bounded by the file's row groups
+    groups = pq.ParquetFile(bundle.path / "transcripts.parquet").metadata.num_row_groups
+    assert groups > 1 and run.elements["transcripts"].npartitions == groups
 
 
 @pytest.mark.parametrize(("element", "file"), [("xenium_cells", "cell_boundaries"),

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from hest_spatialdata.readers.xenium_seg import (
     UNASSIGNED,
     as_arrow,
     boundaries,
+    cell_id_column,
     cell_id_strings,
 )
 from hest_spatialdata.roots.remote import RemoteFile
@@ -103,6 +105,14 @@ def _can_tabulate(cells_path: Path | None, path: Path, scan: TranscriptsScan, ct
         warn(ctx, path, "the transcripts have no cell_id column; xenium_cell_table not written")
         return False
     return True
+
+
+def dictionary_names(column: pa.Array) -> list[str]:
+    """The feature names of a dictionary-encoded ``feature_name`` column, decoded once each, nulls left out.
+
+    The column is a batch's read with ``read_dictionary``: its dictionary is the names it uses.
+    """
+    return [name for name in _strings(column.dictionary).to_pylist() if name is not None]
 
 
 def _strings(values: Any) -> pa.Array:
@@ -173,7 +183,7 @@ def scan_transcripts(path: str | Path, ctx: SampleContext) -> TranscriptsScan:
     lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["feature_name", "he_x", "he_y"]):
-            names.update(_strings(batch.column(0).dictionary).to_pylist())
+            names.update(dictionary_names(batch.column(0)))
             for axis, column in enumerate((batch.column(1), batch.column(2))):
                 nan = pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py()
                 if column.null_count or nan:
@@ -183,7 +193,6 @@ def scan_transcripts(path: str | Path, ctx: SampleContext) -> TranscriptsScan:
                 hi[axis] = max(hi[axis], bounds["max"].as_py())
     except (pa.ArrowException, OSError) as e:
         raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
-    names.discard(None)
     if pf.metadata.num_rows:
         check_extent_on_slide(lo, hi, ctx, path, what="transcript coordinates (he_x/he_y)")
     return TranscriptsScan(columns, pf.metadata.num_rows, pd.Index(sorted(names), dtype=str), (lo[0], hi[0]),
@@ -211,7 +220,36 @@ def read_transcripts(path: str | Path, ctx: SampleContext, *, scan: TranscriptsS
     """
     path = path if isinstance(path, RemoteFile) else Path(path)
     scan = scan or scan_transcripts(path, ctx)
-    columns = [c for c in ("he_x", "he_y", "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in scan.columns]
+    return lazy_points(path, ("he_x", "he_y"), scan.categories, ctx)
+
+
+def lazy_points(
+    path: Path | RemoteFile,
+    xy: tuple[str, str],
+    categories: pd.Index,
+    ctx: SampleContext,
+    affine: np.ndarray | None = None,
+) -> dd.DataFrame:
+    """A transcripts parquet (HEST's or 10x's) as a lazy points element at (he_x, he_y), a partition per row group.
+
+    Memory is bounded by the file's row groups, whatever its length: each partition reads one, Arrow-backed, so
+    that feature names and cell ids never become a Python object per transcript.
+
+    Parameters
+    ----------
+    path
+        The parquet, local or remote.
+    xy
+        Its coordinate columns: level-0 H&E px as they are (``he_x``, ``he_y``), or mapped by ``affine``.
+    categories
+        Every feature name (decoded), the categories of ``feature_name``.
+    ctx
+        The sample's context.
+    affine
+        A 2 x 3 (or 3 x 3) matrix from ``xy`` to H&E px (a raw Xenium run's µm); ``None``: ``xy`` are H&E px.
+    """
+    names = _parquet_file(path, ctx).schema_arrow.names
+    columns = [c for c in (*xy, "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in names]
     empty = _parquet_file(path, ctx).schema_arrow.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype)
     if isinstance(path, RemoteFile):
         # one partition per row group, each reading its column chunks by byte ranges (as dask does locally)
@@ -220,30 +258,35 @@ def read_transcripts(path: str | Path, ctx: SampleContext, *, scan: TranscriptsS
     else:
         # Arrow-backed columns: the bytes of feature_name / cell_id never become Python objects
         source = dd.read_parquet(path, columns=columns, split_row_groups=True, dtype_backend="pyarrow")
-    points = source.map_partitions(
-        _transcripts_partition, scan.categories, meta=_transcripts_partition(empty, scan.categories)
-    )
+    partition = functools.partial(transcripts_partition, xy=xy, categories=categories, affine=affine)
     return PointsModel.parse(
-        points,
+        source.map_partitions(partition, meta=partition(empty)),
         coordinates={"x": "he_x", "y": "he_y"},
         feature_key="feature_name",
-        instance_key=CELL_ID_KEY if scan.has_cell_id else None,
+        instance_key=CELL_ID_KEY if CELL_ID_KEY in columns else None,
         transformations=ctx.transformations(),
         sort=True,
     )
 
 
-def _transcripts_partition(df: pd.DataFrame, categories: pd.Index) -> pd.DataFrame:
+def transcripts_partition(
+    df: pd.DataFrame, xy: tuple[str, str], categories: pd.Index, affine: np.ndarray | None = None
+) -> pd.DataFrame:
+    """One partition of a transcripts parquet as the ``transcripts`` element's.
+
+    Columns: he_x, he_y (level-0 px, ``xy`` mapped by ``affine`` where given), feature_name (categorical of
+    ``categories``), cell_id (str, Arrow-backed), then the 10x columns present (:data:`TRANSCRIPT_COLUMNS`).
+    """
     out = pd.DataFrame(index=df.index)
-    out["he_x"] = _numpy(df["he_x"]).astype(np.float64)
-    out["he_y"] = _numpy(df["he_y"]).astype(np.float64)
+    x, y = _numpy(df[xy[0]]).astype(np.float64), _numpy(df[xy[1]]).astype(np.float64)
+    if affine is not None:
+        x, y = affine[0, 0] * x + affine[0, 1] * y + affine[0, 2], affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]
+    out["he_x"], out["he_y"] = x, y
     out["feature_name"] = pd.Categorical.from_codes(
         feature_codes(df["feature_name"], categories), dtype=pd.CategoricalDtype(categories)
     )
     if CELL_ID_KEY in df.columns:
-        ids = cell_id_strings(df[CELL_ID_KEY]).to_pandas()
-        ids.index = df.index  # positional: the partition's index need not start at 0
-        out[CELL_ID_KEY] = ids
+        out[CELL_ID_KEY] = cell_id_column(df[CELL_ID_KEY], df.index)
     for column in TRANSCRIPT_COLUMNS:
         if column in df.columns:
             out[column] = _numpy(df[column])

@@ -1,8 +1,8 @@
 """A raw 10x Xenium output bundle in the HEST contract: the run warped onto its post-Xenium H&E, as HEST does it.
 
-The bundle is read by spatialdata-io's ``xenium`` reader (its label rasters and morphology images left out); this
-module only places its elements on the H&E and pools them as HEST's ``XeniumReader`` does (mahmoodlab/HEST
-``src/hest/readers.py`` @ afd42c3; ``docs/import.md``, "Xenium"):
+The bundle's boundaries and cell table are read by spatialdata-io's ``xenium`` reader (its label rasters, morphology
+images and transcripts left out); this module places them and the transcripts on the H&E and pools them as HEST's
+``XeniumReader`` does (mahmoodlab/HEST ``src/hest/readers.py`` @ afd42c3; ``docs/import.md``, "Xenium"):
 
 - the alignment is Xenium Explorer's (:mod:`~hest_spatialdata.tenx.xenium_alignment`): cells, nuclei and
   transcripts go from Xenium µm to H&E px by HEST's ``align_xenium_df``; the H&E pixel size is HEST's estimate;
@@ -14,8 +14,9 @@ module only places its elements on the H&E and pools them as HEST's ``XeniumRead
 - the st AnnData: HEST's 100 µm pseudo-spots (:mod:`~hest_spatialdata.tenx.pseudo_spots`), every transcript
   pooled; and the metadata HEST writes for a Xenium sample (``experiment.xenium`` merged in).
 
-The transcripts are never all in memory: their extent, then the counts, are two pyarrow passes over the parquet in
-batches; the ``transcripts`` element is spatialdata-io's lazy frame, mapped onto the H&E partition by partition.
+The transcripts are never all in memory: their extent and feature names, then the counts, are two pyarrow passes
+over the parquet in batches; the ``transcripts`` element is the parquet read lazily a row group at a time and mapped
+onto the H&E (:func:`~hest_spatialdata.readers.transcripts.lazy_points`, as for a converted sample's).
 """
 
 from __future__ import annotations
@@ -29,13 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anndata as ad
-import dask.dataframe as dd
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from spatialdata.models import PointsModel, ShapesModel
+from spatialdata.models import ShapesModel
 
 from hest_spatialdata._constants import Elements, Technology
 from hest_spatialdata.errors import HestInputError
@@ -44,9 +44,10 @@ from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.transcripts import (
     BATCH_ROWS,
     DEFAULT_MIN_QV,
-    TRANSCRIPT_COLUMNS,
     CellCounter,
+    dictionary_names,
     feature_codes,
+    lazy_points,
 )
 from hest_spatialdata.readers.xenium_seg import CELL_ID_KEY, cell_id_strings
 from hest_spatialdata.tenx import _files as files
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 TECHNOLOGY = Technology.XENIUM
 FEATURE_NAME = "feature_name"
 #: spatialdata-io's names of the bundle's elements.
-_SDIO_CELLS, _SDIO_NUCLEI, _SDIO_POINTS, _SDIO_TABLE = "cell_boundaries", "nucleus_boundaries", "transcripts", "table"
+_SDIO_CELLS, _SDIO_NUCLEI, _SDIO_TABLE = "cell_boundaries", "nucleus_boundaries", "table"
 
 
 @dataclass
@@ -191,15 +192,14 @@ def read_xenium(
     for name, source in ((Elements.XENIUM_CELLS, _SDIO_CELLS), (Elements.XENIUM_NUCLEI, _SDIO_NUCLEI)):
         if source in sdata.shapes:
             elements[name.value] = warped_boundaries(sdata.shapes[source], warp, ctx, alignment_path)
-    points = sdata.points[_SDIO_POINTS]
     transcripts_path = folder / files.XENIUM_TRANSCRIPTS
-    categories = pd.Index(sorted(points["feature_name"].cat.categories.astype(str)), dtype=str)
-    extent = _transcript_extent(transcripts_path, warp, ctx, alignment_path)
+    *extent, categories = _scan_transcripts(transcripts_path, warp, ctx, alignment_path)
     pooler = PseudoSpotPooler(PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um), len(categories))
     cells = elements.get(Elements.XENIUM_CELLS.value)
     counter = CellCounter(pd.Index(cells.index, dtype=object), categories, min_qv) if cells is not None else None
     _count(transcripts_path, warp, categories, pooler, counter, ctx)
-    elements[Elements.TRANSCRIPTS.value] = transcripts_on_he(points, warp, categories, ctx)
+    xy = (files.XENIUM_X, files.XENIUM_Y)
+    elements[Elements.TRANSCRIPTS.value] = lazy_points(transcripts_path, xy, categories, ctx, affine=warp.affine)
     if counter is not None:
         elements[Elements.XENIUM_CELL_TABLE.value] = counter.table(cells, transcripts_path, ctx)
     st = pooler.adata(categories)
@@ -209,7 +209,12 @@ def read_xenium(
 
 
 def _read_with_spatialdata_io(folder: Path, sample_id: str) -> Any:
-    """spatialdata-io's ``xenium`` reader with only what the import uses: boundaries, transcripts, the cell table."""
+    """spatialdata-io's ``xenium`` reader with only what the import uses: the boundaries and the cell table.
+
+    Not its transcripts: its frame is one partition per file (dask's default for a file of dictionary-encoded
+    columns under 256 MiB uncompressed, ten million transcripts and more) and decodes every feature name into a
+    Python string, so writing it held the whole file, about 200 bytes a transcript (docs/import.md).
+    """
     import spatialdata_io
 
     try:
@@ -219,7 +224,7 @@ def _read_with_spatialdata_io(folder: Path, sample_id: str) -> Any:
             return spatialdata_io.xenium(
                 folder, cells_boundaries=(folder / files.XENIUM_CELL_BOUNDARIES).is_file(),
                 nucleus_boundaries=(folder / files.XENIUM_NUCLEUS_BOUNDARIES).is_file(), cells_as_circles=False,
-                cells_labels=False, nucleus_labels=False, transcripts=True, morphology_mip=False,
+                cells_labels=False, nucleus_labels=False, transcripts=False, morphology_mip=False,
                 morphology_focus=False, aligned_images=False, cells_table=True,
             )  # fmt: skip
     except Exception as e:  # spatialdata-io raises whatever its readers raise (OSError, KeyError, ArrowInvalid ...)
@@ -253,34 +258,6 @@ def warped_boundaries(
     return ShapesModel.parse(gdf, transformations=ctx.transformations())
 
 
-def transcripts_on_he(points: dd.DataFrame, warp: XeniumToHE, categories: pd.Index, ctx: SampleContext) -> dd.DataFrame:
-    """spatialdata-io's transcripts (µm) as a converted sample's ``transcripts``: lazy, at (he_x, he_y) px."""
-    on_he = points.map_partitions(_he_partition, warp.affine, categories)
-    on_he.attrs.clear()  # spatialdata-io's µm transformation stays with its element (attrs are copied)
-    return PointsModel.parse(
-        on_he, coordinates={"x": "he_x", "y": "he_y"}, feature_key="feature_name", instance_key=CELL_ID_KEY,
-        transformations=ctx.transformations(), sort=True,
-    )  # fmt: skip
-
-
-def _he_partition(df: pd.DataFrame, affine: np.ndarray, categories: pd.Index) -> pd.DataFrame:
-    """One partition of spatialdata-io's transcripts (µm) as a converted sample's (he_x, he_y px, str cell ids)."""
-    x, y = df["x"].to_numpy(np.float64), df["y"].to_numpy(np.float64)
-    out = pd.DataFrame(index=df.index)
-    out["he_x"] = affine[0, 0] * x + affine[0, 1] * y + affine[0, 2]
-    out["he_y"] = affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]
-    names = df["feature_name"].astype(str) if len(df) else pd.Series([], dtype=str)
-    out["feature_name"] = pd.Categorical(names, categories=categories)
-    ids = cell_id_strings(df[CELL_ID_KEY].to_numpy()).to_pandas()
-    ids.index = df.index
-    out[CELL_ID_KEY] = ids
-    renamed = df.rename(columns={"z": "z_location"})
-    for column in TRANSCRIPT_COLUMNS:
-        if column in renamed.columns:
-            out[column] = renamed[column].to_numpy()
-    return out
-
-
 def _transcript_batches(path: Path, columns: list[str], ctx: SampleContext) -> Iterator[pa.RecordBatch]:
     """The transcripts' ``columns``, :data:`BATCH_ROWS` rows at a time (feature names dictionary-encoded, as stored)."""
     try:
@@ -290,19 +267,27 @@ def _transcript_batches(path: Path, columns: list[str], ctx: SampleContext) -> I
         raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
 
 
-def _transcript_extent(
+def _scan_transcripts(
     path: Path, warp: XeniumToHE, ctx: SampleContext, alignment: Path
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (x, y) minimum and maximum of the transcripts on the H&E; raises if they leave the slide."""
+) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """The transcripts' (x, y) minimum and maximum on the H&E and every feature name (sorted).
+
+    Raises
+    ------
+    HestInputError
+        If no transcript has a finite position, or they leave the slide (naming the alignment).
+    """
     lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
-    for batch in _transcript_batches(path, [files.XENIUM_X, files.XENIUM_Y], ctx):
+    names: set[str] = set()
+    for batch in _transcript_batches(path, [files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME], ctx):
+        names.update(dictionary_names(batch.column(2)))
         if batch.num_rows:
             xy = warp.points(batch.column(0).to_numpy(), batch.column(1).to_numpy())
             lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
     if not np.isfinite(lo).all():
         raise HestInputError(ctx.sample_id, path, "the transcripts parquet holds no transcript with a finite position")
     check_extent_on_slide(lo, hi, ctx, alignment, what="transcripts warped by this alignment")
-    return lo, hi
+    return lo, hi, pd.Index(sorted(names), dtype=str)
 
 
 def _count(
