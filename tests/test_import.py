@@ -110,6 +110,25 @@ def test_visium_metadata_and_attrs_say_what_was_imported(section1_store: Path, s
     assert hest["elements"] == {"images": ["he"], "shapes": ["patches", "spots", "tissue"], "tables": ["table"]}
 
 
+@pytest.mark.parametrize("radius_px", [3, 20])
+def test_tissue_morphology_is_scipys_closing_then_opening(section1_store: Path, radius_px: int) -> None:
+    """OpenCV's filters give scipy's binary closing then opening exactly, borders included, on the real H&E."""
+    import cv2
+    import zarr
+    from scipy import ndimage
+    from skimage import morphology
+
+    from hest_spatialdata.tenx.tissue import close_then_open
+
+    he = zarr.open_group(section1_store / "images" / "he", mode="r")
+    rgb = np.moveaxis(np.asarray(he[sorted(he.array_keys())[-2]]), 0, -1)  # a coarse level, (y, x, 3)
+    mask = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[..., 1] > 25
+    disc = morphology.disk(radius_px)
+    expected = ndimage.binary_opening(ndimage.binary_closing(mask, disc), disc)
+    assert 0.05 < expected.mean() < 0.95  # tissue and glass
+    np.testing.assert_array_equal(close_then_open(mask, disc), expected)
+
+
 def test_visium_tissue_agrees_with_space_rangers_in_tissue(section1_store: Path) -> None:
     """The detected tissue holds the spots Space Ranger called in tissue, and not the others."""
     import geopandas as gpd

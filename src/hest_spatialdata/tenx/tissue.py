@@ -53,17 +53,29 @@ def detection_level(levels: Sequence[Level]) -> int:
 def tissue_mask(rgb: np.ndarray, um_per_px: float) -> np.ndarray:
     """The boolean tissue mask of an RGB uint8 image with ``um_per_px`` µm per pixel (steps 2-4 above)."""
     import cv2
-    from scipy import ndimage
     from skimage import morphology
 
     saturation = cv2.medianBlur(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[..., 1], MEDIAN_BLUR_PX)
     otsu, _ = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = saturation > np.clip(otsu, *SATURATION_RANGE)
     disc = morphology.disk(max(1, round(MORPHOLOGY_UM / um_per_px / 2)))
-    mask = ndimage.binary_opening(ndimage.binary_closing(mask, disc), disc)
+    mask = close_then_open(mask, disc)
     area_px = um_per_px**2
     mask = morphology.remove_small_objects(mask, max_size=max(1, int(MIN_TISSUE_UM2 / area_px)))
     return morphology.remove_small_holes(mask, max_size=max(1, int(MIN_HOLE_UM2 / area_px)))
+
+
+def close_then_open(mask: np.ndarray, disc: np.ndarray) -> np.ndarray:
+    """The closing, then the opening, of a boolean ``mask`` by the structuring element ``disc``.
+
+    The masks of scipy's ``binary_closing`` and ``binary_opening`` (outside the image is background), made with
+    OpenCV's filters: tens of times faster where the disc is 20 px and more (a small H&E detected at level 0).
+    """
+    import cv2
+
+    kernel, border = disc.astype(np.uint8), {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+    closed = cv2.erode(cv2.dilate(mask.astype(np.uint8), kernel, **border), kernel, **border)
+    return cv2.dilate(cv2.erode(closed, kernel, **border), kernel, **border).astype(bool)
 
 
 def mask_polygons(mask: np.ndarray, scale: tuple[float, float]) -> list[shapely.Polygon]:
