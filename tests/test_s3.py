@@ -390,3 +390,25 @@ def test_a_cohort_opened_with_storage_options_alone_reads_expression_and_patches
         np.testing.assert_array_equal(mine[0], theirs[0])
         np.testing.assert_array_equal(mine[1], theirs[1])
         assert mine[2:] == theirs[2:]
+
+
+def test_dataloader_workers_started_by_fork_read_patches_from_the_bucket(visium_store: Path, s3_bucket) -> None:
+    """torch's DataLoader with two workers started by fork (Linux's default) over a store in the bucket that the
+    parent opened (its zarr.json read through the store's S3 filesystem): each worker gets its own filesystem (an
+    inherited one is bound to the parent's event loop: fsspec raises "not fork-safe"), and the batches equal the
+    local store's. No chunk is read in the parent, so that every one is fetched in a worker."""
+    from .helpers import import_or_fail_in_ci
+
+    torch = import_or_fail_in_ci("torch")
+    from hest_spatialdata.loaders import PatchDataset
+
+    url = _upload(visium_store, s3_bucket.url(f"fork/{visium_store.name}"))
+    remote = PatchDataset(url, patch_size_px=40, um_per_px=3.0)
+    local = PatchDataset(visium_store, patch_size_px=40, um_per_px=3.0)
+    indices = list(range(0, len(local), max(1, len(local) // 48)))[:48]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(remote, indices), batch_size=8, num_workers=2, multiprocessing_context="fork"
+    )
+    got = torch.cat([batch[0] for batch in loader]).numpy()
+    expected = np.stack([local[i][0] for i in indices])
+    np.testing.assert_array_equal(got, expected)

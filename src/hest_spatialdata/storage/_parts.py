@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +53,33 @@ class StoreFiles:
     def __init__(self, store: str | Path, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(store)
         self.storage_options = dict(storage_options or {})
+        fs: Any = None
         if is_url(store) and hasattr(store, "fs"):  # a UPath (locations.locate) carries its filesystem and options
-            self.fs, self.root = store.fs, store.path.rstrip("/")
+            fs, self.root = store.fs, store.path.rstrip("/")
             self.storage_options = {**getattr(store, "storage_options", {}), **self.storage_options}
         elif "://" in self.url:
             from fsspec.core import url_to_fs
 
-            self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+            fs, self.root = url_to_fs(self.url, **self.storage_options)
             self.root = self.root.rstrip("/")
         else:
-            self.fs, self.root = None, str(Path(store))
+            self.root = str(Path(store))
+        self._fs, self._pid = fs, os.getpid()
         self._in_flight: asyncio.Semaphore | None = None
+
+    @property
+    def fs(self) -> Any:
+        """The store's fsspec filesystem (``None`` for a local folder), this process's own.
+
+        An asynchronous filesystem (s3fs, gcsfs, adlfs) runs on its process's event loop: in a child forked after
+        it was used (a DataLoader worker on Linux) fsspec refuses it ("not fork-safe"), so the child makes its own,
+        with the same options.
+        """
+        if self._pid != os.getpid():
+            if getattr(self._fs, "async_impl", False):
+                self._fs = type(self._fs)(**self._fs.storage_options)
+            self._pid, self._in_flight = os.getpid(), None
+        return self._fs
 
     @property
     def local(self) -> bool:
