@@ -12,14 +12,16 @@ subprocess (``_harness.py``), in alternating order over ``--repeat`` rounds:
 - ``embed``: ``hs.embed(stores, encoder, spots="all", overwrite=True)``: patches, encoder and the atomic write of
   the two elements into every store (every spot, as ``patches`` reads them).
 
-``--encoder resnet18`` (default) is timm's ``resnet18`` with random weights (``pretrained=False``, no classifier:
-512 features), given to ``embed`` as a torch module; ``--encoder histogram`` is the package's numpy encoder. Printed
+``--encoder resnet18`` (default) is timm's ``resnet18`` with random weights (``pretrained=False``, no classifier: 512
+features), given to ``embed`` as a torch module; ``--encoder histogram`` is the package's numpy encoder; ``--encoder
+phikon`` is the registry's Phikon (transformers' ViT-B/16, 768 features) with random weights saved once in
+``benchmarks/_work/phikon_random/`` and loaded through the registry (``as_encoder("phikon", weights=folder)``). Printed
 per run: patches/s, CPU seconds (user+sys of the process) and the 1-minute load around it; then a table with the best
-rates and ``embed / min(patches, encoder)`` measured in this run (1.0: reading hidden behind the encoder, nothing
-lost around them), with the load, torch's threads, batch size and device. Also per CPU second (user+sys): under load,
-wall rates swing with the other processes while CPU time per patch hardly moves, so ``embed CPU / (patches +
-encoder) CPU`` (1.0: embed costs what reading and encoding cost apart) says what the loop adds whatever the load.
-``spatialdata`` is imported before ``embed`` is timed (the first write would import it: once per process).
+rates and ``embed / min(patches, encoder)`` measured in this run (1.0: reading hidden behind the encoder, nothing lost
+around them), with the load, torch's threads, batch size and device. Also per CPU second (user+sys): under load, wall
+rates swing with the other processes while CPU time per patch hardly moves, so ``embed CPU / (patches + encoder) CPU``
+(1.0: embed costs what reading and encoding cost apart) says what the loop adds whatever the load. ``spatialdata`` is
+imported before ``embed`` is timed (the first write would import it: once per process).
 
 Usage::
 
@@ -39,16 +41,33 @@ import _harness
 
 HERE = Path(__file__).resolve().parent
 MODES = ["patches", "encoder", "embed"]
-ENCODERS = ("resnet18", "histogram")
+ENCODERS = ("resnet18", "histogram", "phikon")
 
 
 def _encoder(name: str) -> Any:
-    """What ``embed`` is given: timm's resnet18 with random weights (a torch module), or the built-in name."""
+    """What ``embed`` is given: timm's resnet18 with random weights (a torch module), the built-in name, or the
+    registry's Phikon built from a random model folder."""
     if name == "histogram":
         return "histogram"
+    if name == "phikon":
+        from hest_spatialdata.benchmark import as_encoder
+
+        return as_encoder("phikon", weights=_random_phikon())
     import timm
 
     return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+def _random_phikon() -> Path:
+    """A Phikon-sized ViTModel (ViT-B/16 at 224 px) with random weights, as ``save_pretrained`` writes it (once)."""
+    folder = HERE / "_work" / "phikon_random"
+    if not (folder / "model.safetensors").is_file():
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        transformers.ViTModel(transformers.ViTConfig(), add_pooling_layer=False).save_pretrained(folder)
+    return folder
 
 
 def _embed_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +153,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     _harness.run_script(HERE / "bench_cohort.py", "--build", args.stores, capture=False)
+    if args.encoder == "phikon":
+        _random_phikon()  # once, before any timed child
     print(_harness.machine_text(), flush=True)
     config = {
         "encoder": args.encoder, "stores": args.stores, "batch_size": args.batch_size, "device": args.device,
