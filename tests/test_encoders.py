@@ -9,6 +9,7 @@ run by hand on the dataset's patches (timm directly, the registry's preprocessin
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -278,7 +279,6 @@ def test_any_timm_name_still_works_with_local_weights(store: Path, tmp_path: Pat
 
 # --------------------------------------------------------------------------------------------- transformers models
 
-transformers = import_or_fail_in_ci("transformers")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -288,6 +288,7 @@ def _phikon_folder(folder: Path, seed: int, layers: int = 1) -> Path:
     Its checkpoint holds the pooler (as a ViTModel saved with one), and its ``layer_norm_eps`` is not ViTConfig's
     default: the model must be built from this config.json, not from the architecture's defaults.
     """
+    transformers = import_or_fail_in_ci("transformers")  # here, not at import: the timm tests run without it
     torch.manual_seed(seed)
     config = transformers.ViTConfig(num_hidden_layers=layers, intermediate_size=256, layer_norm_eps=1e-6)
     transformers.ViTModel(config, add_pooling_layer=True).save_pretrained(folder)
@@ -296,6 +297,7 @@ def _phikon_folder(folder: Path, seed: int, layers: int = 1) -> Path:
 
 def _phikon_v2_folder(folder: Path, seed: int) -> Path:
     """A DINOv2 as wide as Phikon-v2 (1024) with one block, random, at 224 px with 16 px patches."""
+    transformers = import_or_fail_in_ci("transformers")  # here, not at import: the timm tests run without it
     torch.manual_seed(seed)
     config = transformers.Dinov2Config(hidden_size=1024, num_hidden_layers=1, num_attention_heads=16, mlp_ratio=1,
                                        image_size=224, patch_size=16)  # fmt: skip
@@ -306,6 +308,7 @@ def _phikon_v2_folder(folder: Path, seed: int) -> Path:
 def _hest_phikon_by_hand(name: str, folder: Path, patches: np.ndarray) -> np.ndarray:
     """HEST-Benchmark's recipe written out: its from_pretrained call, a bilinear resize to 224, ImageNet's
     normalisation, the class token of last_hidden_state."""
+    transformers = import_or_fail_in_ci("transformers")  # here, not at import: the timm tests run without it
     if name == "phikon":
         model = transformers.ViTModel.from_pretrained(folder, add_pooling_layer=False)
     else:
@@ -317,6 +320,7 @@ def _hest_phikon_by_hand(name: str, folder: Path, patches: np.ndarray) -> np.nda
 
 
 def test_phikon_models_from_their_folders_give_hests_recipe(store: Path, tmp_path: Path) -> None:
+    transformers = import_or_fail_in_ci("transformers")  # here, not at import: the timm tests run without it
     import spatialdata as sd
 
     folders = {"phikon": _phikon_folder(tmp_path / "phikon", 6), "phikon_v2": _phikon_v2_folder(tmp_path / "v2", 7)}
@@ -363,12 +367,18 @@ def test_phikon_folders_that_are_not_phikon_fail_naming_the_encoder_and_the_fold
     deeper = _phikon_folder(tmp_path / "deeper", 10, layers=2)
     shutil.copy(tmp_path / "p" / "config.json", deeper)  # one block's config, two blocks' weights
     refused(deeper, "are not this model's", "unexpected keys 16")  # the 16 tensors of the second block
+    wider = tmp_path / "wider"
+    shutil.copytree(tmp_path / "p", wider)
+    config = json.loads((wider / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps(config | {"intermediate_size": 512}))  # the MLP's width
+    refused(wider, "are not this model's", "shapes 3", "(256, 768) (model (512, 768))")  # fc1 weight+bias, fc2 weight
     assert _files(store) == before
 
 
 @pytest.fixture
 def phikon_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A loopback hub serving owkin/phikon as HEST reads it (config.json, pytorch_model.bin); no login, no cache."""
+    transformers = import_or_fail_in_ci("transformers")  # here, not at import: the timm tests run without it
     import huggingface_hub.constants
 
     from .hub_server import FakeHub

@@ -159,6 +159,31 @@ def test_missing_bundle_file_is_named(bundle: XeniumBundle, tmp_path: Path, miss
     assert info.value.path == folder / missing
 
 
+def _without_column(bundle: XeniumBundle, folder: Path, column: str) -> None:
+    table = pq.read_table(bundle.path / "transcripts.parquet")
+    pq.write_table(table.drop_columns([column]), folder / "transcripts.parquet", row_group_size=50_000)
+
+
+@pytest.mark.parametrize("dropped", ["feature_name", "x_location"])
+def test_transcripts_without_a_position_or_name_are_named(bundle: XeniumBundle, tmp_path: Path, dropped: str) -> None:
+    folder = _linked(bundle, tmp_path / "outs", without="transcripts.parquet")
+    _without_column(bundle, folder, dropped)
+    with pytest.raises(HestInputError, match=rf"transcripts lack the column\(s\) {dropped}") as info:
+        read_xenium(folder, sample_id="XEN1", slide_shape=_slide_shape(bundle.image))
+    assert info.value.path == folder / "transcripts.parquet"
+
+
+def test_transcripts_without_cell_ids_give_no_cell_table_and_say_so(bundle: XeniumBundle, tmp_path: Path) -> None:
+    folder = _linked(bundle, tmp_path / "outs", without="transcripts.parquet")
+    _without_column(bundle, folder, "cell_id")
+    with pytest.warns(UserWarning, match="XEN1 .*transcripts.parquet.*no cell_id column; xenium_cell_table not"):
+        run = read_xenium(folder, sample_id="XEN1", slide_shape=_slide_shape(bundle.image))
+    assert "xenium_cell_table" not in run.elements and "xenium_cells" in run.elements
+    points = run.elements["transcripts"]
+    assert "cell_id" not in points.columns and len(points) == len(_transcripts(bundle))
+    assert int(run.st.X.sum()) == len(_transcripts(bundle))  # the pseudo-spots pool every transcript still
+
+
 @pytest.mark.parametrize("text", ["not,a\nmatrix\n", "1,0,0\n0,1,0\n", "0,0,0\n0,0,0\n0,0,1\n", "\x00\xff\xfe"])
 def test_unreadable_alignment_is_named(bundle: XeniumBundle, tmp_path: Path, text: str) -> None:
     folder = _linked(bundle, tmp_path / "outs", without="he_imagealignment.csv")

@@ -157,8 +157,9 @@ def embed(
     autocast = precision_context(model, device, precision)
     config = {"patch_size_px": int(patch_size_px), "um_per_px": float(um_per_px), "spots_asked": spots,
               "precision": precision}  # fmt: skip
-    if model.config.get("weights_sha256"):  # other weights under the same name are other embeddings
-        config["weights_sha256"] = model.config["weights_sha256"]
+    for key in ("weights_sha256", "config_sha256"):  # other weights (or config) under one name: other embeddings
+        if model.config.get(key):
+            config[key] = model.config[key]
     summary, started = BatchSummary(), time.perf_counter()
     todo = []
     for sample_id in cohort:

@@ -213,7 +213,7 @@ def _torch_module() -> Any:
         from hest_spatialdata.benchmark import _torch
     except ImportError as e:
         raise EncoderUnavailableError(
-            f"this encoder needs torch and timm ({e}): pip install 'hest-spatialdata[bench]'"
+            f"this encoder needs torch and timm (transformers for phikon) ({e}): pip install 'hest-spatialdata[bench]'"
         ) from None
     return _torch
 

@@ -103,18 +103,27 @@ def build_model(spec: EncoderSpec, folder: Path, weights_file: Path) -> TokenMod
     config = _read_config(model_class, folder, what)
     try:
         with _quiet_transformers(transformers):  # its load report and progress bar: the checks below say it
+            # shapes that differ are reported below, by key (transformers would raise pointing at its hidden report)
             model, info = model_class.from_pretrained(
-                folder, config=config, local_files_only=True, output_loading_info=True,
+                folder, config=config, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True,
                 use_safetensors=weights_file.suffix == ".safetensors", **spec.timm_kwargs,
             )  # fmt: skip
-    except (OSError, RuntimeError, ValueError) as e:  # unreadable file, shapes that differ
+    except (OSError, RuntimeError, ValueError) as e:  # an unreadable file
         raise EncoderWeightsError(f"{what}: cannot load the weights {weights_file}: {type(e).__name__}: {e}") from e
     unexpected = [k for k in info["unexpected_keys"] if not spec.ignored_keys or not k.startswith(spec.ignored_keys)]
-    missing, shapes = sorted(map(str, info["missing_keys"])), sorted(map(str, info["mismatched_keys"]))
+    missing, shapes = sorted(map(str, info["missing_keys"])), sorted(map(_shape_text, info["mismatched_keys"]))
     if missing or unexpected or shapes:
         raise EncoderWeightsError(f"{what}: the weights {weights_file} are not this model's: "
                                   + key_mismatches(missing, sorted(unexpected), shapes))  # fmt: skip
-    return TokenModel(model.eval())
+    return TokenModel(model.float().eval())  # float32, as the patches are, whatever dtype the folder was saved in
+
+
+def _shape_text(mismatch: Any) -> str:
+    """A shape mismatch as transformers reports it, ``(key, checkpoint shape, model shape)``, as text."""
+    if isinstance(mismatch, tuple) and len(mismatch) == 3:
+        key, stored, expected = mismatch
+        return f"{key} {tuple(stored)} (model {tuple(expected)})"
+    return str(mismatch)
 
 
 @contextmanager

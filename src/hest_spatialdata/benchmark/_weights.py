@@ -40,6 +40,8 @@ def weights_path(spec: EncoderSpec, weights: str | Path | None, *, token: str | 
     """
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise EncoderWeightsError(f"encoder {spec.name!r}: {path} is a folder; a timm model's weights are a file")
         if not path.is_file():
             raise EncoderWeightsError(f"encoder {spec.name!r}: weights file {path} does not exist")
         return path

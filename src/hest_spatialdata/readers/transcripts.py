@@ -248,12 +248,12 @@ def lazy_points(
     affine
         A 2 x 3 (or 3 x 3) matrix from ``xy`` to H&E px (a raw Xenium run's µm); ``None``: ``xy`` are H&E px.
     """
-    names = _parquet_file(path, ctx).schema_arrow.names
-    columns = [c for c in (*xy, "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in names]
-    empty = _parquet_file(path, ctx).schema_arrow.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+    parquet = _parquet_file(path, ctx)
+    columns = [c for c in (*xy, "feature_name", CELL_ID_KEY, *TRANSCRIPT_COLUMNS) if c in parquet.schema_arrow.names]
+    empty = parquet.schema_arrow.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype)
     if isinstance(path, RemoteFile):
         # one partition per row group, each reading its column chunks by byte ranges (as dask does locally)
-        groups = range(_parquet_file(path, ctx).metadata.num_row_groups)
+        groups = range(parquet.metadata.num_row_groups)
         source = dd.from_map(_RemoteRowGroup(path, columns), groups, meta=empty, enforce_metadata=False)
     else:
         # Arrow-backed columns: the bytes of feature_name / cell_id never become Python objects

@@ -72,12 +72,14 @@ class StoreFiles:
         """The store's fsspec filesystem (``None`` for a local folder), this process's own.
 
         An asynchronous filesystem (s3fs, gcsfs, adlfs) runs on its process's event loop: in a child forked after
-        it was used (a DataLoader worker on Linux) fsspec refuses it ("not fork-safe"), so the child makes its own,
-        with the same options.
+        it was used (a DataLoader worker on Linux) fsspec refuses it ("not fork-safe"), so the child makes its own
+        from the store's URL and options.
         """
         if self._pid != os.getpid():
-            if getattr(self._fs, "async_impl", False):
-                self._fs = type(self._fs)(**self._fs.storage_options)
+            if self._fs is not None:  # from the URL: a chained one (simplecache::s3://) holds an s3fs inside
+                from fsspec.core import url_to_fs
+
+                self._fs = url_to_fs(self.url, **self.storage_options)[0]
             self._pid, self._in_flight = os.getpid(), None
         return self._fs
 

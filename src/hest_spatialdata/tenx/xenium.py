@@ -39,7 +39,7 @@ from spatialdata.models import ShapesModel
 
 from hest_spatialdata._constants import Elements, Technology
 from hest_spatialdata.errors import HestInputError
-from hest_spatialdata.readers._checks import check_extent_on_slide, check_geometries_on_slide, reason
+from hest_spatialdata.readers._checks import check_extent_on_slide, check_geometries_on_slide, reason, warn
 from hest_spatialdata.readers._context import SampleContext
 from hest_spatialdata.readers.transcripts import (
     BATCH_ROWS,
@@ -193,11 +193,16 @@ def read_xenium(
         if source in sdata.shapes:
             elements[name.value] = warped_boundaries(sdata.shapes[source], warp, ctx, alignment_path)
     transcripts_path = folder / files.XENIUM_TRANSCRIPTS
+    columns = _transcript_columns(transcripts_path, ctx)
     *extent, categories = _scan_transcripts(transcripts_path, warp, ctx, alignment_path)
     pooler = PseudoSpotPooler(PseudoSpotGrid.covering(*extent, ctx.pixel_size_um, spot_size_um), len(categories))
     cells = elements.get(Elements.XENIUM_CELLS.value)
-    counter = CellCounter(pd.Index(cells.index, dtype=object), categories, min_qv) if cells is not None else None
-    _count(transcripts_path, warp, categories, pooler, counter, ctx)
+    counter = None
+    if cells is not None and CELL_ID_KEY in columns:
+        counter = CellCounter(pd.Index(cells.index, dtype=object), categories, min_qv)
+    elif cells is not None:
+        warn(ctx, transcripts_path, "the transcripts have no cell_id column; xenium_cell_table not written")
+    _count(transcripts_path, warp, categories, pooler, counter, columns, ctx)
     xy = (files.XENIUM_X, files.XENIUM_Y)
     elements[Elements.TRANSCRIPTS.value] = lazy_points(transcripts_path, xy, categories, ctx, affine=warp.affine)
     if counter is not None:
@@ -267,6 +272,18 @@ def _transcript_batches(path: Path, columns: list[str], ctx: SampleContext) -> I
         raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
 
 
+def _transcript_columns(path: Path, ctx: SampleContext) -> list[str]:
+    """The columns of ``transcripts.parquet``; raises if it is unreadable or lacks a position or the feature name."""
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as e:
+        raise HestInputError(ctx.sample_id, path, f"transcripts parquet unreadable or corrupt ({reason(e)})") from e
+    missing = [c for c in (files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME) if c not in names]
+    if missing:
+        raise HestInputError(ctx.sample_id, path, f"transcripts lack the column(s) {', '.join(missing)}")
+    return names
+
+
 def _scan_transcripts(
     path: Path, warp: XeniumToHE, ctx: SampleContext, alignment: Path
 ) -> tuple[np.ndarray, np.ndarray, pd.Index]:
@@ -280,9 +297,9 @@ def _scan_transcripts(
     lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
     names: set[str] = set()
     for batch in _transcript_batches(path, [files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME], ctx):
-        names.update(dictionary_names(batch.column(2)))
+        names.update(dictionary_names(batch.column(FEATURE_NAME)))
         if batch.num_rows:
-            xy = warp.points(batch.column(0).to_numpy(), batch.column(1).to_numpy())
+            xy = warp.points(batch.column(files.XENIUM_X).to_numpy(), batch.column(files.XENIUM_Y).to_numpy())
             lo, hi = np.minimum(lo, xy.min(axis=0)), np.maximum(hi, xy.max(axis=0))
     if not np.isfinite(lo).all():
         raise HestInputError(ctx.sample_id, path, "the transcripts parquet holds no transcript with a finite position")
@@ -296,17 +313,19 @@ def _count(
     categories: pd.Index,
     pooler: PseudoSpotPooler,
     counter: CellCounter | None,
+    names: list[str],
     ctx: SampleContext,
 ) -> None:
-    """Stream the transcripts once into the pseudo-spots (every transcript) and the cell counts (``qv >= 20``)."""
-    names = pq.read_schema(path).names
+    """Stream the transcripts once into the pseudo-spots (every transcript) and the cell counts (``qv >= 20``).
+
+    ``names``: the file's columns; ``counter`` is ``None`` where it has no ``cell_id``.
+    """
     quality = ["qv"] if "qv" in names else []
-    ids = [CELL_ID_KEY] if CELL_ID_KEY in names else []
-    columns = [files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME, *ids, *quality]
-    for batch in _transcript_batches(path, columns, ctx):
-        xy = warp.points(batch.column(0).to_numpy(), batch.column(1).to_numpy())
-        pooler.add(xy, feature_codes(batch.column(2), categories))
-        if counter is not None and ids:
+    ids = [CELL_ID_KEY] if counter is not None else []
+    for batch in _transcript_batches(path, [files.XENIUM_X, files.XENIUM_Y, FEATURE_NAME, *ids, *quality], ctx):
+        xy = warp.points(batch.column(files.XENIUM_X).to_numpy(), batch.column(files.XENIUM_Y).to_numpy())
+        pooler.add(xy, feature_codes(batch.column(FEATURE_NAME), categories))
+        if counter is not None:
             counter.add(batch.select([CELL_ID_KEY, FEATURE_NAME, *quality]))
 
 
