@@ -268,7 +268,8 @@ def _registry_names() -> list[str]:
 def _buildable_names() -> list[str]:
     from hest_spatialdata.benchmark.encoder_registry import ENCODERS
 
-    return [n for n, spec in ENCODERS.items() if not spec.needs]
+    with_transformers = importlib.util.find_spec("transformers") is not None
+    return [n for n, spec in ENCODERS.items() if not spec.needs and (spec.library == "timm" or with_transformers)]
 
 
 def _callable_encoder(name: str, version_text: str, kind: str, function: Callable[[Any], Any], device: Any) -> Encoder:
