@@ -225,7 +225,7 @@ def _registry_encoder(spec: Any, name: str | None, device: str | None, weights: 
             + ", ".join(_buildable_names())
         )
     torch_part = _torch_module()
-    if spec.library == "transformers" and importlib.util.find_spec("transformers") is None:
+    if spec.library == "transformers" and not _transformers_installed():
         raise EncoderUnavailableError(
             f"encoder {spec.name!r} is a transformers model: pip install 'hest-spatialdata[bench]' (or transformers)"
         )
@@ -268,8 +268,12 @@ def _registry_names() -> list[str]:
 def _buildable_names() -> list[str]:
     from hest_spatialdata.benchmark.encoder_registry import ENCODERS
 
-    with_transformers = importlib.util.find_spec("transformers") is not None
+    with_transformers = _transformers_installed()
     return [n for n, spec in ENCODERS.items() if not spec.needs and (spec.library == "timm" or with_transformers)]
+
+
+def _transformers_installed() -> bool:
+    return importlib.util.find_spec("transformers") is not None
 
 
 def _callable_encoder(name: str, version_text: str, kind: str, function: Callable[[Any], Any], device: Any) -> Encoder:

@@ -144,14 +144,13 @@ def weights_config(
 
     ``built_by``: what built the model (default: the timm architecture, its version and keyword arguments).
     """
-    library = spec.library
     if built_by is None:
         built_by = {"timm_arch": spec.arch, "timm_version": version("timm"),
                     "timm_kwargs": {k: str(v) for k, v in spec.timm_kwargs.items()}}  # fmt: skip
     return {
         "registry_name": spec.name,
-        "library": library,
-        "library_version": version(library),
+        "library": spec.library,
+        "library_version": version(spec.library),
         **built_by,
         "torch_version": torch.__version__,
         "weights_repo": spec.hub_repo,

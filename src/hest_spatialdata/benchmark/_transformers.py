@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from hest_spatialdata.benchmark._weights import EncoderWeightsError, key_mismatches, weights_path
+from hest_spatialdata.benchmark._weights import EncoderWeightsError, file_sha256, key_mismatches, weights_path
 from hest_spatialdata.benchmark.encoder_registry import TRANSFORMERS_CONFIG, EncoderSpec
 
 #: Weights file names transformers' loader looks for in a model folder, in its order of preference.
@@ -156,8 +156,6 @@ def _read_config(model_class: Any, folder: Path, what: str) -> Any:
 
 def transformers_config(spec: EncoderSpec, folder: Path) -> dict[str, Any]:
     """What built the model, for the embeddings' config: the transformers class and version, the config file."""
-    from hest_spatialdata.benchmark._weights import file_sha256
-
     return {
         "transformers_class": spec.arch,
         "transformers_version": version("transformers"),
